@@ -1,0 +1,45 @@
+# The developer and user entry points. A fresh clone needs only `make demo` or `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The test environment pins a CPU torch; users keep their own (the hf extra does not pin it).
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup browser demo test lint bench gpu-check clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install "$(TORCH_PIN)"
+	$(BIN)/pip install -e ".[hf,dev,bench]" "$(TORCH_PIN)"
+	touch $(STAMP)
+
+# Debian chromium for the browser tests (Playwright drives /usr/bin/chromium; it never downloads one).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver tmux >/dev/null; \
+	else echo "note: /usr/bin/chromium not found; browser tests will be skipped (apt-get install chromium)"; fi
+
+demo: setup
+	$(BIN)/mudpuppy-monitor demo --port 5980
+
+test: setup browser
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check mudpuppy_monitor callback tests bench
+	$(BIN)/ruff format --check mudpuppy_monitor callback tests bench
+	$(BIN)/mypy
+
+bench: setup browser
+	$(BIN)/python -m bench
+
+gpu-check: setup
+	$(BIN)/python -m mudpuppy_monitor.gpu.check
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

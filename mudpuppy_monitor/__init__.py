@@ -1,0 +1,3 @@
+"""mudpuppy-monitor: the daemon side."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,52 @@
+"""JSON for browsers and API clients: strict, fast, and NaN-preserving.
+
+orjson writes NaN/Infinity as null, which would hide a NaN loss. Non-finite floats become the
+strings of the run format ("NaN", "Infinity", "-Infinity") instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mudpuppy_callback import encode_number
+
+_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of obj in which every non-finite float is a string."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else encode_number(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return floats_to_json(obj) if obj.dtype.kind == "f" else obj.tolist()
+    if isinstance(obj, np.floating):
+        return json_safe(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def floats_to_json(values: np.ndarray) -> list[Any]:
+    """A float array as a list, non-finite entries as strings; fast when all are finite."""
+    out = values.tolist()
+    bad = ~np.isfinite(values)
+    if bad.any():
+        for i in np.flatnonzero(bad).tolist():
+            out[i] = encode_number(out[i])
+    return out
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(json_safe(obj), option=_OPTS)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
