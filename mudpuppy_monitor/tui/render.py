@@ -1,0 +1,344 @@
+"""Layout of the terminal view: pure functions from a Snapshot to Rich renderables.
+
+Nothing here reads files, samples GPUs or looks at a clock: the live loop (app.py) builds a
+Snapshot and these functions draw it, so a test can render any state at any width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mudpuppy_monitor.tui.formatting import (
+    MISSING,
+    NONFINITE_CHAR,
+    format_age,
+    format_bytes,
+    format_eta,
+    format_number,
+    format_step,
+    progress_bar,
+    sparkline,
+)
+
+STATUS_STYLES: dict[str, str] = {
+    "running": "green",
+    "stalled": "yellow",
+    "completed": "cyan",
+    "failed": "bold red",
+    "interrupted": "magenta",
+    "crashed": "bold red",
+    "unknown": "dim",
+}
+STATUS_ORDER = ("running", "stalled", "crashed", "failed", "interrupted", "completed", "unknown")
+NAME_MAX = 32
+NAME_MIN = 8
+SPARK_WIDTH = 16
+BAR_WIDTH = 10
+COLUMN_GAP = 2  # padding (0, 1) on both sides of each inner column edge, none at the table edge
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one frame shows. `runs` are RunSummary-like objects, newest activity first."""
+
+    root: str
+    runs: Sequence[Any]
+    now: float
+    total_runs: int | None = None  # before the filter; None = same as len(runs)
+    loss: Mapping[str, Sequence[float]] = field(default_factory=dict)  # run id -> recent values
+    gpus: Sequence[Any] = ()  # GpuSample-like
+    gpu_runs: Mapping[int, Sequence[str]] = field(default_factory=dict)  # gpu index -> run names
+    gpu_backend: str | None = None  # None: GPU sampling off
+    gpu_simulated: bool = False
+    gpu_reason: str | None = None
+    filter: str | None = None
+
+
+def _get(obj: Any, name: str) -> Any:
+    return getattr(obj, name, None)
+
+
+def sort_runs(runs: Sequence[Any]) -> list[Any]:
+    """Most recently active first; runs that never logged go last, by name."""
+
+    def key(run: Any) -> tuple[int, float, str]:
+        t = _get(run, "last_event_t")
+        if t is None or not math.isfinite(t):
+            return (1, 0.0, str(_get(run, "name") or ""))
+        return (0, -float(t), str(_get(run, "name") or ""))
+
+    return sorted(runs, key=key)
+
+
+def status_text(status: str | None) -> Text:
+    status = status or "unknown"
+    return Text(status, style=STATUS_STYLES.get(status, "dim"))
+
+
+def number_text(x: float | None, digits: int = 4) -> Text:
+    s = format_number(x, digits)
+    return Text(s, style="bold red" if s in ("NaN", "inf", "-inf") else "")
+
+
+def spark_text(values: Sequence[float], width: int) -> Text:
+    text = Text(sparkline(values, width), style="cyan")
+    for i, ch in enumerate(text.plain):
+        if ch == NONFINITE_CHAR:
+            text.stylize("bold red", i, i + 1)
+    return text
+
+
+def age_of(run: Any, now: float) -> float | None:
+    t = _get(run, "last_event_t")
+    if t is not None and math.isfinite(t):
+        return max(0.0, now - float(t))
+    return _get(run, "last_event_age_s")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    priority: int  # 0 = kept at any width; higher numbers are dropped first
+    cell: Callable[[Any, Snapshot], Text]
+    justify: str = "right"
+    fixed_width: int | None = None
+
+
+def _cells() -> list[Column]:
+    # Listed in display order; `priority` is the order of importance used when space runs out.
+    return [
+        Column("status", "status", 0, lambda r, s: status_text(_get(r, "status")), "left"),
+        Column("name", "run", 0, lambda r, s: Text(str(_get(r, "name") or _get(r, "id"))), "left"),
+        Column("source", "source", 14, lambda r, s: Text(_short_source(_get(r, "source"))), "left"),
+        Column(
+            "step",
+            "step",
+            0,
+            lambda r, s: Text(format_step(_get(r, "step"), _get(r, "max_steps"))),
+        ),
+        Column(
+            "bar",
+            "progress",
+            11,
+            lambda r, s: Text(
+                progress_bar(_get(r, "step"), _get(r, "max_steps"), BAR_WIDTH), style="green"
+            ),
+            "left",
+            BAR_WIDTH,
+        ),
+        Column("epoch", "epoch", 9, lambda r, s: Text(_format_epoch(_get(r, "epoch")))),
+        Column("loss", "loss", 1, lambda r, s: number_text(_get(r, "loss"))),
+        Column(
+            "spark",
+            "loss trend",
+            5,
+            lambda r, s: spark_text(s.loss.get(str(_get(r, "id")), ()), SPARK_WIDTH),
+            "left",
+            SPARK_WIDTH,
+        ),
+        Column("best", "best", 6, lambda r, s: number_text(_get(r, "best_loss"))),
+        Column("eval", "eval loss", 8, lambda r, s: number_text(_get(r, "eval_loss"))),
+        Column("lr", "lr", 7, lambda r, s: number_text(_get(r, "learning_rate"), 3)),
+        Column("grad", "grad norm", 10, lambda r, s: number_text(_get(r, "grad_norm"), 3)),
+        Column("speed", "steps/s", 4, lambda r, s: number_text(_get(r, "steps_per_s"), 3)),
+        Column("eta", "ETA", 2, lambda r, s: Text(format_eta(_get(r, "eta_s")))),
+        Column("age", "updated", 3, lambda r, s: Text(format_age(age_of(r, s.now)))),
+    ]
+
+
+_SOURCES = {"native": "native", "hf-trainer-state": "hf", "llamafactory": "llamafactory"}
+
+
+def _short_source(source: str | None) -> str:
+    if not source:
+        return MISSING
+    return _SOURCES.get(source, source)
+
+
+def _format_epoch(epoch: float | None) -> str:
+    if epoch is None or not math.isfinite(epoch):
+        return format_number(epoch)
+    return f"{epoch:.2f}"
+
+
+def choose_columns(
+    widths: Mapping[str, int], columns: Sequence[Column], width: int
+) -> tuple[list[Column], int]:
+    """Columns that fit in `width` (importance order decides) and the width left for the name.
+
+    Columns of priority 0 always stay; the name shrinks (down to NAME_MIN) before they overflow.
+    """
+    gap = COLUMN_GAP
+    required = [c for c in columns if c.priority == 0]
+    name_w = widths.get("name", NAME_MIN)
+    used = sum(widths[c.key] for c in required) + gap * (len(required) - 1)
+    if used > width and "name" in widths:
+        name_w = max(NAME_MIN, name_w - (used - width))
+        used = used - widths["name"] + name_w
+    chosen = {c.key for c in required}
+    for col in sorted((c for c in columns if c.priority > 0), key=lambda c: c.priority):
+        extra = widths[col.key] + gap
+        if used + extra <= width:
+            chosen.add(col.key)
+            used += extra
+    return [c for c in columns if c.key in chosen], name_w
+
+
+def runs_table(snap: Snapshot, width: int, max_rows: int | None = None) -> tuple[Table, int]:
+    """The runs table fitted to `width`; returns it and the number of runs left out."""
+    runs = list(snap.runs)
+    shown = runs if max_rows is None else runs[: max(0, max_rows)]
+    hidden = len(runs) - len(shown)
+    columns = _cells()
+    cells = {c.key: [c.cell(r, snap) for r in shown] for c in columns}
+    widths: dict[str, int] = {}
+    for c in columns:
+        w = max([len(c.header)] + [t.cell_len for t in cells[c.key]])
+        if c.fixed_width is not None:
+            w = max(len(c.header), c.fixed_width)
+        if c.key == "name":
+            w = min(w, NAME_MAX)
+        widths[c.key] = w
+    chosen, name_w = choose_columns(widths, columns, width)
+    widths["name"] = name_w
+    table = Table(
+        box=None,
+        padding=(0, 1),
+        pad_edge=False,
+        show_edge=False,
+        header_style="bold",
+        expand=False,
+    )
+    for c in chosen:
+        table.add_column(
+            c.header,
+            justify=c.justify,  # type: ignore[arg-type]
+            width=widths[c.key],
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+    for i in range(len(shown)):
+        table.add_row(*(cells[c.key][i] for c in chosen))
+    return table, hidden
+
+
+def header_text(snap: Snapshot) -> Text:
+    counts: dict[str, int] = {}
+    for run in snap.runs:
+        status = _get(run, "status") or "unknown"
+        counts[status] = counts.get(status, 0) + 1
+    text = Text()
+    text.append("mudpuppy-monitor ", style="bold")
+    text.append(snap.root)
+    total = snap.total_runs if snap.total_runs is not None else len(snap.runs)
+    noun = "run" if total == 1 else "runs"
+    if snap.filter is not None:
+        text.append(f"  {len(snap.runs)} of {total} {noun} match /{snap.filter}/")
+    else:
+        text.append(f"  {total} {noun}")
+    parts = [s for s in STATUS_ORDER if counts.get(s)] + sorted(
+        s for s in counts if s not in STATUS_ORDER
+    )
+    for i, status in enumerate(parts):
+        text.append(": " if i == 0 else ", ")
+        text.append(f"{counts[status]} {status}", style=STATUS_STYLES.get(status, ""))
+    text.append("  GPU: ")
+    if snap.gpu_backend is None:
+        text.append("off", style="dim")
+    else:
+        text.append(snap.gpu_backend)
+        if snap.gpu_simulated:
+            text.append(" (simulated)", style="yellow")
+        elif snap.gpu_backend == "none" and snap.gpu_reason:
+            text.append(f" ({snap.gpu_reason})", style="dim")
+    return text
+
+
+def _pct(x: float | None) -> str:
+    return MISSING if x is None else f"{x:.0f}%"
+
+
+def gpu_line(sample: Any, run_names: Sequence[str]) -> Text:
+    text = Text()
+    text.append(f"GPU{_get(sample, 'index')} ", style="bold")
+    text.append(f"{_get(sample, 'name') or '?'}  ")
+    text.append(f"util {_pct(_get(sample, 'util_pct')):>4}  ")
+    used, total = _get(sample, "mem_used_bytes"), _get(sample, "mem_total_bytes")
+    text.append(f"VRAM {format_bytes(used)}/{format_bytes(total)}  ")
+    temp = _get(sample, "temperature_c")
+    text.append(f"{MISSING if temp is None else f'{temp:.0f}°C'}  ")
+    power, limit = _get(sample, "power_w"), _get(sample, "power_limit_w")
+    if power is None:
+        text.append(f"{MISSING} W")
+    elif limit:
+        text.append(f"{power:.0f}/{limit:.0f} W")
+    else:
+        text.append(f"{power:.0f} W")
+    text.append("  runs: ")
+    if run_names:
+        text.append(", ".join(run_names), style="cyan")
+    else:
+        text.append(MISSING, style="dim")
+    return text
+
+
+def alerts(snap: Snapshot) -> list[Text]:
+    """One line per thing that needs a look: non-finite values, stalls, crashes, failures."""
+    out: list[Text] = []
+    for run in snap.runs:
+        name = str(_get(run, "name") or _get(run, "id"))
+        status = _get(run, "status")
+        nonfinite = _get(run, "nonfinite") or 0
+        loss = _get(run, "loss")
+        if nonfinite or (loss is not None and isinstance(loss, float) and math.isnan(loss)):
+            count = nonfinite or 1
+            out.append(Text(f"NaN    {name}: {count} non-finite train value(s)", style="bold red"))
+        if status == "stalled":
+            age = format_age(age_of(run, snap.now))
+            out.append(Text(f"stall  {name}: no event for {age}", style="yellow"))
+        elif status == "crashed":
+            pid = _get(run, "pid")
+            why = f"process {pid} is gone" if pid else "process is gone"
+            out.append(Text(f"crash  {name}: {why}, no end event", style="bold red"))
+        elif status == "failed":
+            error = _get(run, "error") or "no error message"
+            out.append(Text(f"failed {name}: {error}", style="red"))
+        bad = _get(run, "bad_lines") or 0
+        if bad:
+            out.append(Text(f"bad    {name}: {bad} unreadable line(s) skipped", style="dim"))
+    return out
+
+
+def render_snapshot(snap: Snapshot, width: int, max_rows: int | None = None) -> RenderableType:
+    """The whole view: header, runs table, "+N more", GPU lines, alerts footer."""
+    parts: list[RenderableType] = [header_text(snap)]
+    if snap.runs:
+        table, hidden = runs_table(snap, width, max_rows)
+        parts.append(table)
+        if hidden:
+            parts.append(Text(f"+{hidden} more (not shown)", style="dim"))
+    else:
+        empty = "no runs match the filter" if snap.filter is not None else "no runs found yet"
+        parts.append(Text(empty, style="dim"))
+    for sample in snap.gpus:
+        parts.append(gpu_line(sample, snap.gpu_runs.get(_get(sample, "index"), ())))
+    parts.extend(alerts(snap))
+    for part in parts:
+        if isinstance(part, Text):
+            # one terminal line each: cut with an ellipsis rather than wrap and push rows away
+            part.no_wrap = True
+            part.overflow = "ellipsis"
+    return Group(*parts)
+
+
+def fixed_lines(snap: Snapshot) -> int:
+    """Lines the view uses besides the table rows, to fit the rows to a terminal's height."""
+    return 1 + 1 + 1 + len(snap.gpus) + len(alerts(snap))  # header, table header, "+N more"
