@@ -88,6 +88,8 @@ def number_text(x: float | None, digits: int = 4) -> Text:
 
 
 def spark_text(values: Sequence[float], width: int) -> Text:
+    if not values:
+        return Text(MISSING, style="dim")
     text = Text(sparkline(values, width), style="cyan")
     for i, ch in enumerate(text.plain):
         if ch == NONFINITE_CHAR:
@@ -112,7 +114,7 @@ class Column:
     fixed_width: int | None = None
 
 
-def _cells() -> list[Column]:
+def _cells(spark_width: int = SPARK_WIDTH) -> list[Column]:
     # Listed in display order; `priority` is the order of importance used when space runs out.
     return [
         Column("status", "status", 0, lambda r, s: status_text(_get(r, "status")), "left"),
@@ -138,11 +140,11 @@ def _cells() -> list[Column]:
         Column("loss", "loss", 1, lambda r, s: number_text(_get(r, "loss"))),
         Column(
             "spark",
-            "loss trend",
+            "trend",
             5,
-            lambda r, s: spark_text(s.loss.get(str(_get(r, "id")), ()), SPARK_WIDTH),
+            lambda r, s: spark_text(s.loss.get(str(_get(r, "id")), ()), spark_width),
             "left",
-            SPARK_WIDTH,
+            spark_width,
         ),
         Column("best", "best", 6, lambda r, s: number_text(_get(r, "best_loss"))),
         Column("eval", "eval loss", 8, lambda r, s: number_text(_get(r, "eval_loss"))),
@@ -197,7 +199,8 @@ def runs_table(snap: Snapshot, width: int, max_rows: int | None = None) -> tuple
     runs = list(snap.runs)
     shown = runs if max_rows is None else runs[: max(0, max_rows)]
     hidden = len(runs) - len(shown)
-    columns = _cells()
+    # a short trend line still fits beside the essentials of an 80-column terminal
+    columns = _cells(SPARK_WIDTH if width >= 120 else SPARK_WIDTH // 2)
     cells = {c.key: [c.cell(r, snap) for r in shown] for c in columns}
     widths: dict[str, int] = {}
     for c in columns:

@@ -1,0 +1,245 @@
+"""The live loop of the terminal view: refresh the core, read the GPU sampler, draw a frame.
+
+Everything runs in the calling thread except the GPU sampler's own worker: `Monitor.refresh()`
+is synchronous and cheap when nothing changed, so a timer loop is all the view needs. Time comes
+in as `get_time` (wall clock for ages, passed on to the Monitor) and `sleep`, so tests drive the
+loop frame by frame.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.live import Live
+
+from mudpuppy_monitor.tui.render import (
+    SPARK_WIDTH,
+    Snapshot,
+    fixed_lines,
+    render_snapshot,
+    sort_runs,
+)
+
+LOSS = "loss"
+
+
+class LossTails:
+    """The last few loss values of each run, kept up to date incrementally.
+
+    Uses `Monitor.points_since` with a cursor per run, so each frame reads only the new points;
+    a new generation (file truncated or replaced, run recreated) starts the tail over.
+    """
+
+    def __init__(self, keep: int = SPARK_WIDTH) -> None:
+        self.keep = keep
+        self._tails: dict[str, deque[float]] = {}
+        self._cursor: dict[str, int] = {}
+        self._generation: dict[str, int] = {}
+
+    def update(self, monitor: Any, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            generation, grown = monitor.points_since(run_id, {LOSS: self._cursor.get(run_id, 0)})
+            if self._generation.get(run_id, generation) != generation:
+                # cursors of an older generation point into data that is gone: read it all again
+                self._cursor.pop(run_id, None)
+                self._tails.pop(run_id, None)
+                generation, grown = monitor.points_since(run_id, {LOSS: 0})
+            self._generation[run_id] = generation
+            part = grown.get(LOSS)
+            if not part:
+                continue
+            tail = self._tails.setdefault(run_id, deque(maxlen=self.keep))
+            tail.extend(float(y) for y in part["y"][-self.keep :])
+            self._cursor[run_id] = int(part["i0"]) + len(part["y"])
+
+    def forget(self, keep_ids: set[str]) -> None:
+        for table in (self._tails, self._cursor, self._generation):
+            for run_id in [r for r in table if r not in keep_ids]:
+                del table[run_id]
+
+    def get(self, run_id: str) -> list[float]:
+        return list(self._tails.get(run_id, ()))
+
+
+def _attributed_names(attribution: Any, names: dict[str, str]) -> list[str]:
+    """Run names from one GPU's attribution, whatever container the GPU package returns."""
+    ids = getattr(attribution, "run_ids", None)
+    if ids is None:
+        ids = getattr(attribution, "runs", attribution)
+    if isinstance(ids, str):
+        ids = [ids]
+    try:
+        return [names.get(str(r), str(r)) for r in ids]
+    except TypeError:
+        return []
+
+
+class TuiView:
+    """Owns the per-frame state of the view (loss tails, the filter) over a Monitor."""
+
+    def __init__(
+        self,
+        monitor: Any,
+        root_label: str,
+        *,
+        sampler: Any = None,
+        backend: Any = None,
+        pattern: re.Pattern[str] | None = None,
+        get_time: Callable[[], float] = time.time,
+        attribute: Callable[..., Any] | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.root_label = root_label
+        self.sampler = sampler
+        self.backend = backend
+        self.pattern = pattern
+        self.get_time = get_time
+        self.attribute = attribute
+        self.tails = LossTails()
+        self._seen: set[str] = set()
+
+    def _matches(self, run: Any) -> bool:
+        if self.pattern is None:
+            return True
+        return bool(self.pattern.search(str(run.name)) or self.pattern.search(str(run.id)))
+
+    def snapshot(self) -> Snapshot:
+        changed = self.monitor.refresh()
+        summaries = list(self.monitor.summaries())
+        runs = sort_runs([r for r in summaries if self._matches(r)])
+        ids = {str(r.id) for r in runs}
+        # read tails only for runs that changed or are new to the view
+        self.tails.update(self.monitor, [i for i in ids if i in changed or i not in self._seen])
+        self.tails.forget(ids)
+        self._seen = ids
+        samples: list[Any] = list(self.sampler.latest()) if self.sampler is not None else []
+        gpu_runs: dict[int, list[str]] = {}
+        if samples and self.attribute is not None:
+            names = {str(r.id): str(r.name) for r in summaries}
+            for index, att in self.attribute(samples, summaries).items():
+                gpu_runs[int(index)] = _attributed_names(att, names)
+        backend = self.backend
+        return Snapshot(
+            root=self.root_label,
+            runs=runs,
+            now=self.get_time(),
+            total_runs=len(summaries),
+            loss={i: self.tails.get(i) for i in ids},
+            gpus=samples,
+            gpu_runs=gpu_runs,
+            gpu_backend=None if backend is None else str(backend.name),
+            gpu_simulated=bool(getattr(backend, "simulated", False)),
+            gpu_reason=getattr(backend, "reason", None),
+            filter=None if self.pattern is None else self.pattern.pattern,
+        )
+
+
+class Frame:
+    """One snapshot, laid out for whatever size the console has when it is drawn."""
+
+    def __init__(self, snap: Snapshot, fit_height: bool) -> None:
+        self.snap = snap
+        self.fit_height = fit_height
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        max_rows = None
+        if self.fit_height:
+            height = options.height or console.size.height
+            max_rows = max(1, height - fixed_lines(self.snap))
+            if max_rows >= len(self.snap.runs):
+                max_rows = None
+        yield render_snapshot(self.snap, options.max_width, max_rows)
+
+
+def run_once(view: TuiView, console: Console) -> int:
+    console.print(Frame(view.snapshot(), fit_height=False))
+    return 0
+
+
+def run_live(
+    view: TuiView,
+    console: Console,
+    refresh_s: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    max_frames: int | None = None,
+    screen: bool = True,
+) -> int:
+    """Redraw every `refresh_s` until Ctrl-C (or `max_frames`); the terminal is restored on exit."""
+    frames = 0
+    try:
+        with Live(
+            console=console,
+            screen=screen,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
+            while True:
+                started = time.monotonic()
+                live.update(Frame(view.snapshot(), fit_height=True), refresh=True)
+                frames += 1
+                if max_frames is not None and frames >= max_frames:
+                    break
+                sleep(max(0.0, refresh_s - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        # Live's exit has already left the alternate screen and shown the cursor again
+        pass
+    return 0
+
+
+def main_tui(
+    root: Path,
+    *,
+    gpu: str = "auto",
+    refresh_s: float = 1.0,
+    once: bool = False,
+    pattern: re.Pattern[str] | None = None,
+    console: Console | None = None,
+    get_time: Callable[[], float] = time.time,
+) -> int:
+    from mudpuppy_monitor.core import Monitor
+
+    monitor = Monitor(root, clock=get_time)
+    backend = sampler = attribute = None
+    if gpu != "none":
+        from mudpuppy_monitor.gpu import GpuSampler, open_backend
+        from mudpuppy_monitor.gpu import attribute as attribute_fn
+
+        backend = open_backend(gpu)
+        sampler = GpuSampler(backend, interval_s=max(0.2, min(refresh_s, 1.0)))
+        attribute = attribute_fn
+    view = TuiView(
+        monitor,
+        str(root),
+        sampler=sampler,
+        backend=backend,
+        pattern=pattern,
+        get_time=get_time,
+        attribute=attribute,
+    )
+    console = console or Console()
+    if sampler is not None:
+        sampler.start()
+    try:
+        if once:
+            if sampler is not None:
+                _wait_first_sample(sampler)
+            return run_once(view, console)
+        return run_live(view, console, refresh_s, screen=console.is_terminal)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+
+
+def _wait_first_sample(sampler: Any, timeout_s: float = 3.0) -> None:
+    # `--once` wants real GPU numbers, not an empty line from a sampler that has not ticked yet
+    deadline = time.monotonic() + timeout_s
+    while not sampler.latest() and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -1,0 +1,400 @@
+"""The terminal view's pure parts: formatters and the width-fitted layout of a snapshot."""
+
+from __future__ import annotations
+
+import math
+import re
+from io import StringIO
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console, RenderableType
+
+from mudpuppy_monitor.tui.formatting import (
+    format_age,
+    format_bytes,
+    format_eta,
+    format_number,
+    format_step,
+    progress_bar,
+    sparkline,
+)
+from mudpuppy_monitor.tui.render import Snapshot, render_snapshot, sort_runs
+
+NAN = math.nan
+_GAP = re.compile(r"\s{2,}")
+
+
+# -- helpers shared by the other tui tests --------------------------------------------------------
+
+
+def render_plain(renderable: RenderableType, width: int) -> str:
+    console = Console(file=StringIO(), width=width, color_system=None)
+    console.print(renderable)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b" not in out
+    return out
+
+
+def table_cells(text: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Headers of the runs table and {run name: {header: cell}}; cells are 2+ spaces apart."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("status "))
+    headers = _GAP.split(lines[start].strip())
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[start + 1 :]:
+        cells = _GAP.split(line.strip())
+        if len(cells) != len(headers):
+            break
+        rows[cells[1]] = dict(zip(headers, cells, strict=True))
+    return headers, rows
+
+
+# -- formatters -----------------------------------------------------------------------------------
+
+
+def test_sparkline_scales_between_min_and_max():
+    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8) == "▁▂▃▄▅▆▇█"
+    assert sparkline([3.0, 1.0, 2.0], 8) == "█▁▅"
+
+
+def test_sparkline_keeps_only_the_last_width_points():
+    assert sparkline([100.0, 1, 2, 3], 3) == "▁▅█"
+
+
+def test_sparkline_flat_series_is_mid_height():
+    assert sparkline([0.7, 0.7, 0.7], 5) == "▄▄▄"
+    assert sparkline([5.0], 5) == "▄"
+
+
+def test_sparkline_marks_non_finite_points_and_scales_the_rest():
+    assert sparkline([1.0, NAN, 3.0, math.inf, None, 2.0], 10) == "▁×█××▅"
+    assert sparkline([NAN, NAN], 4) == "××"
+
+
+def test_sparkline_empty_and_zero_width():
+    assert sparkline([], 10) == ""
+    assert sparkline([1.0, 2.0], 0) == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0:00"),
+        (59.4, "0:59"),
+        (59.6, "1:00"),
+        (65, "1:05"),
+        (3599, "59:59"),
+        (3600, "1:00:00"),
+        (3661, "1:01:01"),
+        (86399, "23:59:59"),
+        (2 * 86400 + 3 * 3600 + 4 * 60 + 5, "2d 03:04:05"),
+        (None, "--:--"),
+        (NAN, "--:--"),
+        (math.inf, "--:--"),
+        (-5, "--:--"),
+    ],
+)
+def test_format_eta(seconds, text):
+    assert format_eta(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (42.9, "42s"), (185, "3m05s"), (7620, "2h07m"), (4 * 86400 + 3 * 3600, "4d03h")],
+)
+def test_format_age(seconds, text):
+    assert format_age(seconds) == text
+    assert format_age(None) == "-"
+
+
+def test_format_number_keeps_nan_visible():
+    assert format_number(NAN) == "NaN"
+    assert format_number(math.inf) == "inf"
+    assert format_number(-math.inf) == "-inf"
+    assert format_number(None) == "-"
+    assert format_number(0.5123) == "0.5123"
+    assert format_number(1.234567) == "1.235"
+    assert format_number(2e-5, 3) == "2e-05"
+    assert format_number(0.00015, 3) == "0.00015"
+    assert format_number(25800) == "2.58e+04"
+
+
+def test_format_bytes_and_step():
+    assert format_bytes(61 * 2**30) == "61.0GiB"
+    assert format_bytes(512 * 2**20) == "512.0MiB"
+    assert format_bytes(100) == "100B"
+    assert format_bytes(None) == "-"
+    assert format_step(120, 1000) == "120/1000"
+    assert format_step(120, None) == "120"
+    assert format_step(None, 10) == "-"
+
+
+def test_progress_bar_has_eighth_cell_resolution():
+    assert progress_bar(5, 10, 10) == "█████·····"
+    assert progress_bar(15, 100, 10) == "█▌········"
+    assert progress_bar(0, 10, 4) == "····"
+    assert progress_bar(12, 10, 4) == "████"
+    assert progress_bar(3, None, 4) == "····"
+    assert progress_bar(NAN, 10, 4) == "····"
+
+
+# -- layout ---------------------------------------------------------------------------------------
+
+
+def _run(**kw):
+    base = dict(
+        id="r",
+        name="r",
+        source="native",
+        status="running",
+        step=0,
+        max_steps=None,
+        epoch=None,
+        loss=None,
+        best_loss=None,
+        eval_loss=None,
+        learning_rate=None,
+        grad_norm=None,
+        steps_per_s=None,
+        eta_s=None,
+        last_event_t=None,
+        last_event_age_s=None,
+        nonfinite=0,
+        bad_lines=0,
+        pid=None,
+        error=None,
+    )
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def _snapshot(**kw) -> Snapshot:
+    runs = [
+        _run(
+            id="sweep/a",
+            name="alpha",
+            status="running",
+            step=120,
+            max_steps=1000,
+            epoch=0.125,
+            loss=NAN,
+            best_loss=2.1,
+            eval_loss=2.25,
+            learning_rate=1e-4,
+            grad_norm=math.inf,
+            steps_per_s=3.2,
+            eta_s=275,
+            last_event_t=995.0,
+            nonfinite=2,
+        ),
+        _run(
+            id="b",
+            name="bravo",
+            source="hf-trainer-state",
+            status="completed",
+            step=24,
+            max_steps=24,
+            epoch=3.0,
+            loss=0.5123,
+            best_loss=0.41,
+            eval_loss=0.6,
+            learning_rate=2e-5,
+            grad_norm=1.23,
+            steps_per_s=0.5,
+            last_event_t=900.0,
+        ),
+        _run(
+            id="c",
+            name="charlie",
+            source="llamafactory",
+            status="stalled",
+            step=7,
+            loss=1.5,
+            best_loss=1.5,
+            eval_loss=1.7,
+            learning_rate=3e-4,
+            grad_norm=0.9,
+            steps_per_s=0.1,
+            eta_s=4000,
+            last_event_t=700.0,
+        ),
+    ]
+    gpus = [
+        SimpleNamespace(
+            index=0,
+            name="Sim GPU",
+            util_pct=87.0,
+            mem_used_bytes=61 * 2**30,
+            mem_total_bytes=80 * 2**30,
+            temperature_c=62.0,
+            power_w=312.0,
+            power_limit_w=700.0,
+        )
+    ]
+    args = dict(
+        root="runs",
+        runs=runs,
+        now=1000.0,
+        loss={"sweep/a": [3.0, 2.5, 2.2, NAN, 2.1], "b": [1.0, 0.5], "c": [1.5]},
+        gpus=gpus,
+        gpu_runs={0: ["alpha"]},
+        gpu_backend="fake",
+        gpu_simulated=True,
+    )
+    args.update(kw)
+    return Snapshot(**args)
+
+
+ALL_HEADERS = [
+    "status",
+    "run",
+    "source",
+    "step",
+    "progress",
+    "epoch",
+    "loss",
+    "trend",
+    "best",
+    "eval loss",
+    "lr",
+    "grad norm",
+    "steps/s",
+    "ETA",
+    "updated",
+]
+
+
+@pytest.mark.parametrize(
+    ("width", "headers"),
+    [
+        (80, ["status", "run", "step", "loss", "trend", "best", "steps/s", "ETA", "updated"]),
+        (
+            120,
+            [
+                "status",
+                "run",
+                "step",
+                "epoch",
+                "loss",
+                "trend",
+                "best",
+                "eval loss",
+                "lr",
+                "steps/s",
+                "ETA",
+                "updated",
+            ],
+        ),
+        (200, ALL_HEADERS),
+    ],
+)
+def test_columns_are_dropped_by_importance_to_fit_the_width(width, headers):
+    text = render_plain(render_snapshot(_snapshot(), width), width)
+    got, rows = table_cells(text)
+    assert got == headers
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert rows["alpha"]["step"] == "120/1000"
+    assert rows["alpha"]["loss"] == "NaN"
+    assert rows["alpha"]["status"] == "running"
+    assert rows["bravo"]["status"] == "completed"
+    assert rows["charlie"]["ETA"] == "1:06:40"
+    assert rows["alpha"]["updated"] == "5s"
+
+
+def test_full_width_cells_are_exact():
+    _, rows = table_cells(render_plain(render_snapshot(_snapshot(), 200), 200))
+    assert rows["alpha"] == {
+        "status": "running",
+        "run": "alpha",
+        "source": "native",
+        "step": "120/1000",
+        "progress": "█▏········",
+        "epoch": "0.12",
+        "loss": "NaN",
+        "trend": "█▄▂×▁",
+        "best": "2.1",
+        "eval loss": "2.25",
+        "lr": "0.0001",
+        "grad norm": "inf",
+        "steps/s": "3.2",
+        "ETA": "4:35",
+        "updated": "5s",
+    }
+    assert rows["bravo"]["source"] == "hf"
+    assert rows["bravo"]["ETA"] == "--:--"
+    assert rows["charlie"]["step"] == "7"
+    assert rows["charlie"]["progress"] == "··········"
+    assert rows["charlie"]["trend"] == "▄"
+
+
+def test_a_narrow_terminal_keeps_status_name_and_step():
+    text = render_plain(render_snapshot(_snapshot(), 40), 40)
+    headers, rows = table_cells(text)
+    assert headers[:3] == ["status", "run", "step"]
+    assert rows["alpha"]["step"] == "120/1000"
+
+
+def test_long_names_are_cut_with_an_ellipsis():
+    long = "x" * 60
+    snap = _snapshot(runs=[_run(name=long, step=3, last_event_t=1.0)])
+    _, rows = table_cells(render_plain(render_snapshot(snap, 120), 120))
+    (name,) = rows
+    assert name == "x" * 31 + "…"
+    assert rows[name]["step"] == "3"
+
+
+def test_header_counts_runs_by_status_and_labels_a_simulated_gpu():
+    first = render_plain(render_snapshot(_snapshot(), 120), 120).splitlines()[0]
+    assert first == (
+        "mudpuppy-monitor runs  3 runs: 1 running, 1 stalled, 1 completed  GPU: fake (simulated)"
+    )
+    off = render_plain(render_snapshot(_snapshot(gpu_backend=None, gpus=()), 120), 120)
+    assert off.splitlines()[0].endswith("GPU: off")
+
+
+def test_header_shows_the_filter_count():
+    snap = _snapshot(total_runs=10, filter="^a")
+    first = render_plain(render_snapshot(snap, 120), 120).splitlines()[0]
+    assert "3 of 10 runs match /^a/" in first
+
+
+def test_gpu_line_and_alerts():
+    lines = render_plain(render_snapshot(_snapshot(), 120), 120).splitlines()
+    assert "GPU0 Sim GPU  util  87%  VRAM 61.0GiB/80.0GiB  62°C  312/700 W  runs: alpha" in lines
+    assert "NaN    alpha: 2 non-finite train value(s)" in lines
+    assert "stall  charlie: no event for 5m00s" in lines
+
+
+def test_crash_and_failure_alerts():
+    snap = _snapshot(
+        runs=[
+            _run(name="dead", status="crashed", pid=4242, last_event_t=1.0),
+            _run(name="bad", status="failed", error="CUDA out of memory", bad_lines=3),
+        ],
+        gpus=(),
+    )
+    lines = render_plain(render_snapshot(snap, 120), 120).splitlines()
+    assert "crash  dead: process 4242 is gone, no end event" in lines
+    assert "failed bad: CUDA out of memory" in lines
+    assert "bad    bad: 3 unreadable line(s) skipped" in lines
+
+
+def test_many_runs_show_the_most_recent_first_and_count_the_rest():
+    runs = [_run(id=f"r{i}", name=f"run-{i:02d}", step=i, last_event_t=float(i)) for i in range(12)]
+    snap = _snapshot(runs=sort_runs(runs), gpus=(), loss={})
+    text = render_plain(render_snapshot(snap, 120, max_rows=4), 120)
+    _, rows = table_cells(text)
+    assert list(rows) == ["run-11", "run-10", "run-09", "run-08"]
+    assert "+8 more (not shown)" in text.splitlines()
+
+
+def test_sort_puts_runs_without_events_last():
+    runs = [_run(name="z", last_event_t=None), _run(name="b", last_event_t=5.0), _run(name="a")]
+    runs.append(_run(name="c", last_event_t=9.0))
+    assert [r.name for r in sort_runs(runs)] == ["c", "b", "a", "z"]
+
+
+def test_no_runs_yet():
+    snap = _snapshot(runs=[], gpus=())
+    assert render_plain(render_snapshot(snap, 80), 80).splitlines()[1] == "no runs found yet"
