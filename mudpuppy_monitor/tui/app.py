@@ -133,7 +133,8 @@ class TuiView:
             loss={i: self.tails.get(i) for i in ids},
             gpus=samples,
             gpu_runs=gpu_runs,
-            gpu_backend=None if backend is None else str(backend.name),
+            # `kind` is the short stable word ("fake"); `name` may be a longer sentence
+            gpu_backend=None if backend is None else str(getattr(backend, "kind", backend.name)),
             gpu_simulated=bool(getattr(backend, "simulated", False)),
             gpu_reason=getattr(backend, "reason", None),
             filter=None if self.pattern is None else self.pattern.pattern,
@@ -207,39 +208,48 @@ def main_tui(
     from mudpuppy_monitor.core import Monitor
 
     monitor = Monitor(root, clock=get_time)
-    backend = sampler = attribute = None
+    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time)
+    console = console or Console()
+    backend = None
     if gpu != "none":
-        from mudpuppy_monitor.gpu import GpuSampler, open_backend
-        from mudpuppy_monitor.gpu import attribute as attribute_fn
+        from mudpuppy_monitor.gpu import attribute, open_backend
 
         backend = open_backend(gpu)
+        view.backend = backend
+        view.attribute = attribute
+    if once:
+        # one direct sample: no thread to start, and no empty line from a sampler not yet ticked
+        if backend is not None:
+            view.sampler = OneSample(backend)
+        try:
+            return run_once(view, console)
+        finally:
+            if backend is not None:
+                backend.close()
+    sampler = None
+    if backend is not None:
+        from mudpuppy_monitor.gpu import GpuSampler
+
         sampler = GpuSampler(backend, interval_s=max(0.2, min(refresh_s, 1.0)))
-        attribute = attribute_fn
-    view = TuiView(
-        monitor,
-        str(root),
-        sampler=sampler,
-        backend=backend,
-        pattern=pattern,
-        get_time=get_time,
-        attribute=attribute,
-    )
-    console = console or Console()
-    if sampler is not None:
+        view.sampler = sampler
         sampler.start()
     try:
-        if once:
-            if sampler is not None:
-                _wait_first_sample(sampler)
-            return run_once(view, console)
         return run_live(view, console, refresh_s, screen=console.is_terminal)
     finally:
         if sampler is not None:
-            sampler.stop()
+            sampler.stop()  # the worker first: closing the library under a call can crash it
+        if backend is not None:
+            backend.close()
 
 
-def _wait_first_sample(sampler: Any, timeout_s: float = 3.0) -> None:
-    # `--once` wants real GPU numbers, not an empty line from a sampler that has not ticked yet
-    deadline = time.monotonic() + timeout_s
-    while not sampler.latest() and time.monotonic() < deadline:
-        time.sleep(0.02)
+class OneSample:
+    """A sampler stand-in for `--once`: asks the backend once, on first use."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._samples: list[Any] | None = None
+
+    def latest(self) -> list[Any]:
+        if self._samples is None:
+            self._samples = list(self.backend.sample())
+        return self._samples
