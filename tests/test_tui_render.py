@@ -19,7 +19,7 @@ from mudpuppy_monitor.tui.formatting import (
     progress_bar,
     sparkline,
 )
-from mudpuppy_monitor.tui.render import Snapshot, render_snapshot, sort_runs
+from mudpuppy_monitor.tui.render import Snapshot, fit_height, render_snapshot, sort_runs
 
 NAN = math.nan
 _GAP = re.compile(r"\s{2,}")
@@ -398,3 +398,18 @@ def test_sort_puts_runs_without_events_last():
 def test_no_runs_yet():
     snap = _snapshot(runs=[], gpus=())
     assert render_plain(render_snapshot(snap, 80), 80).splitlines()[1] == "no runs found yet"
+
+
+def test_fit_height_gives_alerts_a_quarter_and_rows_the_rest():
+    runs = [_run(id=f"r{i}", name=f"r{i}", status="crashed") for i in range(7)]
+    snap = _snapshot(runs=runs, gpus=(), loss={})
+    assert fit_height(snap, 40) == (None, None)  # 7 rows + 7 alerts + 2 header lines fit
+    # 12 lines: header, table header, 5 rows, "+2 more", 3 alerts and "+4 more alert(s)"
+    assert fit_height(snap, 12) == (5, 3)
+    lines = render_plain(render_snapshot(snap, 120, 5, 3), 120).splitlines()
+    assert len(lines) == 12
+    assert lines[7] == "+2 more (not shown)"
+    assert lines[-1] == "+4 more alert(s)"
+    # one run fewer: the line that said "+N more" holds the last row instead
+    snap = _snapshot(runs=runs[:6], gpus=(), loss={})
+    assert fit_height(snap, 12) == (None, 3)

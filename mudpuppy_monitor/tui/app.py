@@ -21,7 +21,7 @@ from rich.live import Live
 from mudpuppy_monitor.tui.render import (
     SPARK_WIDTH,
     Snapshot,
-    fixed_lines,
+    fit_height,
     render_snapshot,
     sort_runs,
 )
@@ -149,13 +149,11 @@ class Frame:
         self.fit_height = fit_height
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        max_rows = None
+        max_rows = max_alerts = None
         if self.fit_height:
             height = options.height or console.size.height
-            max_rows = max(1, height - fixed_lines(self.snap))
-            if max_rows >= len(self.snap.runs):
-                max_rows = None
-        yield render_snapshot(self.snap, options.max_width, max_rows)
+            max_rows, max_alerts = fit_height(self.snap, height)
+        yield render_snapshot(self.snap, options.max_width, max_rows, max_alerts)
 
 
 def run_once(view: TuiView, console: Console) -> int:

@@ -320,7 +320,9 @@ def alerts(snap: Snapshot) -> list[Text]:
     return out
 
 
-def render_snapshot(snap: Snapshot, width: int, max_rows: int | None = None) -> RenderableType:
+def render_snapshot(
+    snap: Snapshot, width: int, max_rows: int | None = None, max_alerts: int | None = None
+) -> RenderableType:
     """The whole view: header, runs table, "+N more", GPU lines, alerts footer."""
     parts: list[RenderableType] = [header_text(snap)]
     if snap.runs:
@@ -333,7 +335,12 @@ def render_snapshot(snap: Snapshot, width: int, max_rows: int | None = None) -> 
         parts.append(Text(empty, style="dim"))
     for sample in snap.gpus:
         parts.append(gpu_line(sample, snap.gpu_runs.get(_get(sample, "index"), ())))
-    parts.extend(alerts(snap))
+    notes = alerts(snap)
+    if max_alerts is not None and len(notes) > max_alerts:
+        hidden_notes = len(notes) - max(0, max_alerts)
+        notes = notes[: max(0, max_alerts)]
+        notes.append(Text(f"+{hidden_notes} more alert(s)", style="dim"))
+    parts.extend(notes)
     for part in parts:
         if isinstance(part, Text):
             # one terminal line each: cut with an ellipsis rather than wrap and push rows away
@@ -342,6 +349,17 @@ def render_snapshot(snap: Snapshot, width: int, max_rows: int | None = None) -> 
     return Group(*parts)
 
 
-def fixed_lines(snap: Snapshot) -> int:
-    """Lines the view uses besides the table rows, to fit the rows to a terminal's height."""
-    return 1 + 1 + 1 + len(snap.gpus) + len(alerts(snap))  # header, table header, "+N more"
+def fit_height(snap: Snapshot, height: int) -> tuple[int | None, int | None]:
+    """(max_rows, max_alerts) so that the whole view fits in `height` lines.
+
+    Alerts get at most a quarter of the screen (the rest is summarised in one line); the runs
+    table gets what is left, at least one row. None means "no limit needed".
+    """
+    n_alerts = len(alerts(snap))
+    budget = max(1, height // 4)
+    max_alerts = None if n_alerts <= budget else budget
+    alert_lines = n_alerts if max_alerts is None else max_alerts + 1
+    # header, table header, "+N more" line
+    rows = height - (3 + len(snap.gpus) + alert_lines)
+    max_rows = None if rows + 1 >= len(snap.runs) else max(1, rows)
+    return max_rows, max_alerts
