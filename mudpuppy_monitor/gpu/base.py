@@ -1,0 +1,170 @@
+"""The backend interface, the per-field reader that remembers unsupported fields, and
+`open_backend`, which picks what works on this host.
+
+A missing driver or library is a normal state here: `open_backend` never raises for it, it
+returns the `none` backend and says why in `reason`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from mudpuppy_monitor.gpu.records import GpuSample
+
+log = logging.getLogger("mudpuppy_monitor.gpu")
+
+BACKEND_KINDS: tuple[str, ...] = ("auto", "nvidia", "amd", "fake", "none")
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class GpuBackend(Protocol):
+    kind: str  # "nvidia" | "amd" | "fake" | "none": stable, for code
+    name: str  # for people; the fake backend's name says it is simulated
+    simulated: bool
+    reason: str  # why this backend was chosen, or why there is none
+
+    def device_count(self) -> int: ...
+
+    def sample(self) -> list[GpuSample]:
+        """One sample of every device. Blocking (vendor calls): never on the event loop."""
+        ...
+
+    def close(self) -> None:
+        """Release the vendor library. Idempotent; a later sample() opens it again."""
+        ...
+
+
+class BackendUnavailable(Exception):
+    """Raised by a backend constructor when its library or driver is not usable here."""
+
+
+class Unsupported(Exception):
+    """Raised by a field read to say "this device does not have it" (e.g. AMD "N/A")."""
+
+
+class FieldReader:
+    """Reads fields through vendor calls and remembers, per (device, field), the ones a
+    device does not support, so they are never asked again (some calls cost ~20 ms per
+    device, and a permanent NotSupported is not news).
+
+    Transient errors (GPU lost, timeout, unknown) give None for this sample only; they are
+    counted and logged once per (device, field, error type), and retried next time.
+    """
+
+    def __init__(self, is_unsupported: Callable[[BaseException], bool], vendor: str) -> None:
+        self._is_unsupported = is_unsupported
+        self._vendor = vendor
+        self.unsupported: set[tuple[int, str]] = set()
+        self.calls = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._logged: set[tuple[int, str, str]] = set()
+
+    def read(self, index: int, attempts: Sequence[tuple[str, Callable[[], T]]]) -> T | None:
+        """Try each (key, call) in order, skipping keys known unsupported; an unsupported
+        answer marks the key and falls through to the next attempt (the fallback). A
+        transient error stops here: a fallback could measure something else (v1 vs v2
+        memory "used"), and a value that flips between the two would be worse than a gap."""
+        for key, call in attempts:
+            if (index, key) in self.unsupported:
+                continue
+            self.calls += 1
+            try:
+                return call()
+            except Exception as exc:
+                if isinstance(exc, Unsupported) or self._is_unsupported(exc):
+                    self.unsupported.add((index, key))
+                    continue
+                self._transient(index, key, exc)
+                return None
+        return None
+
+    def _transient(self, index: int, key: str, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{self._vendor} GPU {index} {key}: {type(exc).__name__}: {exc}"
+        tag = (index, key, type(exc).__name__)
+        if tag not in self._logged:
+            self._logged.add(tag)
+            log.warning(
+                "gpu: %s (further errors of this kind are counted, not logged)", self.last_error
+            )
+
+    def known_unsupported(self, index: int) -> list[str]:
+        return sorted(key for i, key in self.unsupported if i == index)
+
+
+def open_backend(
+    kind: str = "auto",
+    *,
+    nvidia_module: Any = None,
+    amd_module: Any = None,
+    fake_devices: int = 2,
+    fake_seed: int = 0,
+    clock: Callable[[], float] = time.time,
+    logger: logging.Logger | None = None,
+) -> GpuBackend:
+    """The backend for `kind`. For "auto": nvidia, then amd, then none, and ONE log line that
+    says what was found and why the others were skipped. A named vendor that is not usable
+    gives the none backend with the reason (never an exception). Modules are injectable for
+    tests; None imports the real library."""
+    from mudpuppy_monitor.gpu.none import NoneBackend
+
+    logger = logger or log
+    if kind not in BACKEND_KINDS:
+        raise ValueError(
+            f"unknown GPU backend {kind!r}; expected one of {', '.join(BACKEND_KINDS)}"
+        )
+    if kind == "none":
+        backend: GpuBackend = NoneBackend("GPU sampling turned off (--gpu none)")
+        logger.info("gpu: none (turned off)")
+        return backend
+    if kind == "fake":
+        from mudpuppy_monitor.gpu.fake import FakeBackend
+
+        backend = FakeBackend(devices=fake_devices, seed=fake_seed, clock=clock)
+        logger.info("gpu: %s, %d simulated devices (not real hardware)", backend.name, fake_devices)
+        return backend
+
+    order = ("nvidia", "amd") if kind == "auto" else (kind,)
+    skipped: list[str] = []
+    for i, vendor in enumerate(order):
+        try:
+            backend = _open_vendor(vendor, nvidia_module, amd_module, clock)
+        except BackendUnavailable as exc:
+            skipped.append(f"{vendor}: {exc}")
+            continue
+        except Exception as exc:  # a broken binding must not take the daemon down
+            skipped.append(f"{vendor}: unexpected {type(exc).__name__}: {exc}")
+            continue
+        count = backend.device_count()
+        if count == 0:
+            backend.close()
+            skipped.append(f"{vendor}: library loaded but no devices")
+            continue
+        notes = skipped + [f"{v}: not tried, {vendor} found first" for v in order[i + 1 :]]
+        names = ", ".join(getattr(backend, "device_names", ()))
+        found = f"{vendor}, {count} device(s)" + (f": {names}" if names else "")
+        backend.reason = found + (f" ({'; '.join(notes)})" if notes else "")
+        logger.info("gpu: %s", backend.reason)
+        return backend
+
+    reason = "; ".join(skipped)
+    logger.info("gpu: none (%s)", reason)
+    return NoneBackend(reason)
+
+
+def _open_vendor(
+    vendor: str, nvidia_module: Any, amd_module: Any, clock: Callable[[], float]
+) -> GpuBackend:
+    if vendor == "nvidia":
+        from mudpuppy_monitor.gpu.nvidia import NvidiaBackend
+
+        return NvidiaBackend(module=nvidia_module, clock=clock)
+    from mudpuppy_monitor.gpu.amd import AmdBackend
+
+    return AmdBackend(module=amd_module, clock=clock)
