@@ -362,6 +362,8 @@ def test_header_shows_the_filter_count():
 def test_gpu_line_and_alerts():
     lines = render_plain(render_snapshot(_snapshot(), 120), 120).splitlines()
     assert "GPU0 Sim GPU  util  87%  VRAM 61.0GiB/80.0GiB  62°C  312/700 W  runs: alpha" in lines
+    shared = render_plain(render_snapshot(_snapshot(gpu_others={0: 2}), 120), 120)
+    assert "312/700 W  runs: alpha +2 other processes" in shared
     assert "NaN    alpha: 2 non-finite train value(s)" in lines
     assert "stall  charlie: no event for 5m00s" in lines
 

@@ -120,10 +120,12 @@ class TuiView:
         self._seen = ids
         samples: list[Any] = list(self.sampler.latest()) if self.sampler is not None else []
         gpu_runs: dict[int, list[str]] = {}
+        gpu_others: dict[int, int] = {}
         if samples and self.attribute is not None:
             names = {str(r.id): str(r.name) for r in summaries}
             for index, att in self.attribute(samples, summaries).items():
                 gpu_runs[int(index)] = _attributed_names(att, names)
+                gpu_others[int(index)] = len(getattr(att, "others", ()))
         backend = self.backend
         return Snapshot(
             root=self.root_label,
@@ -133,6 +135,7 @@ class TuiView:
             loss={i: self.tails.get(i) for i in ids},
             gpus=samples,
             gpu_runs=gpu_runs,
+            gpu_others=gpu_others,
             # `kind` is the short stable word ("fake"); `name` may be a longer sentence
             gpu_backend=None if backend is None else str(getattr(backend, "kind", backend.name)),
             gpu_simulated=bool(getattr(backend, "simulated", False)),

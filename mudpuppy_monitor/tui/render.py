@@ -55,6 +55,7 @@ class Snapshot:
     loss: Mapping[str, Sequence[float]] = field(default_factory=dict)  # run id -> recent values
     gpus: Sequence[Any] = ()  # GpuSample-like
     gpu_runs: Mapping[int, Sequence[str]] = field(default_factory=dict)  # gpu index -> run names
+    gpu_others: Mapping[int, int] = field(default_factory=dict)  # gpu index -> other processes
     gpu_backend: str | None = None  # None: GPU sampling off
     gpu_simulated: bool = False
     gpu_reason: str | None = None
@@ -269,7 +270,7 @@ def _pct(x: float | None) -> str:
     return MISSING if x is None else f"{x:.0f}%"
 
 
-def gpu_line(sample: Any, run_names: Sequence[str]) -> Text:
+def gpu_line(sample: Any, run_names: Sequence[str], others: int = 0) -> Text:
     text = Text()
     text.append(f"GPU{_get(sample, 'index')} ", style="bold")
     text.append(f"{_get(sample, 'name') or '?'}  ")
@@ -290,6 +291,9 @@ def gpu_line(sample: Any, run_names: Sequence[str]) -> Text:
         text.append(", ".join(run_names), style="cyan")
     else:
         text.append(MISSING, style="dim")
+    if others:
+        # processes on the device that belong to no run: a shared box's other users
+        text.append(f" +{others} other process{'es' if others > 1 else ''}", style="yellow")
     return text
 
 
@@ -334,7 +338,8 @@ def render_snapshot(
         empty = "no runs match the filter" if snap.filter is not None else "no runs found yet"
         parts.append(Text(empty, style="dim"))
     for sample in snap.gpus:
-        parts.append(gpu_line(sample, snap.gpu_runs.get(_get(sample, "index"), ())))
+        index = _get(sample, "index")
+        parts.append(gpu_line(sample, snap.gpu_runs.get(index, ()), snap.gpu_others.get(index, 0)))
     notes = alerts(snap)
     if max_alerts is not None and len(notes) > max_alerts:
         hidden_notes = len(notes) - max(0, max_alerts)
