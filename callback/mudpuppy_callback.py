@@ -22,8 +22,11 @@ The format is specified in docs/run-format.md. Sections of this file:
 from __future__ import annotations
 
 import atexit
+import enum
+import errno
 import json
 import math
+import numbers
 import os
 import platform
 import socket
@@ -34,7 +37,8 @@ import traceback
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "FORMAT",
@@ -53,6 +57,8 @@ __all__ = [
     "RunWriter",
     "MonitorCallback",
     "lora_norms",
+    "LoraProbe",
+    "MonitorWarning",
 ]
 
 __version__ = "0.1.0"
@@ -100,7 +106,10 @@ def encode_number(x: float) -> float | str:
     """A float as it goes into a line: itself when finite, else "NaN"/"Infinity"/"-Infinity"."""
     if math.isfinite(x):
         return x
-    return _NONFINITE_TO_STR[repr(x)]
+    # Compare rather than repr(): numpy scalars print as "np.float64(nan)".
+    if x != x:
+        return "NaN"
+    return "Infinity" if x > 0 else "-Infinity"
 
 
 def decode_number(v: Any) -> float | None:
@@ -131,15 +140,15 @@ def encode_line(event: Mapping[str, Any]) -> bytes:
     out = dict(event)
     if "values" in out:
         out["values"] = _encode_values(out["values"])
+    if isinstance(out.get("epoch"), float):
+        out["epoch"] = encode_number(out["epoch"])
     if "layers" in out:
-        out["layers"] = {
-            name: _encode_values(norms) for name, norms in out["layers"].items()
-        }
+        out["layers"] = {name: _encode_values(norms) for name, norms in out["layers"].items()}
     text = json.dumps(out, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8") + b"\n"
 
 
-def _reject_constant(token: str) -> Any:
+def _parse_constant(token: str) -> Any:
     # Readers accept bare NaN/Infinity tokens as well (older or foreign writers).
     return _STR_TO_NONFINITE[token]
 
@@ -162,7 +171,10 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     missing or mistyped `v`/`seq`/`t`/`kind`, an unknown kind, a step-bound kind without an integer
     step. Non-numeric entries inside `values` are dropped (the rest of the line is kept).
     """
-    if isinstance(line, bytes):
+    if isinstance(line, str):
+        if len(line) > MAX_LINE_BYTES:
+            raise FormatError("line longer than 1 MiB")
+    elif isinstance(line, bytes):
         if len(line) > MAX_LINE_BYTES:
             raise FormatError("line longer than 1 MiB")
         try:
@@ -173,21 +185,23 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     if not line:
         raise FormatError("empty line")
     try:
-        obj = json.loads(line, parse_constant=_reject_constant)
+        obj = json.loads(line, parse_constant=_parse_constant)
     except RecursionError:
         raise FormatError("nesting too deep") from None
     except ValueError as exc:
         raise FormatError(f"invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise FormatError(f"expected an object, got {type(obj).__name__}")
-    if obj.get("v") != FORMAT_VERSION:
-        raise FormatError(f"unsupported version {obj.get('v')!r}")
+    v = obj.get("v")
+    # `True == 1` in Python: check the type, not only the value.
+    if not isinstance(v, int) or isinstance(v, bool) or v != FORMAT_VERSION:
+        raise FormatError(f"unsupported version {v!r}")
     kind = obj.get("kind")
     if kind not in KINDS:
         raise FormatError(f"unknown kind {kind!r}")
     seq = obj.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        raise FormatError("seq must be an integer")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise FormatError("seq must be a non-negative integer")
     t = decode_number(obj.get("t"))
     if t is None or not math.isfinite(t):
         raise FormatError("t must be a finite number")
@@ -215,3 +229,1104 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
         if not isinstance(obj.get("path", ""), str):
             raise FormatError("checkpoint path must be a string")
     return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Value conversion
+# ---------------------------------------------------------------------------------------------
+
+
+class MonitorWarning(UserWarning):
+    """Something the monitor could not record. Training always goes on."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, MonitorWarning, stacklevel=3)
+
+
+Number = float | int
+
+
+def _convert_values(values: Mapping[str, Any]) -> tuple[dict[str, Number], list[str]]:
+    """Metric values as Python numbers, plus the keys that were not numbers.
+
+    Accepts Python floats and ints, numpy scalars and 0-d arrays, and one-element torch tensors.
+    Tensors are gathered and copied to the host together: one device sync for the whole dict, not
+    one per value (a `.item()` per value would stall the GPU queue once per metric).
+    """
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    tensors: list[tuple[str, Any]] = []
+    # Only look at libraries the program already imported: an unimported library cannot have
+    # produced a value, and importing torch here would cost seconds.
+    torch = sys.modules.get("torch")
+    np = sys.modules.get("numpy")
+    for key, v in values.items():
+        key = str(key)
+        tv = type(v)
+        if tv is float or tv is int:  # the common case first
+            out[key] = v
+        elif isinstance(v, bool) or v is None or isinstance(v, (str, bytes)):
+            dropped.append(key)
+        elif torch is not None and isinstance(v, torch.Tensor):
+            if v.numel() == 1 and (v.is_floating_point() or _is_int_tensor(torch, v)):
+                out[key] = None  # keeps the key order; filled below
+                tensors.append((key, v))
+            else:
+                dropped.append(key)
+        elif np is not None and isinstance(v, (np.generic, np.ndarray)):
+            if v.size == 1 and v.dtype.kind in "fiu":
+                out[key] = v.reshape(()).item()
+            else:
+                dropped.append(key)
+        elif isinstance(v, numbers.Integral):
+            out[key] = int(v)
+        elif isinstance(v, numbers.Real):
+            out[key] = float(v)
+        else:
+            dropped.append(key)
+    if tensors:
+        for (key, _), x in zip(
+            tensors, _tensors_to_numbers(torch, [t for _, t in tensors]), strict=True
+        ):
+            out[key] = x
+    return out, dropped
+
+
+def _is_int_tensor(torch: Any, t: Any) -> bool:
+    return t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def _tensors_to_numbers(torch: Any, tensors: list[Any]) -> list[Number]:
+    """One-element tensors as Python numbers with at most one device-to-host sync."""
+    by_device: dict[Any, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    result: list[Any] = [None] * len(tensors)
+    device_parts: list[tuple[list[int], Any]] = []
+    with torch.no_grad():
+        for device, idxs in by_device.items():
+            parts = [tensors[i].detach().reshape(()) for i in idxs]
+            if len({p.dtype for p in parts}) > 1:
+                # Mixed dtypes cannot be stacked; float64 holds ints and floats exactly enough
+                # (MPS has no float64).
+                wide = torch.float32 if device.type == "mps" else torch.float64
+                parts = [p.to(wide) for p in parts]
+            stacked = torch.stack(parts)
+            if device.type == "cpu":
+                result_vals = stacked.tolist()  # no sync on the CPU
+                for i, x in zip(idxs, result_vals, strict=True):
+                    result[i] = x
+            else:
+                device_parts.append((idxs, stacked))
+        if device_parts:
+            first = device_parts[0][1].device
+            wide = torch.float32 if first.type == "mps" else torch.float64
+            if len(device_parts) == 1:
+                joined = device_parts[0][1]
+            else:
+                joined = torch.cat([p.to(device=first, dtype=wide) for _, p in device_parts])
+            flat = joined.tolist()  # the one sync
+            pos = 0
+            for idxs, _ in device_parts:
+                for i in idxs:
+                    result[i] = flat[pos]
+                    pos += 1
+    return result
+
+
+def _json_safe(obj: Any, depth: int = 0) -> Any:
+    """A config value as strict JSON: containers copied, odd objects as strings, NaN as "NaN"."""
+    if depth > 20:
+        return str(obj)
+    if isinstance(obj, enum.Enum):  # IntervalStrategy, PeftType, ... (often also str)
+        return _json_safe(obj.value, depth + 1)
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        return encode_number(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (set, frozenset)):
+        return sorted((_json_safe(v, depth + 1) for v in obj), key=str)
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in obj]
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return encode_number(float(obj))
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. RunWriter
+# ---------------------------------------------------------------------------------------------
+
+_MAX_ERROR_CHARS = 4000
+_TAIL_BYTES = 1 << 16
+
+
+def _check_name(name: str) -> str:
+    name = name.replace("\\", "/").strip("/")
+    parts = name.split("/")
+    if not name or os.path.isabs(name) or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid run name {name!r}: use a relative path without '..'")
+    return name
+
+
+def _default_name(clock: Any) -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S", time.localtime(clock()))
+
+
+def _claim_dir(root: str, name: str, resume: bool) -> str:
+    """Create and return the run directory; a taken name gets `-2`, `-3`, ... unless resuming.
+
+    `os.mkdir` either creates the directory or fails, so two processes starting at the same
+    moment cannot claim the same name.
+    """
+    base = os.path.join(root, name)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    if resume:
+        os.makedirs(base, exist_ok=True)
+        return base
+    for i in range(1, 100_000):
+        candidate = base if i == 1 else f"{base}-{i}"
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free run directory name", base)
+
+
+def _read_events_tail(path: str) -> tuple[int, int | None]:
+    """(next seq, last step) of an existing events file, read from its last 64 KiB."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return 0, None
+    next_seq: int | None = None
+    last_step: int | None = None
+    for raw in reversed(tail.split(b"\n")):
+        try:
+            event = decode_line(raw)
+        except FormatError:
+            continue
+        if next_seq is None:
+            next_seq = event["seq"] + 1
+        if "step" in event:
+            last_step = event["step"]
+            break
+    return (next_seq or 0), last_step
+
+
+def _versions() -> dict[str, str]:
+    # Only what is already imported: looking up installed versions would import or scan packages.
+    out = {"python": platform.python_version(), "mudpuppy_callback": __version__}
+    for lib in ("torch", "transformers", "peft", "accelerate", "trl", "bitsandbytes"):
+        mod = sys.modules.get(lib)
+        version = getattr(mod, "__version__", None) if mod is not None else None
+        if isinstance(version, str):
+            out[lib] = version
+    return out
+
+
+def _cuda_uuids(initialize: bool) -> list[str]:
+    """UUIDs ("GPU-...", as NVML spells them) of the CUDA devices this process sees.
+
+    NVML numbers devices ignoring CUDA_VISIBLE_DEVICES, so the daemon matches runs by UUID.
+    With initialize=False nothing is asked unless CUDA is already initialized here.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    try:
+        if not torch.cuda.is_available() or (not initialize and not torch.cuda.is_initialized()):
+            return []
+        out = []
+        for i in range(torch.cuda.device_count()):
+            uuid = str(torch.cuda.get_device_properties(i).uuid)
+            out.append(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        return out
+    except Exception:
+        return []
+
+
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[:_MAX_ERROR_CHARS]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # One write() for the whole line; the loop only runs when the kernel took part of it
+    # (disk nearly full), and the next line then starts on a fresh line (see _reopen).
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class RunWriter:
+    """Writes one run directory in format v1 (docs/run-format.md). Standard library only.
+
+    Never raises into the training loop once constructed: an OSError while writing is reported
+    once as a MonitorWarning, the line is dropped, and writing is retried at most every
+    `retry_every_s` seconds (or stops for good when the run directory was deleted).
+
+    Only world rank 0 writes: with `rank` None the RANK environment variable decides, and any
+    other rank gets an inert writer (every method is a no-op and `dir` is None).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "runs",
+        name: str | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+        resume: bool = False,
+        resumed_from: int | None = None,
+        world_size: int | None = None,
+        max_steps: int | None = None,
+        num_train_epochs: float | None = None,
+        gpus: Iterable[str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        rank: int | None = None,
+        progress_every_s: float = 2.0,
+        retry_every_s: float = 5.0,
+        clock: Any = time.time,
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._fd: int | None = None
+        self._seq = 0
+        self._last_step: int | None = None
+        self._last_write_t = -math.inf
+        self._progress_every_s = progress_every_s
+        self._retry_every_s = retry_every_s
+        self._retry_at = -math.inf
+        self._io_warned = False
+        self._deleted = False
+        self._dropped = 0
+        self._warned_keys: set[str] = set()
+        self._closed = False
+        self._atexit: Any = None
+        self.dir: Path | None = None
+        self.name: str | None = None
+        self.run_id: str | None = None
+        if rank is None:
+            rank = _env_int("RANK", 0)
+        if rank != 0:
+            self._closed = True
+            return
+        self.name = _check_name(name) if name else _default_name(clock)
+        # The writer never breaks training: from here on an OSError becomes one warning.
+        try:
+            path = _claim_dir(os.fspath(root), self.name, resume)
+        except OSError as exc:
+            self._io_failed(exc)
+            self._closed = True
+            return
+        self.dir = Path(path)
+        self.name = os.path.relpath(path, os.fspath(root)).replace(os.sep, "/")
+        self._events_path = os.path.join(path, EVENTS_FILE)
+        previous_meta: dict[str, Any] = {}
+        if resume:
+            self._seq, last_step = _read_events_tail(self._events_path)
+            if resumed_from is None:
+                resumed_from = last_step
+            previous_meta = _read_json(os.path.join(path, META_FILE))
+        self.run_id = str(previous_meta.get("run_id") or os.urandom(16).hex())
+        ws = world_size if world_size is not None else _env_int("WORLD_SIZE", 1)
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "run_id": self.run_id,
+            "name": self.name,
+            "created": previous_meta.get("created", clock()),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "argv": list(sys.argv),
+            "config": dict(config or {}),
+            "versions": _versions(),
+            "world_size": ws,
+            "max_steps": max_steps,
+            "num_train_epochs": num_train_epochs,
+            "gpus": list(gpus) if gpus is not None else _cuda_uuids(initialize=False),
+        }
+        if meta:
+            doc.update(meta)
+        self.meta = _json_safe(doc)
+        self._write_meta()
+        self._open()
+        start: dict[str, Any] = {"run_id": self.run_id}
+        if resume and resumed_from is not None:
+            start["resumed_from"] = resumed_from
+        self._emit(KIND_START, start)
+        # An unclosed writer at interpreter exit ends its run as interrupted (or failed, when
+        # the program died of an exception). A weak reference keeps atexit from pinning it.
+        ref = weakref.ref(self)
+
+        def _close_at_exit() -> None:
+            writer = ref()
+            if writer is not None:
+                writer._close_at_exit()
+
+        self._atexit = _close_at_exit
+        atexit.register(_close_at_exit)
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def dropped(self) -> int:
+        """Lines that could not be written (I/O errors)."""
+        return self._dropped
+
+    def log(self, step: int, values: Mapping[str, Any], *, epoch: float | None = None) -> bool:
+        """A `metrics` event. Returns whether a line was written."""
+        fields = self._values_fields(step, values, epoch, eval_prefix=False)
+        return fields is not None and self._emit(KIND_METRICS, fields)
+
+    def log_eval(self, step: int, values: Mapping[str, Any], *, epoch: float | None = None) -> bool:
+        """An `eval` event. Keys without the `eval_` prefix get it (`loss` -> `eval_loss`)."""
+        fields = self._values_fields(step, values, epoch, eval_prefix=True)
+        return fields is not None and self._emit(KIND_EVAL, fields)
+
+    def log_lora(self, step: int, layers: Mapping[str, Mapping[str, Any]]) -> bool:
+        """A `lora` event: {module path: {"A": norm, "B": norm, "update": norm, ...}}."""
+        if self._closed:
+            return False
+        out = {}
+        for path, norms in layers.items():
+            converted, dropped = _convert_values(norms)
+            self._warn_dropped(dropped)
+            if converted:
+                out[str(path)] = converted
+        if not out:
+            return False
+        return self._emit(KIND_LORA, {"step": int(step), "layers": out})
+
+    def progress(self, step: int) -> bool:
+        """A `progress` event, unless any event was written less than 2 s ago."""
+        if self._closed:
+            return False
+        now = self._clock()
+        if now < self._last_write_t:  # the wall clock went back: start over
+            self._last_write_t = now
+        if now - self._last_write_t < self._progress_every_s:
+            return False
+        return self._emit(KIND_PROGRESS, {"step": int(step)})
+
+    def checkpoint(self, step: int, path: str | os.PathLike[str]) -> bool:
+        return self._emit(KIND_CHECKPOINT, {"step": int(step), "path": os.fspath(path)})
+
+    def close(
+        self,
+        status: str = STATUS_COMPLETED,
+        *,
+        error: str | BaseException | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Write `end` and release the file. A second call does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            if status not in END_STATUSES:
+                raise ValueError(f"status must be one of {sorted(END_STATUSES)}, got {status!r}")
+            fields: dict[str, Any] = {"status": status}
+            step = step if step is not None else self._last_step
+            if step is not None:
+                fields["step"] = int(step)
+            if error is not None:
+                fields["error"] = (
+                    _error_text(error)
+                    if isinstance(error, BaseException)
+                    else str(error)[:_MAX_ERROR_CHARS]
+                )
+            if self._dropped:
+                fields["dropped"] = self._dropped
+            self._emit(KIND_END, fields)
+            self._closed = True
+            self._close_fd()
+            if self._atexit is not None:
+                atexit.unregister(self._atexit)
+                self._atexit = None
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.close(STATUS_COMPLETED)
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            self.close(STATUS_INTERRUPTED)
+        else:
+            self.close(STATUS_FAILED, error=exc)
+
+    def __del__(self) -> None:
+        # Dropped without close(): the run did not complete as far as anyone can tell.
+        try:
+            if not self._closed:
+                self.close(STATUS_INTERRUPTED)
+        except Exception:
+            pass
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _close_at_exit(self) -> None:
+        exc = getattr(sys, "last_value", None)  # set when the program died of an exception
+        if isinstance(exc, Exception):
+            self.close(STATUS_FAILED, error=exc)
+        else:
+            self.close(STATUS_INTERRUPTED)
+
+    def _values_fields(
+        self, step: int, values: Mapping[str, Any], epoch: Any, eval_prefix: bool
+    ) -> dict[str, Any] | None:
+        if self._closed:
+            return None
+        converted, dropped = _convert_values(values)
+        self._warn_dropped(dropped)
+        if eval_prefix:
+            converted = {
+                (k if k.startswith("eval_") else f"eval_{k}"): v for k, v in converted.items()
+            }
+        if not converted:
+            return None
+        fields: dict[str, Any] = {"step": int(step)}
+        if epoch is not None:
+            e, _ = _convert_values({"epoch": epoch})
+            if "epoch" in e:
+                fields["epoch"] = float(e["epoch"])
+        fields["values"] = converted
+        return fields
+
+    def _warn_dropped(self, keys: list[str]) -> None:
+        for key in keys:
+            if key not in self._warned_keys:
+                self._warned_keys.add(key)
+                _warn(f"mudpuppy: value of {key!r} is not a number; it is not recorded")
+
+    def _emit(self, kind: str, fields: dict[str, Any]) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            now = self._clock()
+            event = {"v": FORMAT_VERSION, "seq": self._seq, "t": now, "kind": kind, **fields}
+            try:
+                line = encode_line(event)
+            except (TypeError, ValueError) as exc:
+                self._warn_once(f"encode:{kind}", f"mudpuppy: cannot encode a {kind} event: {exc}")
+                return False
+            if len(line) > MAX_LINE_BYTES:
+                self._warn_once(f"size:{kind}", f"mudpuppy: {kind} event over 1 MiB; not written")
+                return False
+            if self._fd is None and not self._reopen(now):
+                self._dropped += 1
+                return False
+            assert self._fd is not None
+            try:
+                # A deleted file still accepts writes through an open descriptor; the link count
+                # tells. The run is gone on purpose: stop rather than recreate it.
+                if os.fstat(self._fd).st_nlink == 0:
+                    self._deleted = True
+                    raise FileNotFoundError(errno.ENOENT, "run directory or events file deleted")
+                _write_all(self._fd, line)
+            except OSError as exc:
+                self._dropped += 1
+                self._io_failed(exc)
+                self._close_fd()
+                self._retry_at = now + self._retry_every_s
+                return False
+            self._seq += 1
+            self._last_write_t = now
+            if "step" in fields:
+                self._last_step = fields["step"]
+            return True
+
+    def _open(self) -> None:
+        try:
+            self._fd = os.open(self._events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._guard_partial_line()
+        except OSError as exc:
+            self._close_fd()
+            self._io_failed(exc)
+            self._retry_at = self._clock() + self._retry_every_s
+
+    def _reopen(self, now: float) -> bool:
+        if self._deleted or now < self._retry_at or self.dir is None:
+            return False
+        try:
+            # No O_CREAT once the directory is gone: a deleted run stays deleted.
+            flags = os.O_WRONLY | os.O_APPEND
+            if self.dir.is_dir():
+                flags |= os.O_CREAT
+            self._fd = os.open(self._events_path, flags, 0o644)
+            self._guard_partial_line()
+            return True
+        except OSError:
+            self._close_fd()
+            self._retry_at = now + self._retry_every_s
+            return False
+
+    def _guard_partial_line(self) -> None:
+        # If the file ends inside a line (a crash or a full disk cut it), finish that line so the
+        # next event is not glued to it; readers count and skip the broken one.
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            _write_all(self._fd, b"\n")
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+    def _write_meta(self) -> None:
+        assert self.dir is not None
+        final = os.path.join(self.dir, META_FILE)
+        tmp = os.path.join(self.dir, f".{META_FILE}.{os.getpid()}.tmp")
+        try:
+            data = json.dumps(self.meta, indent=2, allow_nan=False, ensure_ascii=False)
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(data + "\n")
+            os.replace(tmp, final)  # readers see the old or the new file, never half of one
+        except (OSError, ValueError) as exc:
+            self._io_failed(exc)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def _io_failed(self, exc: BaseException) -> None:
+        if not self._io_warned:
+            self._io_warned = True
+            _warn(
+                f"mudpuppy: cannot write the run directory ({exc}); "
+                "training continues, events are dropped until writing works again"
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned_keys:
+            self._warned_keys.add(key)
+            _warn(message)
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. LoRA norms (torch, imported only when used)
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_ADAPTER = "default"
+
+
+def _unwrap_model(model: Any) -> Any:
+    """The model whose module names are the user's: without DDP's `module.` and PEFT's wrapper."""
+    while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(
+        model, "module"
+    ):
+        model = model.module
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):
+        return get_base()
+    return model
+
+
+class _LoraEntry:
+    __slots__ = ("path", "adapter", "module", "embedding", "prefix")
+
+    def __init__(self, path: str, adapter: str, module: Any, embedding: bool, prefix: str):
+        self.path = path
+        self.adapter = adapter
+        self.module = module
+        self.embedding = embedding
+        self.prefix = prefix
+
+    def tensors(self) -> tuple[Any, Any, Any]:
+        """(A as r x fan_in, B as fan_out x r, DoRA magnitude or None), detached."""
+        m = self.module
+        if self.embedding:
+            a = m.lora_embedding_A[self.adapter]
+            b = m.lora_embedding_B[self.adapter]
+        else:
+            a = m.lora_A[self.adapter].weight
+            b = m.lora_B[self.adapter].weight
+        a = a.detach()
+        b = b.detach()
+        a = a.reshape(a.shape[0], -1)  # conv kernels: (r, in, k, k) -> (r, in*k*k)
+        b = b.reshape(b.shape[0], -1)
+        mag = None
+        mags = getattr(m, "lora_magnitude_vector", None)
+        if mags is not None and self.adapter in mags:
+            mag = mags[self.adapter]
+            mag = getattr(mag, "weight", mag).detach()  # peft >= 0.12 wraps it in a module
+        return a, b, mag
+
+
+class LoraProbe:
+    """The adapted modules of a model, found once; `norms()` measures them all in one pass.
+
+    Keys per module (see docs/run-format.md): `A`, `B`, `update` (the Frobenius norm of the
+    effective weight change `scale * B @ A`) and, for DoRA, `magnitude`, for the adapter named
+    "default" or for the only adapter of the model; `<adapter>/A`, ... for the others.
+    """
+
+    def __init__(self, model: Any) -> None:
+        base = _unwrap_model(model)
+        found: list[tuple[str, str, Any, bool]] = []
+        for path, module in base.named_modules():
+            scaling = getattr(module, "scaling", None)
+            if not isinstance(scaling, dict):
+                continue
+            for attr, embedding in (("lora_A", False), ("lora_embedding_A", True)):
+                container = getattr(module, attr, None)
+                if container is None or not hasattr(container, "keys"):
+                    continue
+                for adapter in container.keys():
+                    if adapter in scaling:
+                        found.append((path, adapter, module, embedding))
+        adapters = {adapter for _, adapter, _, _ in found}
+        single = len(adapters) == 1
+        self.entries = [
+            _LoraEntry(
+                path,
+                adapter,
+                module,
+                embedding,
+                "" if single or adapter == DEFAULT_ADAPTER else f"{adapter}/",
+            )
+            for path, adapter, module, embedding in found
+        ]
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def norms(self) -> dict[str, dict[str, float]]:
+        if not self.entries:
+            return {}
+        import torch
+
+        # Group by everything that must match to stack: device, dtypes and shapes. Each group
+        # is a few batched kernels; nothing is copied to the host until the very end.
+        groups: dict[tuple[Any, ...], list[tuple[_LoraEntry, Any, Any, Any]]] = {}
+        for e in self.entries:
+            a, b, mag = e.tensors()
+            key = (a.device, a.dtype, b.dtype, tuple(a.shape), tuple(b.shape))
+            groups.setdefault(key, []).append((e, a, b, mag))
+        flats: list[tuple[list[tuple[_LoraEntry, Any, Any, Any]], bool, Any]] = []
+        with torch.no_grad():
+            for (_, _, _, a_shape, b_shape), items in groups.items():
+                as_ = [a for _, a, _, _ in items]
+                bs = [b for _, _, b, _ in items]
+                parts = [_foreach_norm(torch, as_), _foreach_norm(torch, bs)]
+                has_update = a_shape[0] == b_shape[1]
+                if has_update:
+                    # ||B A||_F^2 = trace((B^T B)(A A^T)): two r x r Gram matrices instead of
+                    # the fan_out x fan_in product. Both are symmetric, so the trace of their
+                    # product is the sum of their elementwise product.
+                    a3 = torch.stack(as_).float()
+                    b3 = torch.stack(bs).float()
+                    gram_a = torch.bmm(a3, a3.transpose(1, 2))
+                    gram_b = torch.bmm(b3.transpose(1, 2), b3)
+                    parts.append((gram_a * gram_b).sum(dim=(1, 2)))
+                mags = [m for *_, m in items if m is not None]
+                if mags:
+                    parts.append(_foreach_norm(torch, mags))
+                flats.append((items, has_update, torch.cat(parts)))
+            host: list[list[float]] = [[] for _ in flats]
+            on_device = [i for i, (_, _, f) in enumerate(flats) if f.device.type != "cpu"]
+            for i, (_, _, f) in enumerate(flats):
+                if f.device.type == "cpu":
+                    host[i] = f.tolist()  # no device sync for CPU tensors
+            if on_device:
+                first = flats[on_device[0]][2].device
+                joined = torch.cat([flats[i][2].to(first) for i in on_device])
+                values = joined.tolist()  # the one device sync
+                pos = 0
+                for i in on_device:
+                    n = flats[i][2].numel()  # shapes are known on the host: no sync
+                    host[i] = values[pos : pos + n]
+                    pos += n
+        out: dict[str, dict[str, float]] = {}
+        for (items, has_update, _), vals in zip(flats, host, strict=True):
+            n = len(items)
+            upd_sq = vals[2 * n : 3 * n] if has_update else []
+            mag_norms = iter(vals[(3 if has_update else 2) * n :])
+            for i, (e, _, _, mag) in enumerate(items):
+                rec = out.setdefault(e.path, {})
+                p = e.prefix
+                rec[p + "A"] = vals[i]
+                rec[p + "B"] = vals[n + i]
+                if has_update:
+                    scale = abs(float(e.module.scaling[e.adapter]))
+                    rec[p + "update"] = scale * math.sqrt(max(upd_sq[i], 0.0))
+                if mag is not None:
+                    rec[p + "magnitude"] = next(mag_norms)
+        return out
+
+
+def _foreach_norm(torch: Any, tensors: list[Any]) -> Any:
+    """L2 norms of many tensors as one float32 vector, in one fused kernel where available."""
+    try:
+        # dtype=float32 keeps bf16/fp16 norms from being rounded to 3 significant digits
+        norms = torch._foreach_norm(tensors, 2, dtype=torch.float32)
+    except (AttributeError, TypeError, RuntimeError):
+        norms = [t.float().norm() for t in tensors]
+    return torch.stack(list(norms)).float()
+
+
+def lora_norms(model: Any) -> dict[str, dict[str, float]]:
+    """Norms of every LoRA adapter of `model` ({} when it has none), with one device sync.
+
+    Returns {module path: {"A": ..., "B": ..., "update": ..., ["magnitude": ...]}}; the module
+    path is the base model's module name (`model.layers.0.self_attn.q_proj`). To measure the same
+    model repeatedly, keep a `LoraProbe(model)` and call its `norms()`.
+    """
+    return LoraProbe(model).norms()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. MonitorCallback (transformers, imported only when the name is first used)
+# ---------------------------------------------------------------------------------------------
+
+
+def _guarded(hook: Any) -> Any:
+    """A hook that never raises into the Trainer: a failure is one warning per hook."""
+
+    def wrapper(self: Any, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not getattr(state, "is_world_process_zero", True):
+            return  # every rank runs the callbacks; only world rank 0 writes
+        try:
+            hook(self, args, state, control, **kwargs)
+        except Exception as exc:
+            if hook.__name__ not in self._failed_hooks:
+                self._failed_hooks.add(hook.__name__)
+                _warn(f"mudpuppy: {hook.__name__} failed ({_error_text(exc)}); training goes on")
+
+    wrapper.__name__ = hook.__name__
+    wrapper.__doc__ = hook.__doc__
+    return wrapper
+
+
+class _MonitorCallbackBase:
+    """Records a `transformers.Trainer` run as a run directory (format v1).
+
+        Trainer(..., callbacks=[MonitorCallback("runs", name="qwen-lora", lora_every=50)])
+
+    Writes meta (config taken from the Trainer), `metrics` per train log, `eval`, `progress`
+    (at most every 2 s), `checkpoint`, `lora` norms every `lora_every` steps, and `end`. Only
+    world rank 0 writes. Nothing here raises into training.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "runs",
+        name: str | None = None,
+        *,
+        lora_every: int | None = 50,
+        config: Mapping[str, Any] | None = None,
+        resume: bool = False,
+        progress_every_s: float = 2.0,
+        clock: Any = time.time,
+    ) -> None:
+        self.root = os.fspath(root)
+        self.name = name
+        self.lora_every = lora_every
+        self.extra_config = dict(config or {})
+        self.resume = resume
+        self.progress_every_s = progress_every_s
+        self._clock = clock
+        self.writer: RunWriter | None = None
+        self._probe: LoraProbe | None = None
+        self._probe_model: Any = None
+        self._last_lora_step: int | None = None
+        self._on_cuda = False
+        self._count_tokens = False
+        self._failed_hooks: set[str] = set()
+
+    @_guarded
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        model = kwargs.get("model")
+        resume = self.resume
+        if self.writer is not None:
+            # train() called again on the same Trainer: continue the same run directory.
+            self.writer.close(STATUS_INTERRUPTED)
+            self.name, resume = self.writer.name, True
+        config, meta = _trainer_config(args, state, model, kwargs.get("train_dataloader"))
+        config.update(self.extra_config)
+        device = getattr(args, "device", None)
+        self._on_cuda = getattr(device, "type", None) == "cuda"
+        self._count_tokens = getattr(args, "include_num_input_tokens_seen", "no") not in (
+            "no",
+            False,
+            None,
+        )
+        self.writer = RunWriter(
+            self.root,
+            self.name,
+            config=config,
+            resume=resume,
+            resumed_from=state.global_step if state.global_step else None,
+            world_size=getattr(args, "world_size", 1),
+            max_steps=state.max_steps or None,
+            num_train_epochs=state.num_train_epochs or getattr(args, "num_train_epochs", None),
+            gpus=_cuda_uuids(initialize=self._on_cuda),
+            meta=meta,
+            rank=0,
+            progress_every_s=self.progress_every_s,
+            clock=self._clock,
+        )
+
+    @_guarded
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.writer is None:
+            return
+        step = state.global_step
+        if self.lora_every and step % self.lora_every == 0:
+            self._write_lora(step, kwargs.get("model"))
+        self.writer.progress(step)
+
+    @_guarded
+    def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        logs = kwargs.get("logs")
+        if self.writer is None or not logs:
+            return
+        values = dict(logs)  # other callbacks mutate the shared dict
+        if any(str(k).startswith("eval_") for k in values):
+            return  # an evaluation log: on_evaluate writes it as `eval`
+        epoch = values.pop("epoch", None)
+        if not values:
+            return
+        if self._on_cuda:
+            torch = sys.modules["torch"]
+            # allocator counters: host-side reads, no device sync
+            values["mem_allocated"] = torch.cuda.memory_allocated()
+            values["mem_reserved"] = torch.cuda.memory_reserved()
+            values["mem_peak"] = torch.cuda.max_memory_allocated()
+        if self._count_tokens:
+            values["tokens_seen"] = state.num_input_tokens_seen
+        self.writer.log(state.global_step, values, epoch=epoch)
+
+    @_guarded
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        metrics = kwargs.get("metrics")
+        if self.writer is None or not metrics:
+            return
+        values = dict(metrics)
+        epoch = values.pop("epoch", None)
+        values.pop("num_input_tokens_seen", None)  # a train counter, not an eval result
+        self.writer.log_eval(state.global_step, values, epoch=epoch)
+
+    @_guarded
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.writer is None:
+            return
+        step = state.global_step
+        self.writer.checkpoint(step, os.path.join(args.output_dir, f"checkpoint-{step}"))
+
+    @_guarded
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.writer is None:
+            return
+        step = state.global_step
+        if self.lora_every and step and self._last_lora_step != step:
+            self._write_lora(step, kwargs.get("model"))  # the final adapter state
+        self.writer.close(STATUS_COMPLETED, step=step)
+
+    def _write_lora(self, step: int, model: Any) -> None:
+        assert self.writer is not None
+        if model is None:
+            return
+        if self._probe is None or self._probe_model is not model:
+            self._probe = LoraProbe(model)  # the module walk happens once per model
+            self._probe_model = model
+        if self._probe:
+            self.writer.log_lora(step, self._probe.norms())
+            self._last_lora_step = step
+
+
+def _trainer_config(
+    args: Any, state: Any, model: Any, train_dataloader: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(meta `config`, extra top-level meta fields) from TrainingArguments, state and model."""
+    a = args
+    world = int(getattr(a, "world_size", 1) or 1)
+    per_device = getattr(a, "per_device_train_batch_size", None)
+    accum = getattr(a, "gradient_accumulation_steps", 1) or 1
+    config: dict[str, Any] = {
+        "model": _model_name(model),
+        "method": "full",
+        "precision": "bf16"
+        if getattr(a, "bf16", False)
+        else "fp16"
+        if getattr(a, "fp16", False)
+        else _model_dtype(model),
+        "learning_rate": getattr(a, "learning_rate", None),
+        "per_device_train_batch_size": per_device,
+        "effective_batch_size": per_device * accum * world if per_device else None,
+        "gradient_accumulation_steps": accum,
+        "num_train_epochs": getattr(state, "num_train_epochs", None)
+        or getattr(a, "num_train_epochs", None),
+        "max_steps": getattr(state, "max_steps", None),
+        "warmup_steps": getattr(a, "warmup_steps", None),
+        "warmup_ratio": getattr(a, "warmup_ratio", None),
+        "lr_scheduler_type": getattr(a, "lr_scheduler_type", None),
+        "optim": getattr(a, "optim", None),
+        "weight_decay": getattr(a, "weight_decay", None),
+        "max_grad_norm": getattr(a, "max_grad_norm", None),
+        "gradient_checkpointing": getattr(a, "gradient_checkpointing", None),
+        "seed": getattr(a, "seed", None),
+        "logging_steps": getattr(a, "logging_steps", None),
+        "eval_steps": getattr(a, "eval_steps", None),
+        "save_steps": getattr(a, "save_steps", None),
+        "output_dir": getattr(a, "output_dir", None),
+        "world_size": world,
+    }
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, Mapping) and peft_config:
+        adapters = {}
+        for adapter, pc in peft_config.items():
+            adapters[adapter] = {
+                "peft_type": _json_safe(getattr(pc, "peft_type", None)),
+                "r": getattr(pc, "r", None),
+                "lora_alpha": getattr(pc, "lora_alpha", None),
+                "target_modules": _json_safe(getattr(pc, "target_modules", None)),
+                "lora_dropout": getattr(pc, "lora_dropout", None),
+                "use_dora": getattr(pc, "use_dora", None),
+                "use_rslora": getattr(pc, "use_rslora", None),
+            }
+        active = getattr(model, "active_adapter", None)
+        main = adapters.get(active) if isinstance(active, str) else None
+        main = main or next(iter(adapters.values()))
+        peft_type = str(main["peft_type"] or "").lower()
+        method = "dora" if main.get("use_dora") else peft_type or "peft"
+        if method == "lora" and _is_quantized(model):
+            method = "qlora"
+        config["method"] = method
+        for k in ("r", "lora_alpha", "target_modules", "lora_dropout"):
+            config[k] = main[k]
+        if len(adapters) > 1:
+            config["adapters"] = adapters
+    quant = _quantization(model)
+    if quant:
+        config["quantization"] = quant
+    trainable, total = _param_counts(model)
+    config["trainable_params"] = trainable
+    config["total_params"] = total
+    try:
+        config["train_dataset_size"] = len(train_dataloader.dataset)
+    except Exception:
+        config["train_dataset_size"] = None
+    return config, {}
+
+
+def _model_name(model: Any) -> str | None:
+    if model is None:
+        return None
+    base = _unwrap_model(model)
+    cfg = getattr(base, "config", None)
+    name = getattr(cfg, "_name_or_path", None) or getattr(base, "name_or_path", None)
+    if name:
+        return str(name)
+    archs = getattr(cfg, "architectures", None)
+    if archs:
+        return str(archs[0])
+    model_type = getattr(cfg, "model_type", None)
+    return f"{type(base).__name__} ({model_type})" if model_type else type(base).__name__
+
+
+def _model_dtype(model: Any) -> str | None:
+    dtype = getattr(model, "dtype", None)
+    if dtype is None:
+        return None
+    return {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(
+        str(dtype), str(dtype)
+    )
+
+
+def _quantization(model: Any) -> str | None:
+    base = _unwrap_model(model) if model is not None else None
+    if getattr(base, "is_loaded_in_4bit", False):
+        return "4bit"
+    if getattr(base, "is_loaded_in_8bit", False):
+        return "8bit"
+    qc = getattr(getattr(base, "config", None), "quantization_config", None)
+    if qc is not None:
+        method = getattr(qc, "quant_method", None) or (
+            qc.get("quant_method") if isinstance(qc, Mapping) else None
+        )
+        return str(getattr(method, "value", method) or "quantized")
+    return None
+
+
+def _is_quantized(model: Any) -> bool:
+    return _quantization(model) is not None
+
+
+def _param_counts(model: Any) -> tuple[int | None, int | None]:
+    if model is None:
+        return None, None
+    counter = getattr(model, "get_nb_trainable_parameters", None)
+    if callable(counter):
+        # peft counts 4-bit packed weights at their real size
+        trainable, total = counter()
+        return int(trainable), int(total)
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def _make_monitor_callback() -> type:
+    from transformers import TrainerCallback
+
+    cls = type(
+        "MonitorCallback",
+        (_MonitorCallbackBase, TrainerCallback),
+        {"__module__": __name__, "__doc__": _MonitorCallbackBase.__doc__},
+    )
+    return cls
+
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+    class MonitorCallback(_MonitorCallbackBase, TrainerCallback): ...
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: `MonitorCallback` subclasses transformers.TrainerCallback, so it is built on first
+    # use; `import mudpuppy_callback` alone never imports transformers or torch.
+    if name == "MonitorCallback":
+        cls = _make_monitor_callback()
+        globals()["MonitorCallback"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
