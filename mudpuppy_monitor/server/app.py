@@ -1,0 +1,261 @@
+"""`create_app(settings)`: the HTTP routes and the WebSocket over one Monitor and one GpuSampler.
+
+Routes validate and translate; the core computes. All state lives in the `Context` made by
+`create_app` and filled by the lifespan, so several apps can live in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.staticfiles import StaticFiles
+
+from mudpuppy_monitor import __version__, jsonutil
+from mudpuppy_monitor.server import feed, metrics
+from mudpuppy_monitor.server.hub import Hub
+from mudpuppy_monitor.server.security import SecurityMiddleware, valid_run_id
+from mudpuppy_monitor.server.settings import Settings, default_web_dir
+
+MAX_POINTS = 100_000
+EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+
+class JSON(JSONResponse):
+    """Responses through jsonutil: NaN stays visible as "NaN", never a bare token or null."""
+
+    def render(self, content: Any) -> bytes:
+        return jsonutil.dumps(content)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    monitor: Any = None
+    gpus: feed.GpuView | None = None
+    hub: Hub | None = None
+    registry: Any = None
+
+
+class BadRequest(Exception):
+    pass
+
+
+def create_app(settings: Settings) -> FastAPI:
+    ctx = Context(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await start(ctx)
+        try:
+            yield
+        finally:
+            await stop(ctx)
+
+    # no /docs: Swagger UI would load scripts from a CDN, which the CSP forbids anyway
+    app = FastAPI(
+        title="mudpuppy-monitor",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.ctx = ctx
+    add_routes(app, ctx)
+    web_dir = settings.web_dir or default_web_dir()
+    if web_dir.is_dir():
+        # mounted last: a "/" mount registered before /ws would swallow the handshake
+        app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    else:
+
+        @app.get("/")
+        async def no_dashboard() -> PlainTextResponse:
+            return PlainTextResponse(f"dashboard files not found in {web_dir}", status_code=404)
+
+    app.add_middleware(SecurityMiddleware, settings=settings)
+    return app
+
+
+async def start(ctx: Context) -> None:
+    from mudpuppy_monitor.core import Monitor
+    from mudpuppy_monitor.gpu import GpuSampler, open_backend
+
+    s = ctx.settings
+    ctx.monitor = Monitor(Path(s.root), poll=s.poll, scan_interval_s=s.scan_interval_s)
+    await ctx.monitor.start()
+    backend = open_backend(s.gpu)
+    sampler = None
+    if getattr(backend, "kind", "none") != "none":
+        sampler = GpuSampler(backend, interval_s=s.gpu_interval_s)
+    ctx.gpus = feed.GpuView(backend, sampler)
+    ctx.hub = Hub(ctx.monitor, ctx.gpus, s)
+    ctx.hub.start()  # listens to the sampler before it takes its first sample
+    if sampler is not None:
+        sampler.start()
+    ctx.registry = metrics.build_registry(ctx.monitor, ctx.gpus, ctx.hub)
+
+
+async def stop(ctx: Context) -> None:
+    if ctx.hub is not None:
+        await ctx.hub.stop()
+    if ctx.gpus is not None and ctx.gpus.sampler is not None:
+        # joins the worker thread (which may be inside a slow driver call): not on the loop
+        await asyncio.to_thread(ctx.gpus.sampler.stop)
+    if ctx.gpus is not None and ctx.gpus.backend is not None:
+        # after the sampler: closing the vendor library under a call can crash it
+        await asyncio.to_thread(ctx.gpus.backend.close)
+    if ctx.monitor is not None:
+        await ctx.monitor.stop()
+
+
+def error(status: int, message: str) -> JSON:
+    return JSON({"error": message}, status_code=status)
+
+
+def add_routes(app: FastAPI, ctx: Context) -> None:
+    def known_run(run_id: str) -> Any:
+        if not valid_run_id(run_id):
+            return None
+        return ctx.monitor.summary(run_id)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSON:
+        return error(400, str(exc))
+
+    @app.get("/healthz")
+    async def healthz() -> JSON:
+        return JSON({"ok": True, "version": __version__, "runs": len(ctx.monitor.summaries())})
+
+    @app.get("/api/runs")
+    async def runs() -> JSON:
+        return JSON({"runs": [s.to_dict() for s in ctx.monitor.summaries()]})
+
+    # The suffix routes come first: {run_id:path} is greedy, and run ids contain "/".
+    @app.get("/api/runs/{run_id:path}/series")
+    async def series(run_id: str, request: Request) -> JSON:
+        summary = known_run(run_id)
+        if summary is None:
+            return error(404, "no such run")
+        q = request.query_params
+        x = q.get("x", "step")
+        if x not in ("step", "time"):
+            raise BadRequest("x must be step or time")
+        start_x = _float_param(q, "from")
+        end_x = _float_param(q, "to")
+        points = _int_param(q, "points", 2000, 2, MAX_POINTS)
+        detail = ctx.monitor.detail(run_id) or {}
+        have = list(detail.get("series") or [])
+        wanted = [n for n in q.get("names", "").split(",") if n] if "names" in q else have
+        names = [n for n in wanted if n in have]
+        got = ctx.monitor.series(run_id, names, x=x, start=start_x, end=end_x, points=points)
+        return JSON({"run": run_id, "generation": summary.generation, "x": x, "series": got or {}})
+
+    @app.get("/api/runs/{run_id:path}/lora")
+    async def lora(run_id: str, request: Request) -> JSON:
+        if known_run(run_id) is None:
+            return error(404, "no such run")
+        points = _int_param(request.query_params, "points", 200, 2, MAX_POINTS)
+        got = ctx.monitor.lora(run_id, points=points)
+        if got is None:
+            got = {"layers": [], "steps": [], "A": [], "B": [], "update": []}
+        return JSON(got)
+
+    @app.get("/api/runs/{run_id:path}/export")
+    async def export(run_id: str, request: Request) -> Response:
+        if known_run(run_id) is None:
+            return error(404, "no such run")
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in EXPORT_TYPES:
+            raise BadRequest("format must be csv or jsonl")
+        chunks = ctx.monitor.export(run_id, fmt=fmt)
+        filename = run_id.replace("/", "_") + "." + fmt
+        return StreamingResponse(
+            _drain(chunks),
+            media_type=EXPORT_TYPES[fmt],
+            headers={"content-disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @app.get("/api/runs/{run_id:path}")
+    async def run_detail(run_id: str) -> JSON:
+        if known_run(run_id) is None:
+            return error(404, "no such run")
+        detail = ctx.monitor.detail(run_id)
+        if detail is None:
+            return error(404, "no such run")
+        return JSON(_detail_json(detail))
+
+    @app.get("/api/gpus")
+    async def gpus() -> JSON:
+        assert ctx.gpus is not None
+        return JSON(ctx.gpus.payload(ctx.monitor, history=True))
+
+    @app.get("/api/{rest:path}")
+    async def api_not_found(rest: str) -> JSON:
+        return error(404, "no such route")
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        assert ctx.hub is not None
+        await ctx.hub.serve_client(websocket)
+
+
+def _detail_json(detail: dict[str, Any]) -> dict[str, Any]:
+    out = dict(detail)
+    summary = out.get("summary")
+    if summary is not None and hasattr(summary, "to_dict"):
+        out["summary"] = summary.to_dict()
+    return out
+
+
+async def _drain(chunks: Iterator[str]) -> AsyncIterator[bytes]:
+    # The core is read on the event loop (its state changes there); yielding between chunks
+    # keeps a large export from starving the stream.
+    batch: list[str] = []
+    size = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 16:
+            yield "".join(batch).encode("utf-8")
+            batch, size = [], 0
+            await asyncio.sleep(0)
+    if batch:
+        yield "".join(batch).encode("utf-8")
+
+
+def _float_param(q: Any, name: str) -> float | None:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be finite")
+    return value
+
+
+def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    return max(lo, min(hi, value))

@@ -1,0 +1,187 @@
+"""`mudpuppy-monitor serve ROOT`: parse, build Settings, bind, run uvicorn.
+
+`serve(settings)` is the one entry point (also used by the demo); `check_port(settings)` lets a
+caller fail on a busy port before it starts anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import secrets
+import socket
+import stat
+import sys
+import threading
+import time
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.server.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Settings,
+    display_host,
+    is_loopback,
+)
+
+GPU_CHOICES = ("auto", "nvidia", "amd", "fake", "none")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the dashboard, the HTTP API and the live stream for the runs under ROOT",
+        description="Serve the dashboard, the HTTP/WebSocket API and /metrics for ROOT.",
+    )
+    p.add_argument(
+        "root", metavar="ROOT", help="directory holding the runs (waited for if missing)"
+    )
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="require this token on /api, /ws and /metrics "
+        "(generated when --host is not a loopback address)",
+    )
+    p.add_argument("--open", action="store_true", help="open the dashboard in a browser")
+    p.add_argument("--gpu", choices=GPU_CHOICES, default="auto", help="GPU backend (default auto)")
+    p.add_argument(
+        "--gpu-interval", type=float, default=1.0, metavar="S", help="GPU sample interval in s"
+    )
+    p.add_argument("--poll", action="store_true", help="poll files instead of inotify (NFS)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name this server is reached by (Host header allow-list); repeatable",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
+    if not args.gpu_interval > 0:
+        raise UsageError("--gpu-interval must be a positive number of seconds")
+    if args.token is not None and not args.token.strip():
+        raise UsageError("--token must not be empty")
+    settings = Settings(
+        root=Path(args.root).expanduser(),
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        open_browser=args.open,
+        gpu=args.gpu,
+        gpu_interval_s=args.gpu_interval,
+        poll=args.poll,
+        allowed_hosts=tuple(args.allow_host),
+    )
+    serve(settings)
+    return 0
+
+
+def check_root(root: Path) -> None:
+    """A root that exists must be a readable directory; a missing one is waited for."""
+    try:
+        st = root.stat()
+    except FileNotFoundError:
+        return
+    except PermissionError:  # a parent we may not search
+        raise UsageError(f"cannot read {root}: permission denied") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {root}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{root} is not a directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UsageError(f"cannot read {root}: permission denied")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind now, so a busy port is one clear line before anything starts; uvicorn gets the socket."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot bind to {host}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is already in use; choose another with --port"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise UsageError(f"no permission to bind port {port} on {host}") from None
+        raise UsageError(f"cannot bind to {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_port(settings: Settings) -> None:
+    bind_socket(settings.host, settings.port).close()
+
+
+def prepare(settings: Settings) -> Settings:
+    """Fill in what serve decides: a token for a non-loopback bind."""
+    check_root(Path(settings.root))
+    if settings.token is None and not is_loopback(settings.host):
+        # like Jupyter: exposing the daemon without a secret is never the default
+        settings.token = secrets.token_urlsafe(24)
+    return settings
+
+
+def url_for(settings: Settings, port: int) -> str:
+    url = f"http://{display_host(settings.host)}:{port}/"
+    if settings.token:
+        url += f"?token={settings.token}"
+    return url
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until Ctrl-C / SIGTERM. Prints the URL (with the token, when one is set)."""
+    import uvicorn
+
+    from mudpuppy_monitor.server.app import create_app
+
+    prepare(settings)
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    settings.port = port  # port 0: the one the kernel chose (cookie name, printed URL)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        log_level=settings.log_level,
+        access_log=False,
+        ws_per_message_deflate=False,  # costs CPU per client and per message
+        timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown_s)),
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    url = url_for(settings, port)
+    root = Path(settings.root)
+    if not os.path.lexists(root):
+        print(f"mudpuppy-monitor: {root} does not exist yet; waiting for it", file=sys.stderr)
+    print(f"mudpuppy-monitor: serving {root} at {url}", flush=True)
+    if settings.open_browser:
+        threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _open_when_up(server: Any, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if server.started:
+        webbrowser.open(url)

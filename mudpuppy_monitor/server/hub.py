@@ -1,0 +1,255 @@
+"""The WebSocket fan-out: one producer (the core's changes and the GPU sampler), many browsers.
+
+Every message is serialized once and the same string goes to every client that wants it. Each
+client has a bounded queue and its own writer task, so a browser that stops reading fills only
+its own queue: it is then resynced (queue cleared, `resync` + a fresh `snapshot`), and a client
+that keeps falling behind, or whose socket does not take a message within the send timeout, is
+disconnected. Publishing never awaits a socket. Wire format: docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from mudpuppy_monitor import jsonutil
+from mudpuppy_monitor.server import feed
+from mudpuppy_monitor.server.settings import Settings
+
+log = logging.getLogger("mudpuppy_monitor.server")
+
+PROTOCOL = 1
+MAX_SUBSCRIBE_RUNS = 10_000
+MAX_CLIENT_MESSAGE = 1 << 20
+
+
+class Client:
+    def __init__(self, ws: WebSocket, maxsize: int) -> None:
+        self.ws = ws
+        # str: a message; None: close after what is already queued
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=maxsize)
+        self.runs: frozenset[str] | None = None  # None: all runs
+        self.resync_times: deque[float] = deque()
+        self.dropped = False
+
+    def wants(self, run: str | None) -> bool:
+        return run is None or self.runs is None or run in self.runs
+
+
+class HubStats:
+    def __init__(self) -> None:
+        self.messages = 0  # distinct messages published (each serialized once)
+        self.deliveries = 0  # messages queued to clients
+        self.resyncs = 0
+        self.disconnects = 0  # clients dropped for being too slow
+        self.connections = 0  # clients accepted since start
+
+
+class Hub:
+    def __init__(
+        self,
+        monitor: Any,
+        gpus: feed.GpuView,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.monitor = monitor
+        self.gpus = gpus
+        self.settings = settings
+        self.clock = clock
+        self.clients: set[Client] = set()
+        self.stats = HubStats()
+        self.tracker = feed.ChangeTracker(monitor, settings.max_stream_points)
+        self._snapshot: str | None = None
+        self._gpus: dict[str, Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.tracker.prime()
+        self._task = self._loop.create_task(self._consume(), name="mudpuppy-hub")
+        if self.gpus.sampler is not None:
+            self.gpus.sampler.add_listener(self.on_gpu_samples)
+
+    async def stop(self) -> None:
+        self._loop = None  # GPU samples arriving from now on are ignored
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        for client in list(self.clients):
+            self._close(client)
+
+    async def _consume(self) -> None:
+        async for changes in self.monitor.subscribe():
+            try:
+                self.apply(changes)
+            except Exception:  # one bad change must not end the stream for everyone
+                log.exception("could not publish a change")
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def apply(self, changes: Any) -> None:
+        """Turn one `Changes(added, updated, removed)` into messages and publish them."""
+        for message, run in self.tracker.messages(changes):
+            self.publish(message, run)
+
+    def on_gpu_samples(self, samples: list[Any]) -> None:
+        """Called by the sampler thread: hand the samples to the event loop, never block."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
+            loop.call_soon_threadsafe(self._publish_gpus, samples)
+
+    def _publish_gpus(self, samples: list[Any]) -> None:
+        if self._loop is None:
+            return
+        payload = self.gpus.payload(self.monitor, samples)
+        self._gpus = payload
+        self.publish({"type": "gpus", "t": payload.get("t"), **_devices_only(payload)})
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    def publish(self, message: dict[str, Any], run: str | None = None) -> None:
+        """Serialize once, queue to every client that wants it. Never awaits."""
+        if message["type"] != "points":
+            self._snapshot = None  # anything but points changes what a snapshot holds
+        text = jsonutil.dumps(message).decode("utf-8")
+        self.stats.messages += 1
+        for client in list(self.clients):
+            if client.wants(run):
+                self._offer(client, text)
+
+    def snapshot_text(self) -> str:
+        if self._snapshot is None:
+            gpus = self._gpus
+            if gpus is None:
+                gpus = self.gpus.payload(self.monitor)
+            runs = [s.to_dict() for s in self.monitor.summaries()]
+            snap = {"type": "snapshot", "protocol": PROTOCOL, "runs": runs, "gpus": gpus}
+            self._snapshot = jsonutil.dumps(snap).decode("utf-8")
+        return self._snapshot
+
+    def _offer(self, client: Client, text: str) -> None:
+        if client.dropped:
+            return
+        try:
+            client.queue.put_nowait(text)
+            self.stats.deliveries += 1
+        except asyncio.QueueFull:
+            self._resync(client)
+
+    def _resync(self, client: Client) -> None:
+        now = self.clock()
+        times = client.resync_times
+        while times and now - times[0] > self.settings.resync_window_s:
+            times.popleft()
+        times.append(now)
+        if len(times) > self.settings.max_resyncs:
+            log.info("websocket client too slow, disconnecting")
+            self.stats.disconnects += 1
+            self._close(client)
+            return
+        self.stats.resyncs += 1
+        _clear(client.queue)
+        client.queue.put_nowait(jsonutil.dumps({"type": "resync"}).decode("utf-8"))
+        client.queue.put_nowait(self.snapshot_text())
+
+    def _close(self, client: Client) -> None:
+        """Stop sending to a client: its writer ends, which ends its connection."""
+        if client.dropped:
+            return
+        client.dropped = True
+        _clear(client.queue)
+        client.queue.put_nowait(None)
+
+    # -- one connection ----------------------------------------------------------------------
+
+    async def serve_client(self, ws: WebSocket) -> None:
+        await ws.accept()
+        client = Client(ws, self.settings.client_queue)
+        # registered and given its snapshot with no await in between: every later change
+        # reaches its queue after the snapshot, none is lost in the gap
+        self.clients.add(client)
+        self.stats.connections += 1
+        client.queue.put_nowait(self.snapshot_text())
+        writer = asyncio.create_task(self._writer(client))
+        reader = asyncio.create_task(self._reader(client))
+        try:
+            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.clients.discard(client)
+            client.dropped = True
+            for task in (writer, reader):
+                task.cancel()
+            for task in (writer, reader):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _writer(self, client: Client) -> None:
+        timeout = self.settings.send_timeout_s
+        try:
+            while True:
+                text = await client.queue.get()
+                if text is None:
+                    break
+                await asyncio.wait_for(client.ws.send_text(text), timeout)
+        except asyncio.TimeoutError:
+            log.info("websocket send timed out, disconnecting")
+            self.stats.disconnects += 1
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the client went away; the reader sees it too
+        # going away on purpose: say why, but do not wait on a socket that does not drain
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.ws.close(code=1013, reason="too slow"), 1.0)
+
+    async def _reader(self, client: Client) -> None:
+        """Reads client messages; returning means the client disconnected."""
+        while True:
+            message = await client.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text")
+            if data is None and message.get("bytes") is not None:
+                data = message["bytes"].decode("utf-8", "replace")
+            if data:
+                self._handle_client_message(client, data)
+
+    def _handle_client_message(self, client: Client, data: str) -> None:
+        if len(data) > MAX_CLIENT_MESSAGE:
+            return
+        try:
+            obj = jsonutil.loads(data)
+        except Exception:
+            return  # not JSON: ignored, the stream goes on
+        if not isinstance(obj, dict) or obj.get("type") != "subscribe":
+            return
+        runs = obj.get("runs")
+        if runs is None:
+            client.runs = None
+        elif isinstance(runs, list) and len(runs) <= MAX_SUBSCRIBE_RUNS:
+            client.runs = frozenset(r for r in runs if isinstance(r, str))
+
+
+def _clear(queue: asyncio.Queue[Any]) -> None:
+    while True:
+        try:
+            queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return
+
+
+def _devices_only(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"devices": payload.get("devices", []), "attribution": payload.get("attribution", {})}
