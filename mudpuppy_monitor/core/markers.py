@@ -1,0 +1,57 @@
+"""Markers: the moments a chart must show (non-finite values, loss spikes, checkpoints, restarts, end).
+
+Spike rule: a training loss value is a spike when it exceeds the median of the 64 values before
+it by more than max(6 x 1.4826 x MAD, 10 % of |median|). The MAD (median absolute deviation) is
+robust: a run's own earlier spikes do not widen the band much, and the 10 % floor keeps a flat loss
+(MAD ~ 0) from turning noise into spikes. While a large batch is read (attaching to a long run)
+the reference window is taken once per 64 new values, so detection stays vectorized.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+SPIKE_WINDOW = 64
+SPIKE_K = 6.0
+SPIKE_REL = 0.10
+MAD_TO_SIGMA = 1.4826
+MAX_MARKERS = 10_000  # per run; a series flapping NaN/finite must not grow this without bound
+
+
+def marker(kind: str, step: int | None, t: float | None, series: str | None, detail: str) -> dict:
+    return {"kind": kind, "step": step, "t": t, "series": series, "detail": detail}
+
+
+def nonfinite_starts(values: np.ndarray, start: int) -> np.ndarray:
+    """Indices >= start where a run of non-finite values begins (one marker per streak)."""
+    new = values[start:]
+    bad = ~np.isfinite(new)
+    if not bad.any():
+        return np.empty(0, dtype=np.int64)
+    prev = np.empty_like(bad)
+    prev[0] = start > 0 and not np.isfinite(values[start - 1])
+    prev[1:] = bad[:-1]
+    return np.flatnonzero(bad & ~prev) + start
+
+
+def spike_indices(values: np.ndarray, start: int) -> np.ndarray:
+    """Indices >= start of values that spike above their preceding window (see module doc)."""
+    w = SPIKE_WINDOW
+    first = max(start, w)
+    n = len(values)
+    if first >= n:
+        return np.empty(0, dtype=np.int64)
+    count = n - first
+    # one reference window per segment of `w` new values (a single one for small appends)
+    seg = w if count > w else count
+    starts = np.arange(first, n, seg)
+    windows = sliding_window_view(values[: n - 1], w)[starts - w]
+    med = np.median(windows, axis=1)
+    mad = np.median(np.abs(windows - med[:, None]), axis=1)
+    thr = med + np.maximum(SPIKE_K * MAD_TO_SIGMA * mad, SPIKE_REL * np.abs(med))
+    seg_of = (np.arange(first, n) - first) // seg
+    new = values[first:]
+    with np.errstate(invalid="ignore"):
+        hit = new > thr[seg_of]
+    return np.flatnonzero(hit) + first

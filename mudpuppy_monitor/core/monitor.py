@@ -1,0 +1,361 @@
+"""Monitor: the one in-process interface to a runs root (used by the server, the TUI, the CLI).
+
+Reading happens in `refresh()` (synchronous, callable from any thread) or in the background task
+of `start()`: `watchfiles.awatch` on the root is only a wake-up hint for the runs it names; a
+full stat pass every `scan_interval_s` catches whatever inotify misses (network filesystems, a
+root deleted and recreated). Queries take a lock only long enough to read array views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mudpuppy_monitor.core import queries
+from mudpuppy_monitor.core import status as st
+from mudpuppy_monitor.core.changes import Changes, Subscription
+from mudpuppy_monitor.core.discovery import Found, discover
+from mudpuppy_monitor.core.export import export_chunks
+from mudpuppy_monitor.core.run import RunState
+from mudpuppy_monitor.core.sources import open_source
+from mudpuppy_monitor.core.summary import RunSummary
+
+# watchfiles settings: an isolated append is seen after ~STEP ms; DEBOUNCE caps the wait when
+# new paths keep appearing (checkpoint writes), instead of the 1.6 s default
+WATCH_DEBOUNCE_MS = 100
+WATCH_STEP_MS = 15
+POLL_DELAY_MS = 100
+
+
+@dataclass
+class _Entry:
+    found: Found
+    state: RunState
+    source: Any
+
+
+class Monitor:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        poll: bool = False,
+        scan_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        pid_alive: Callable[[int], bool] | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.poll = poll
+        self.scan_interval_s = scan_interval_s
+        self.clock = clock
+        self.pid_alive = pid_alive or st.default_pid_alive
+        self.host = host or st.this_host()
+        self._runs: dict[str, _Entry] = {}
+        self._lock = threading.RLock()  # guards the run data read by queries
+        self._refresh_lock = threading.Lock()  # one reader at a time
+        self._generations = itertools.count(1)
+        self._statuses: dict[str, str] = {}
+        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    # -- reading ------------------------------------------------------------------------
+
+    def refresh(self) -> set[str]:
+        """Discover runs and read everything new; returns the ids added, updated or removed."""
+        with self._refresh_lock:
+            changes = self._full_pass()
+        self._publish(changes)
+        return changes.ids()
+
+    def _full_pass(self) -> Changes:
+        real = os.path.realpath(self.root) if os.path.isdir(self.root) else None
+        found = discover(real, os.path.basename(self.root)) if real else {}
+        removed = set(self._runs) - set(found)
+        with self._lock:
+            for run_id in removed:
+                del self._runs[run_id]
+                self._statuses.pop(run_id, None)
+        added: set[str] = set()
+        updated: set[str] = set()
+        for run_id, f in found.items():
+            entry = self._runs.get(run_id)
+            if entry is None or entry.found.dir_key != f.dir_key or entry.found.source != f.source:
+                self._load(f, real)
+                (updated if entry is not None else added).add(run_id)
+            elif self._poll(entry, real):
+                updated.add(run_id)
+        updated |= self._status_changes(set(found)) - added
+        return Changes(frozenset(added), frozenset(updated), frozenset(removed))
+
+    def _refresh_paths(self, paths: Iterable[str]) -> set[str]:
+        """Read only the runs that the changed paths belong to; unknown paths mean a full pass."""
+        with self._refresh_lock:
+            real = os.path.realpath(self.root) if os.path.isdir(self.root) else None
+            ids: set[str] = set()
+            for p in paths:
+                run_id = self._run_of(p, real)
+                if run_id is None:
+                    changes = self._full_pass()
+                    break
+                ids.add(run_id)
+            else:
+                updated = {r for r in ids if r in self._runs and self._poll(self._runs[r], real)}
+                updated |= self._status_changes(ids)
+                changes = Changes(updated=frozenset(updated))
+        self._publish(changes)
+        return changes.ids()
+
+    def _run_of(self, path: str, real: str | None) -> str | None:
+        if real is None:
+            return None
+        for base in (real, self.root):
+            if path.startswith(base + os.sep):
+                parts = path[len(base) + 1 :].split(os.sep)
+                for k in range(min(len(parts), 5), 0, -1):
+                    run_id = "/".join(parts[:k])
+                    if run_id in self._runs:
+                        # a new directory inside a known run is part of it (checkpoints)
+                        return run_id
+                return None
+        if path in (real, self.root) and len(self._runs) == 1:
+            return next(iter(self._runs))  # the root is itself the run
+        return None
+
+    def _load(self, f: Found, real: str | None) -> None:
+        state = RunState(f.id, f.path, f.source, next(self._generations))
+        entry = _Entry(f, state, open_source(f.source, f.path, real))
+        self._poll(entry, real, fresh=True)
+        with self._lock:
+            self._runs[f.id] = entry
+
+    def _poll(self, entry: _Entry, real: str | None, fresh: bool = False) -> bool:
+        changed, reset = entry.source.poll(entry.state, self._lock)
+        if reset and not fresh:
+            # truncated or replaced: the run starts over under a new generation
+            self._load(entry.found, real)
+            return True
+        return changed
+
+    def _status_changes(self, ids: set[str]) -> set[str]:
+        now = self.clock()
+        out = set()
+        for run_id in ids:
+            entry = self._runs.get(run_id)
+            if entry is None:
+                continue
+            with self._lock:
+                status = queries.make_summary(entry.state, now, self.pid_alive, self.host).status
+            if self._statuses.get(run_id) != status:
+                self._statuses[run_id] = status
+                out.add(run_id)
+        return out
+
+    # -- background watching ------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stop = asyncio.Event()
+        await asyncio.to_thread(self.refresh)
+        self._task = asyncio.create_task(self._watch_loop(), name="mudpuppy-monitor-watch")
+
+    async def stop(self) -> None:
+        if self._task is None or self._stop is None:
+            return
+        self._stop.set()
+        task, self._task = self._task, None
+        try:
+            await asyncio.wait_for(task, timeout=5.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            task.cancel()
+        for sub in list(self._subs):
+            sub.loop.call_soon_threadsafe(sub.close)
+
+    async def _watch_loop(self) -> None:
+        from watchfiles import awatch
+
+        assert self._stop is not None
+        stop = self._stop
+        while not stop.is_set():
+            if not os.path.isdir(self.root):
+                # not there yet (or deleted): wait for it, keep the picture in step
+                await self._sleep(self.scan_interval_s)
+                await asyncio.to_thread(self.refresh)
+                continue
+            root_key = _dir_key(self.root)
+            last_full = time.monotonic()
+            watcher = awatch(
+                self.root,
+                debounce=WATCH_DEBOUNCE_MS,
+                step=WATCH_STEP_MS,
+                rust_timeout=max(50, int(self.scan_interval_s * 1000)),
+                yield_on_timeout=True,
+                force_polling=True if self.poll else None,
+                poll_delay_ms=POLL_DELAY_MS,
+                watch_filter=None,
+                stop_event=stop,
+            )
+            try:
+                async with contextlib.aclosing(watcher):
+                    async for batch in watcher:
+                        if stop.is_set():
+                            break
+                        now = time.monotonic()
+                        if batch and now - last_full < self.scan_interval_s:
+                            await asyncio.to_thread(self._refresh_paths, [p for _, p in batch])
+                            continue
+                        last_full = now
+                        await asyncio.to_thread(self.refresh)
+                        if _dir_key(self.root) != root_key:
+                            break  # the root was replaced: watch the new one
+            except (OSError, RuntimeError):
+                await self._sleep(self.scan_interval_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._stop is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    def subscribe(self) -> AsyncIterator[Changes]:
+        """An async iterator of Changes batches, from now on (call it inside the event loop)."""
+        sub = Subscription(asyncio.get_running_loop())
+        self._subs.add(sub)
+        return sub
+
+    def _publish(self, changes: Changes) -> None:
+        if not changes:
+            return
+        for sub in list(self._subs):
+            try:
+                sub.loop.call_soon_threadsafe(sub.push, changes)
+            except RuntimeError:  # its loop is closed
+                self._subs.discard(sub)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def run_ids(self) -> list[str]:
+        return list(self._runs)
+
+    def _state(self, run_id: str) -> RunState | None:
+        entry = self._runs.get(run_id)
+        return entry.state if entry is not None else None
+
+    def summary(self, run_id: str) -> RunSummary | None:
+        run = self._state(run_id)
+        if run is None:
+            return None
+        with self._lock:
+            return queries.make_summary(run, self.clock(), self.pid_alive, self.host)
+
+    def summaries(self) -> list[RunSummary]:
+        """Every run, the most recently active first."""
+        now = self.clock()
+        with self._lock:
+            out = [
+                queries.make_summary(e.state, now, self.pid_alive, self.host)
+                for e in list(self._runs.values())
+            ]
+        out.sort(key=lambda s: (-(s.last_event_t or 0.0), s.id))
+        return out
+
+    def detail(self, run_id: str) -> dict[str, Any] | None:
+        run = self._state(run_id)
+        if run is None:
+            return None
+        with self._lock:
+            summary = queries.make_summary(run, self.clock(), self.pid_alive, self.host)
+            return {
+                "id": run.id,
+                "summary": summary.to_dict(),
+                "meta": dict(run.meta),
+                "source": run.source,
+                "series": run.series_names(),
+                "counts": {n: run.table_of(n).count(n) for n in run.series_names()},  # type: ignore[union-attr]
+                "lora_layers": list(run.lora.layers),
+                "lora_snapshots": run.lora.n,
+                "bad_lines": run.bad_lines,
+                "last_bad_line": run.last_bad,
+                "errors": dict(run.errors),
+                "markers": list(run.markers),
+                "generation": run.generation,
+            }
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        """Points held per series: the cursor of a client that has everything."""
+        run = self._state(run_id)
+        if run is None:
+            return {}
+        with self._lock:
+            return {n: run.table_of(n).count(n) for n in run.series_names()}  # type: ignore[union-attr]
+
+    def generation(self, run_id: str) -> int | None:
+        run = self._state(run_id)
+        return None if run is None else run.generation
+
+    def series(
+        self,
+        run_id: str,
+        names: Iterable[str],
+        x: str = "step",
+        start: float | None = None,
+        end: float | None = None,
+        points: int = 2000,
+    ) -> dict[str, dict[str, Any]]:
+        if x not in ("step", "time"):
+            raise ValueError(f"x must be 'step' or 'time', got {x!r}")
+        run = self._state(run_id)
+        if run is None:
+            return {}
+        with self._lock:
+            return queries.series(run, list(names), x, start, end, points)
+
+    def points_since(
+        self,
+        run_id: str,
+        cursor: dict[str, int],
+        names: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> tuple[int, dict[str, dict[str, Any]]]:
+        """(generation, new points per series); generation -1 when the run is unknown."""
+        run = self._state(run_id)
+        if run is None:
+            return -1, {}
+        with self._lock:
+            return run.generation, queries.points_since(run, cursor, names, limit)
+
+    def markers_since(self, run_id: str, n: int) -> list[dict[str, Any]]:
+        run = self._state(run_id)
+        if run is None:
+            return []
+        with self._lock:
+            return list(run.markers[max(0, n) :])
+
+    def lora(self, run_id: str, points: int = 200) -> dict[str, Any] | None:
+        run = self._state(run_id)
+        if run is None:
+            return None
+        with self._lock:
+            return queries.lora(run, points)
+
+    def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]:
+        run = self._state(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        return export_chunks(run, fmt)
+
+
+def _dir_key(path: str) -> tuple[int, int] | None:
+    try:
+        s = os.stat(path)
+    except OSError:
+        return None
+    return (s.st_dev, s.st_ino)

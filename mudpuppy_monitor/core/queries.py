@@ -1,0 +1,213 @@
+"""Read-side helpers over a RunState: summary, series, points since a cursor, LoRA, export rows."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from mudpuppy_monitor.core import status as st
+from mudpuppy_monitor.core.decimate import decimate, select_range
+from mudpuppy_monitor.core.run import LOSS, RunState
+from mudpuppy_monitor.core.summary import RunSummary
+
+LR_KEYS = ("learning_rate", "lr")
+
+
+def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
+    meta = run.meta
+    pid = meta.get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
+    local_pid = pid if pid is not None and (run_host is None or run_host == host) else None
+    last_t = run.last_event_t
+    silence = None if last_t is None else max(0.0, now - last_t)
+    gap = st.typical_gap(run.event_times())
+    ended = run.end["status"] if run.end else ("completed" if run.finished else None)
+    status = st.run_status(
+        ended=ended, silence_s=silence, gap_s=gap, local_pid=local_pid, pid_alive=pid_alive
+    )
+    steps_per_s, tokens_per_s = run.rates()
+    if steps_per_s is None:
+        steps_per_s = run.rate_hint
+    step = run.last_step
+    eta = None
+    if status == "completed":
+        eta = 0.0
+    elif status in ("running", "stalled"):
+        if run.max_steps and step is not None and steps_per_s and steps_per_s > 0:
+            eta = max(0.0, (run.max_steps - step) / steps_per_s)
+        elif run.eta_hint is not None:
+            eta = max(0.0, run.eta_hint[0] - max(0.0, now - run.eta_hint[1]))
+    elapsed = None
+    if run.started_t is not None:
+        end_t = now if status in ("running", "stalled") else (last_t or now)
+        elapsed = max(0.0, end_t - run.started_t)
+    elif run.elapsed_hint is not None:
+        elapsed = run.elapsed_hint
+    name = meta.get("name") if isinstance(meta.get("name"), str) else None
+    gpus = meta.get("gpus")
+    gpus = [g for g in gpus if isinstance(g, str)] if isinstance(gpus, list) else []
+    error = None
+    if run.end and run.end.get("error"):
+        error = str(run.end["error"])
+    elif run.errors:
+        error = "; ".join(sorted(set(run.errors.values())))
+    lr = None
+    for key in LR_KEYS:
+        lr = run.train.last(key)
+        if lr is not None:
+            break
+    return RunSummary(
+        id=run.id,
+        name=name or run.id,
+        source=run.source,
+        status=status,
+        step=step,
+        max_steps=run.max_steps,
+        epoch=run.last_epoch,
+        num_train_epochs=run.num_train_epochs,
+        loss=run.train.last(LOSS),
+        best_loss=best(run),
+        eval_loss=run.eval.last("eval_loss"),
+        learning_rate=lr,
+        grad_norm=run.train.last("grad_norm"),
+        steps_per_s=steps_per_s,
+        tokens_per_s=tokens_per_s,
+        eta_s=eta,
+        elapsed_s=elapsed,
+        started_t=run.started_t,
+        last_event_t=last_t,
+        last_event_age_s=silence,
+        bad_lines=run.bad_lines,
+        host=run_host,
+        pid=pid,
+        gpus=gpus,
+        error=error,
+        nonfinite=run.nonfinite,
+        generation=run.generation,
+    )
+
+
+def best(run: RunState) -> float | None:
+    s = run.train.series(LOSS)
+    if s is None or not len(s[2]):
+        return None
+    y = s[2]
+    finite = y[np.isfinite(y)]
+    return float(finite.min()) if len(finite) else None
+
+
+def series(
+    run: RunState,
+    names: Iterable[str],
+    x: str,
+    start: float | None,
+    end: float | None,
+    points: int,
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        table = run.table_of(name)
+        if table is None:
+            continue
+        cols = table.series(name)
+        assert cols is not None
+        steps, ts, ys = cols
+        xs = ts if x == "time" else steps
+        count = len(ys)
+        if x == "time" or start is not None or end is not None:
+            idx = select_range(xs, start, end)
+            if x == "time" and isinstance(idx, slice):
+                idx = np.flatnonzero(np.isfinite(xs))
+            xs, ys = xs[idx], ys[idx]
+        dx, dy, dec = decimate(xs, ys, points)
+        out[name] = {"x": dx.tolist(), "y": dy.tolist(), "count": count, "decimated": dec}
+    return out
+
+
+def points_since(
+    run: RunState, cursor: dict[str, int], names: Iterable[str] | None, limit: int | None
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    wanted = run.series_names() if names is None else names
+    for name in wanted:
+        table = run.table_of(name)
+        if table is None:
+            continue
+        n = table.count(name)
+        i0 = max(0, int(cursor.get(name, 0)))
+        if n <= i0:
+            continue
+        if limit is not None and n - i0 > limit:
+            i0 = n - limit
+        steps, ts, ys = table.series(name)  # type: ignore[misc]
+        out[name] = {
+            "i0": i0,
+            "step": steps[i0:n].tolist(),
+            "t": ts[i0:n].tolist(),
+            "y": ys[i0:n].tolist(),
+        }
+    return out
+
+
+def lora(run: RunState, points: int) -> dict[str, Any] | None:
+    store = run.lora
+    if store.n == 0:
+        return None
+    n = store.n
+    if points > 0 and n > points:
+        pick = np.unique(np.linspace(0, n - 1, points).round().astype(np.int64))
+    else:
+        pick = np.arange(n)
+    out: dict[str, Any] = {
+        "layers": list(store.layers),
+        "steps": store.steps[pick].tolist(),
+        "t": store.t[pick].tolist(),
+    }
+    width = len(store.layers)
+    for key in ("A", "B", "update"):
+        mat = store.data.get(key)
+        out[key] = (
+            mat[pick, :width].T.tolist()
+            if mat is not None
+            else [[math.nan] * len(pick) for _ in range(width)]
+        )
+    for key, mat in store.data.items():
+        if key not in out:
+            out[key] = mat[pick, :width].T.tolist()
+    return out
+
+
+def export_rows(run: RunState) -> Iterator[tuple[str, int, float, float]]:
+    """(series, step, t, value) for every stored point, series by series, in file order."""
+    for name in run.series_names():
+        table = run.table_of(name)
+        steps, ts, ys = table.series(name)  # type: ignore[union-attr,misc]
+        for i in range(0, len(ys), 65536):
+            yield from zip(
+                [name] * len(ys[i : i + 65536]),
+                steps[i : i + 65536].tolist(),
+                ts[i : i + 65536].tolist(),
+                ys[i : i + 65536].tolist(),
+                strict=True,
+            )
+    store = run.lora
+    for layer, j in store.layers.items():
+        for key, mat in store.data.items():
+            col = mat[: store.n, j]
+            for s, t, v in zip(
+                store.steps[: store.n].tolist(),
+                store.t[: store.n].tolist(),
+                col.tolist(),
+                strict=True,
+            ):
+                if not math.isnan(v):
+                    yield (f"lora/{layer}/{key}", s, t, v)
+
+
+def run_name(path: str) -> str:
+    return os.path.basename(path.rstrip(os.sep))

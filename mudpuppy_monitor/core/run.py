@@ -1,0 +1,282 @@
+"""One run in memory: its tables, LoRA snapshots, markers, and what the summary is made of.
+
+Sources (native, HF trainer state, LLaMA-Factory) decode their files into `Rows` and events and
+call the `apply_*` methods; the Monitor turns a RunState into a RunSummary and answers queries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from mudpuppy_monitor.core import markers as mk
+from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.store import LoraStore, Table
+
+STEPS_PER_S = "steps_per_s"
+TOKENS_PER_S = "tokens_per_s"
+LOSS = "loss"
+EVAL_PREFIX = "eval_"
+# token counters as the three sources name them; tokens_per_s is derived from the first present
+TOKEN_KEYS = ("tokens_seen", "num_input_tokens_seen", "total_tokens")
+RATE_WINDOW_S = 60.0  # steps/s and tokens/s in the summary: over the last minute of events
+
+
+class RunState:
+    def __init__(self, run_id: str, path: str, source: str, generation: int) -> None:
+        self.id = run_id
+        self.path = path
+        self.source = source
+        self.generation = generation
+        self.meta: dict[str, Any] = {}
+        self.train = Table()
+        self.eval = Table()
+        self.progress = Table()  # step and time only: keeps step/ETA moving between logs
+        self.lora = LoraStore()
+        self.markers: list[dict[str, Any]] = []
+        self.bad_lines = 0
+        self.last_bad: str | None = None  # why the latest bad line was refused
+        self.errors: dict[str, str] = {}  # per file: why it could not be read
+        self.end: dict[str, Any] | None = None
+        self.starts = 0
+        self.started_t: float | None = None
+        self.last_event_t: float | None = None
+        self.last_step: int | None = None
+        self.last_epoch: float | None = None
+        self.max_steps: int | None = None
+        self.num_train_epochs: float | None = None
+        self.nonfinite = 0
+        self.finished = False  # a foreign source's own sign of the end (no `end` event exists)
+        # hints from foreign sources, used when our own numbers cannot be computed
+        self.eta_hint: tuple[float, float] | None = None  # (remaining seconds, at time t)
+        self.elapsed_hint: float | None = None
+        self.rate_hint: float | None = None
+        self.extra_times: list[float] = []  # times of events not kept in a table (start, end ...)
+
+    # -- applying decoded data ------------------------------------------------------------
+
+    def apply_train(self, rows: Rows) -> None:
+        if not len(rows):
+            return
+        evals = rows.split_off(EVAL_PREFIX)
+        steps, ts, cols = rows.to_arrays()
+        table = self.train
+        self._add_rates(table, steps, ts, cols)
+        olds = {name: table.count(name) for name in cols}
+        table.append(steps, ts, cols)
+        for name in cols:
+            self._scan_new(table, name, olds[name], count=name not in (STEPS_PER_S, TOKENS_PER_S))
+        self._note(int(steps[-1]), float(ts[-1]))
+        ep = cols.get(EPOCH)
+        if ep is not None and int(ep[0][-1]) == len(steps) - 1:
+            self.last_epoch = float(ep[1][-1])
+        if len(evals):
+            self.apply_eval(evals)
+
+    def apply_eval(self, rows: Rows) -> None:
+        if not len(rows):
+            return
+        steps, ts, cols = rows.to_arrays()
+        olds = {name: self.eval.count(name) for name in cols}
+        self.eval.append(steps, ts, cols)
+        for name in cols:
+            self._scan_new(self.eval, name, olds[name], count=False)
+        self._note(int(steps[-1]), float(ts[-1]))
+
+    def apply_progress(self, steps: list[int], ts: list[float]) -> None:
+        if not steps:
+            return
+        self.progress.append(np.array(steps, dtype=np.int64), np.array(ts, dtype=np.float64), {})
+        self._note(steps[-1], ts[-1])
+
+    def apply_lora(self, step: int, t: float, layers: dict[str, dict[str, float]]) -> None:
+        self.lora.append(step, t, layers)
+        self._note(step, t)
+
+    def apply_start(self, event: dict[str, Any]) -> None:
+        t = event["t"]
+        self.starts += 1
+        if self.starts > 1:
+            src = event.get("resumed_from")
+            detail = f"restarted (resumed from {src})" if src else "restarted"
+            self.add_marker(mk.marker("restart", self.last_step, t, None, detail))
+        if self.started_t is None:
+            self.started_t = t
+        self.end = None  # a new start supersedes an earlier end
+        self.extra_times.append(t)
+        self._note(None, t)
+
+    def apply_end(self, event: dict[str, Any]) -> None:
+        step = event.get("step", self.last_step)
+        self.end = {
+            "status": event["status"],
+            "step": step,
+            "t": event["t"],
+            "error": event.get("error"),
+        }
+        detail = event["status"] + (f": {event['error']}" if event.get("error") else "")
+        self.add_marker(mk.marker("end", step, event["t"], None, detail))
+        self.extra_times.append(event["t"])
+        self._note(step, event["t"])
+
+    def apply_checkpoint(self, step: int, t: float | None, path: str | None) -> None:
+        self.add_marker(
+            mk.marker("checkpoint", step, t, None, path or f"checkpoint at step {step}")
+        )
+        if t is not None:
+            self.extra_times.append(t)
+            self._note(step, t)
+
+    def add_marker(self, m: dict[str, Any]) -> None:
+        if len(self.markers) < mk.MAX_MARKERS:
+            self.markers.append(m)
+
+    def _note(self, step: int | None, t: float | None) -> None:
+        if step is not None:
+            self.last_step = step
+        if t is not None and math.isfinite(t):
+            if self.last_event_t is None or t > self.last_event_t:
+                self.last_event_t = t
+            if self.started_t is None:
+                self.started_t = t
+        if len(self.extra_times) > 256:
+            del self.extra_times[:-64]
+
+    def _add_rates(self, table: Table, steps: np.ndarray, ts: np.ndarray, cols: dict) -> None:
+        """Derived series: steps/s between consecutive rows, tokens/s between token counts."""
+        n = table.n
+        if n:
+            s_all = np.concatenate([table.step[n - 1 : n], steps])
+            t_all = np.concatenate([table.t[n - 1 : n], ts])
+        else:
+            s_all, t_all = steps, ts
+        ds = np.diff(s_all).astype(np.float64)
+        dt = np.diff(t_all)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = (dt > 0) & (ds >= 0)
+            rows = np.flatnonzero(ok) + (0 if n else 1)
+            if len(rows):
+                cols[STEPS_PER_S] = (rows.astype(np.int32), (ds / dt)[ok])
+        for key in TOKEN_KEYS:
+            if key in cols:
+                self._add_token_rate(table, key, ts, cols)
+                break
+
+    def _add_token_rate(self, table: Table, key: str, ts: np.ndarray, cols: dict) -> None:
+        rows, vals = cols[key]
+        t_new = ts[rows]
+        prev = table.series(key)
+        if prev is not None and len(prev[2]):
+            v_all = np.concatenate([prev[2][-1:], vals])
+            t_all = np.concatenate([prev[1][-1:], t_new])
+            r_out = rows
+        else:
+            v_all, t_all, r_out = vals, t_new, rows[1:]
+        dv = np.diff(v_all)
+        dt = np.diff(t_all)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = (dt > 0) & (dv >= 0)
+            if ok.any():
+                cols[TOKENS_PER_S] = (r_out[ok].astype(np.int32), (dv / dt)[ok])
+
+    def _scan_new(self, table: Table, name: str, old: int, count: bool) -> None:
+        col = table.columns[name]
+        values = col.values[: col.n]
+        starts = mk.nonfinite_starts(values, old)
+        if count and len(starts):
+            self.nonfinite += int((~np.isfinite(values[old:])).sum())
+        if len(starts) or name == LOSS:
+            idx = col.row_index()
+            step_col = table.step[idx]
+            t_col = table.t[idx]
+            for i in starts[: mk.MAX_MARKERS].tolist():
+                v = float(values[i])
+                self.add_marker(
+                    mk.marker(
+                        "nonfinite",
+                        int(step_col[i]),
+                        float(t_col[i]),
+                        name,
+                        f"{name} is {_word(v)} at step {int(step_col[i])}",
+                    )
+                )
+            if name == LOSS:
+                for i in mk.spike_indices(values, old)[:100].tolist():
+                    self.add_marker(
+                        mk.marker(
+                            "spike",
+                            int(step_col[i]),
+                            float(t_col[i]),
+                            name,
+                            f"loss spiked to {float(values[i]):.4g} at step {int(step_col[i])}",
+                        )
+                    )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def table_of(self, name: str) -> Table | None:
+        if name in self.train.columns:
+            return self.train
+        if name in self.eval.columns:
+            return self.eval
+        return None
+
+    def series_names(self) -> list[str]:
+        return list(self.train.columns) + [
+            n for n in self.eval.columns if n not in self.train.columns
+        ]
+
+    def event_times(self, k: int = 65) -> np.ndarray:
+        parts = [tb.t[max(0, tb.n - k) : tb.n] for tb in (self.train, self.eval, self.progress)]
+        parts.append(np.array(self.extra_times[-k:], dtype=np.float64))
+        times = np.concatenate(parts)
+        times = times[np.isfinite(times)]
+        times.sort()
+        return times[-k:]
+
+    def rates(self) -> tuple[float | None, float | None]:
+        """(steps/s, tokens/s) over the last RATE_WINDOW_S seconds of events."""
+        steps = _window_rate(
+            [
+                (self.train.t[: self.train.n], self.train.step[: self.train.n]),
+                (self.progress.t[: self.progress.n], self.progress.step[: self.progress.n]),
+            ]
+        )
+        tokens = None
+        for key in TOKEN_KEYS:
+            s = self.train.series(key)
+            if s is not None and len(s[2]):
+                tokens = _window_rate([(s[1], s[2])])
+                break
+        return steps, tokens
+
+
+def _window_rate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
+    """Rate of a counter over the last RATE_WINDOW_S seconds, from (t, value) columns."""
+    last_t = None
+    last_v = None
+    for t, v in pairs:
+        if len(t) and np.isfinite(t[-1]) and (last_t is None or t[-1] > last_t):
+            last_t, last_v = float(t[-1]), float(v[-1])
+    if last_t is None:
+        return None
+    ref_t = ref_v = None
+    for t, v in pairs:
+        if not len(t):
+            continue
+        # times are appended in order; the first point inside the window is the reference
+        i = int(np.searchsorted(t, last_t - RATE_WINDOW_S, side="left"))
+        i = min(i, len(t) - 1)
+        if np.isfinite(t[i]) and t[i] < last_t and (ref_t is None or t[i] < ref_t):
+            ref_t, ref_v = float(t[i]), float(v[i])
+    if ref_t is None or last_v is None or ref_v is None or last_v < ref_v:
+        return None
+    return (last_v - ref_v) / (last_t - ref_t)
+
+
+def _word(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    return "Infinity" if v > 0 else "-Infinity"

@@ -1,0 +1,181 @@
+"""HF Trainer output dirs: `trainer_state.json` at the top or in the newest `checkpoint-*/`.
+
+The Trainer rewrites the whole file at each save, so it is re-read when the chosen file changes
+(identity, size or mtime) or a newer checkpoint appears. When the new `log_history` extends the
+rows already read (same steps in the same order), only the new rows are appended; otherwise the
+run is reset. `log_history` rows carry no wall time: their t is NaN, the run's last event time is
+the file's mtime, and steps/s comes from the summary row or from checkpoint directory times.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from mudpuppy_monitor.core.discovery import CHECKPOINT_RE, TRAINER_STATE
+from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
+from mudpuppy_monitor.core.sources.native import read_json_file
+
+MAX_STATE_BYTES = 256 << 20
+# keys of the closing row (`train_runtime` ...) and other non-series row keys
+SUMMARY_KEYS = frozenset(
+    {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "total_flos",
+        "train_loss",
+    }
+)
+NOT_SERIES = frozenset({"step", EPOCH})
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return None
+        return None
+    return float(v)
+
+
+def _int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return v if isinstance(v, int) else None
+
+
+class HfStateSource:
+    def __init__(self, path: str, root: str | None) -> None:
+        self.path = path
+        self.root = root
+        self.key: tuple | None = None
+        self.steps_read: list[int] = []
+        self.checkpoints: dict[int, float] = {}  # step -> mtime of the checkpoint dir
+
+    def _candidates(self) -> list[tuple[float, int, str, os.stat_result]]:
+        out = []
+        paths = [(os.path.join(self.path, TRAINER_STATE), -1)]
+        try:
+            with os.scandir(self.path) as it:
+                for e in it:
+                    m = CHECKPOINT_RE.match(e.name)
+                    if m and e.is_dir(follow_symlinks=False):
+                        paths.append((os.path.join(e.path, TRAINER_STATE), int(m.group(1))))
+        except OSError:
+            pass
+        for p, step in paths:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if os.path.islink(p) and not self._inside(p):
+                continue
+            out.append((st.st_mtime, step, p, st))
+        return out
+
+    def _inside(self, p: str) -> bool:
+        if self.root is None:
+            return True
+        real = os.path.realpath(p)
+        return real.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+        cands = self._candidates()
+        changed = self._note_checkpoints(run, lock, cands)
+        if not cands:
+            return changed, False
+        mtime, _, path, st = max(cands, key=lambda c: (c[0], c[1]))
+        key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self.key:
+            return changed, False
+        self.key = key
+        state, err = read_json_file(path, MAX_STATE_BYTES)
+        if err or not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
+            with lock:
+                run.errors[TRAINER_STATE] = err or "trainer_state.json: no log_history list"
+            return True, False
+        history = [r for r in state["log_history"] if isinstance(r, dict)]
+        steps = [_int(r.get("step")) for r in history]
+        n = len(self.steps_read)
+        if len(steps) < n or steps[:n] != self.steps_read:
+            return True, True
+        with lock:
+            run.errors.pop(TRAINER_STATE, None)
+            bad = self._apply(run, state, history[n:], mtime)
+            run.bad_lines += bad
+        self.steps_read = steps
+        return True, False
+
+    def _note_checkpoints(self, run: RunState, lock: Any, cands: list) -> bool:
+        new = [
+            (step, m, p) for m, step, p, _ in cands if step >= 0 and step not in self.checkpoints
+        ]
+        if not new:
+            return False
+        with lock:
+            started = run.started_t  # a checkpoint's mtime is not when training started
+            for step, m, p in sorted(new):
+                self.checkpoints[step] = m
+                run.apply_checkpoint(step, m, os.path.relpath(os.path.dirname(p), self.path))
+            run.started_t = started
+            if len(self.checkpoints) >= 2 and run.rate_hint is None:
+                (s1, m1), (s2, m2) = sorted(self.checkpoints.items())[-2:]
+                if m2 > m1:
+                    run.rate_hint = (s2 - s1) / (m2 - m1)
+        return True
+
+    def _apply(self, run: RunState, state: dict[str, Any], rows: list[dict], mtime: float) -> int:
+        max_steps = _int(state.get("max_steps"))
+        if max_steps and max_steps > 0:
+            run.max_steps = max_steps
+        epochs = _num(state.get("num_train_epochs"))
+        if epochs and epochs > 0:
+            run.num_train_epochs = epochs
+        train, evals = Rows(), Rows()
+        bad = 0
+        nan = math.nan
+        for r in rows:
+            step = _int(r.get("step"))
+            if step is None or step < 0:
+                bad += 1
+                continue
+            epoch = _num(r.get(EPOCH))
+            if epoch is not None:
+                run.last_epoch = epoch
+            if SUMMARY_KEYS & r.keys():
+                run.finished = True
+                rate = _num(r.get("train_steps_per_second"))
+                if rate:
+                    run.rate_hint = rate
+                runtime = _num(r.get("train_runtime"))
+                if runtime:
+                    run.elapsed_hint = runtime
+                continue
+            values = {
+                k: x for k, v in r.items() if k not in NOT_SERIES and (x := _num(v)) is not None
+            }
+            if any(k.startswith(EVAL_PREFIX) for k in values):
+                evals.add(step, nan, {k: v for k, v in values.items() if k.startswith(EVAL_PREFIX)})
+            elif values:
+                if epoch is not None:
+                    values[EPOCH] = epoch
+                train.add(step, nan, values)
+        last_epoch = run.last_epoch
+        run.apply_train(train)
+        run.apply_eval(evals)
+        run.last_epoch = last_epoch
+        gs = _int(state.get("global_step"))
+        if gs is not None:
+            run.last_step = gs
+            if run.max_steps and gs >= run.max_steps:
+                run.finished = True
+        if run.last_event_t is None or mtime > run.last_event_t:
+            run.last_event_t = mtime
+        return bad

@@ -1,0 +1,183 @@
+"""LLaMA-Factory output dirs: `trainer_log.jsonl`, tailed live like `events.jsonl`.
+
+A row: `current_steps`, `total_steps`, then whatever was logged (`loss`, `lr` or `learning_rate`,
+`eval_loss`, `epoch`, `throughput` as a number or a string, `total_tokens` ...), and times as
+"H:MM:SS" or "N days, H:MM:SS". Rows carry no wall time: t = (file mtime - elapsed of the newest
+row at the first read) + elapsed, so the first read anchors the run on the clock and later rows
+follow it. `lr` is stored as `learning_rate`, the name the other sources use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from typing import Any
+
+import orjson
+
+from mudpuppy_monitor.core.discovery import TRAINER_LOG
+from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
+from mudpuppy_monitor.core.tail import FileTail
+
+BOOKKEEPING = frozenset(
+    {"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"}
+)
+RENAME = {"lr": "learning_rate"}
+_DURATION = re.compile(r"^\s*(?:(\d+)\s+days?,\s*)?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*$")
+
+
+def parse_duration(v: Any) -> float | None:
+    """Seconds from "H:MM:SS", "N days, H:MM:SS" or a number; None otherwise."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v) if math.isfinite(v) else None
+    if not isinstance(v, str):
+        return None
+    m = _DURATION.match(v)
+    if not m:
+        return None
+    days, h, mi, s = m.groups()
+    return int(days or 0) * 86400.0 + int(h) * 3600.0 + int(mi) * 60.0 + float(s)
+
+
+def number(v: Any) -> float | None:
+    """A logged value as a float: numbers, numeric strings ("0.00"), the non-finite strings."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def _int_step(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return v if isinstance(v, int) and v >= 0 else None
+
+
+class LlamaFactorySource:
+    def __init__(self, path: str, root: str | None) -> None:
+        self.path = path
+        self.log = FileTail(os.path.join(path, TRAINER_LOG), root)
+        self.base_t: float | None = None
+
+    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+        changed = False
+        while True:
+            res = self.log.read(max_bytes=64 << 20)
+            if res.reset:
+                return True, True
+            if res.error:
+                changed = run.errors.get(TRAINER_LOG) != res.error
+                with lock:
+                    run.errors[TRAINER_LOG] = res.error
+                return changed, False
+            if not res.blocks and not res.skipped:
+                return changed, False
+            rows = [r for block in res.blocks for r in block.split(b"\n")[:-1]]
+            with lock:
+                run.bad_lines += res.skipped
+                self._apply(run, rows)
+            changed = True
+            if self.log.offset >= self.log.size:
+                return changed, False
+
+    def _apply(self, run: RunState, lines: list[bytes]) -> None:
+        parsed: list[dict[str, Any]] = []
+        for line in lines:
+            obj = _loads(line)
+            if not isinstance(obj, dict) or _int_step(obj.get("current_steps")) is None:
+                run.bad_lines += 1
+                run.last_bad = "not a trainer_log row (no integer current_steps)"
+                continue
+            parsed.append(obj)
+        if not parsed:
+            return
+        if self.base_t is None:
+            last_elapsed = next(
+                (
+                    e
+                    for e in (parse_duration(o.get("elapsed_time")) for o in reversed(parsed))
+                    if e is not None
+                ),
+                None,
+            )
+            if last_elapsed is not None:
+                self.base_t = self.log.mtime - last_elapsed
+                run.started_t = self.base_t
+        train, evals = Rows(), Rows()
+        prog_steps: list[int] = []
+        prog_ts: list[float] = []
+        for o in parsed:
+            step = _int_step(o["current_steps"])
+            assert step is not None
+            elapsed = parse_duration(o.get("elapsed_time"))
+            t = (
+                self.base_t + elapsed
+                if self.base_t is not None and elapsed is not None
+                else math.nan
+            )
+            total = _int_step(o.get("total_steps"))
+            if total:
+                run.max_steps = total
+            remaining = parse_duration(o.get("remaining_time"))
+            if remaining is not None and math.isfinite(t):
+                run.eta_hint = (remaining, t)
+            if elapsed is not None:
+                run.elapsed_hint = elapsed
+            epoch = number(o.get(EPOCH))
+            values: dict[str, float] = {}
+            eval_values: dict[str, float] = {}
+            for k, v in o.items():
+                if k in BOOKKEEPING or k == EPOCH:
+                    continue
+                x = number(v)
+                if x is None:
+                    continue
+                if k.startswith(EVAL_PREFIX):
+                    eval_values[k] = x
+                else:
+                    values[RENAME.get(k, k)] = x
+            if eval_values:
+                evals.add(step, t, eval_values)
+                if values:
+                    train.add(step, t, values)
+            elif values:
+                if epoch is not None:
+                    values[EPOCH] = epoch
+                train.add(step, t, values)
+            else:
+                prog_steps.append(step)
+                prog_ts.append(t)
+            if epoch is not None:
+                run.last_epoch = epoch
+            run.finished = bool(run.max_steps and step >= run.max_steps)
+        last_epoch = run.last_epoch
+        run.apply_train(train)
+        run.apply_eval(evals)
+        run.apply_progress(prog_steps, prog_ts)
+        run.last_epoch = last_epoch
+        run.last_step = _int_step(parsed[-1]["current_steps"])
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        # Python's json reads bare NaN/Infinity tokens, which orjson refuses
+        return json.loads(line.decode("utf-8").lstrip("\ufeff"))
+    except (ValueError, RecursionError):
+        return None

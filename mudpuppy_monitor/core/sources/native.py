@@ -1,0 +1,133 @@
+"""The native run directory (format v1): `meta.json` re-read when it changes, `events.jsonl` tailed."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+from mudpuppy_callback import (
+    EVENTS_FILE,
+    KIND_CHECKPOINT,
+    KIND_END,
+    KIND_LORA,
+    KIND_PROGRESS,
+    KIND_START,
+    META_FILE,
+)
+
+from mudpuppy_monitor.core.run import RunState
+from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
+from mudpuppy_monitor.core.tail import FileTail
+
+MAX_META_BYTES = 16 << 20
+
+
+def read_json_file(path: str, limit: int) -> tuple[Any, str | None]:
+    """(parsed JSON or None, error text or None); never raises for a bad or missing file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{os.path.basename(path)}: {exc.strerror or exc}"
+    if len(data) > limit:
+        return None, f"{os.path.basename(path)}: larger than {limit >> 20} MiB, not read"
+    try:
+        return orjson.loads(data), None
+    except orjson.JSONDecodeError:
+        return None, f"{os.path.basename(path)}: not valid JSON (yet)"
+
+
+class NativeSource:
+    def __init__(self, path: str, root: str | None) -> None:
+        self.path = path
+        self.root = root
+        self.events = FileTail(os.path.join(path, EVENTS_FILE), root)
+        self.meta_path = os.path.join(path, META_FILE)
+        self.meta_key: tuple | None = None
+
+    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+        """Read what is new into `run`. Returns (changed, reset: the run must start over)."""
+        changed = self._poll_meta(run, lock)
+        while True:
+            res = self.events.read(max_bytes=64 << 20)
+            if res.reset:
+                return True, True
+            if res.error:
+                if run.errors.get(EVENTS_FILE) != res.error:
+                    with lock:
+                        run.errors[EVENTS_FILE] = res.error
+                    changed = True
+                return changed, False
+            if run.errors.pop(EVENTS_FILE, None):
+                changed = True
+            if not res.blocks and not res.skipped:
+                return changed, False
+            batch = NativeBatch()
+            batch.bad += res.skipped
+            for block in res.blocks:
+                decode_block(block, batch)
+            with lock:
+                apply_batch(run, batch)
+            changed = True
+            if len(res.blocks) == 0 or self.events.offset >= self.events.size:
+                return changed, False
+
+    def _poll_meta(self, run: RunState, lock: Any) -> bool:
+        try:
+            st = os.stat(self.meta_path)
+        except OSError:
+            return False
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self.meta_key:
+            return False
+        self.meta_key = key
+        meta, err = read_json_file(self.meta_path, MAX_META_BYTES)
+        with lock:
+            if err:
+                run.errors[META_FILE] = err
+            elif isinstance(meta, dict):
+                run.errors.pop(META_FILE, None)
+                run.meta = meta
+                apply_meta(run, meta)
+            else:
+                run.errors[META_FILE] = "meta.json: not a JSON object"
+        return True
+
+
+def apply_meta(run: RunState, meta: dict[str, Any]) -> None:
+    ms = meta.get("max_steps")
+    if isinstance(ms, int) and not isinstance(ms, bool) and ms > 0:
+        run.max_steps = ms
+    ne = meta.get("num_train_epochs")
+    if isinstance(ne, (int, float)) and not isinstance(ne, bool) and ne > 0:
+        run.num_train_epochs = float(ne)
+    created = meta.get("created")
+    if (
+        isinstance(created, (int, float))
+        and not isinstance(created, bool)
+        and run.started_t is None
+    ):
+        run.started_t = float(created)
+
+
+def apply_batch(run: RunState, batch: NativeBatch) -> None:
+    run.bad_lines += batch.bad
+    if batch.last_errors:
+        run.last_bad = batch.last_errors[-1]
+    run.apply_train(batch.train)
+    run.apply_eval(batch.eval)
+    progress = [e for e in batch.events if e["kind"] == KIND_PROGRESS]
+    run.apply_progress([e["step"] for e in progress], [e["t"] for e in progress])
+    for event in batch.events:
+        kind = event["kind"]
+        if kind == KIND_LORA:
+            run.apply_lora(event["step"], event["t"], event["layers"])
+        elif kind == KIND_START:
+            run.apply_start(event)
+        elif kind == KIND_END:
+            run.apply_end(event)
+        elif kind == KIND_CHECKPOINT:
+            run.apply_checkpoint(event["step"], event["t"], event.get("path"))

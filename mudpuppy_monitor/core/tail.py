@@ -1,0 +1,156 @@
+"""Follow one append-only file: byte offset, complete lines only, truncation and replacement.
+
+`FileTail.read()` is called whenever the file may have changed (a watch hint or the periodic stat
+pass). It opens the file, reads from the saved offset in chunks, and hands back whole lines in
+blocks (one block per chunk, so a caller can decode a block at a time). The bytes after the last
+newline stay in `partial` until their newline arrives; a line that grows past `max_line` is
+dropped while it streams by (never held in memory) and counted as one bad line. The file is not
+kept open between calls, so thousands of runs cost no file descriptors.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mudpuppy_callback import MAX_LINE_BYTES
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class ReadResult:
+    blocks: list[bytes]  # each holds whole lines, newline-terminated
+    reset: bool = False  # the file was truncated or replaced: everything before is stale
+    skipped: int = 0  # lines dropped for being longer than max_line
+    error: str | None = None  # why the file could not be read (permission, symlink out of root)
+
+
+class FileTail:
+    def __init__(self, path: str, root: str | None = None, max_line: int = MAX_LINE_BYTES) -> None:
+        self.path = path
+        self.root = root
+        self.max_line = max_line
+        self.identity: tuple[int, int] | None = None
+        self.offset = 0
+        self.partial = b""
+        self.skipping = False  # inside an over-long line: drop bytes until its newline
+        self.size = 0
+        self.mtime = 0.0
+
+    def reset_position(self) -> None:
+        self.offset = 0
+        self.partial = b""
+        self.skipping = False
+
+    def stat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        """Cheap check: does the file look different from what was read?"""
+        st = self.stat()
+        if st is None:
+            return self.identity is not None
+        return (st.st_dev, st.st_ino) != self.identity or st.st_size != self.offset
+
+    def read(self, max_bytes: int | None = None) -> ReadResult:
+        """Read what was appended since the last call (at most about `max_bytes` of it)."""
+        result = ReadResult(blocks=[])
+        err = self._outside_root()
+        if err:
+            result.error = err
+            return result
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            if self.identity is not None:
+                # the file went away: what we had is stale
+                self.identity = None
+                self.reset_position()
+                result.reset = True
+            return result
+        except OSError as exc:
+            result.error = f"{os.path.basename(self.path)}: {os.strerror(exc.errno or errno.EIO)}"
+            return result
+        try:
+            st = os.fstat(fd)
+            if not stat_mod.S_ISREG(st.st_mode):
+                result.error = f"{os.path.basename(self.path)}: not a regular file"
+                return result
+            ident = (st.st_dev, st.st_ino)
+            if self.identity is not None and (ident != self.identity or st.st_size < self.offset):
+                # replaced (new inode) or truncated: start over from the beginning
+                self.reset_position()
+                result.reset = True
+            self.identity = ident
+            self.size = st.st_size
+            self.mtime = st.st_mtime
+            if st.st_size == self.offset:
+                return result
+            os.lseek(fd, self.offset, os.SEEK_SET)
+            budget = max_bytes
+            for block in self._chunks(fd, result):
+                result.blocks.append(block)
+                if budget is not None:
+                    budget -= len(block)
+                    if budget <= 0:
+                        break
+        except OSError as exc:
+            result.error = f"{os.path.basename(self.path)}: {os.strerror(exc.errno or errno.EIO)}"
+        finally:
+            os.close(fd)
+        return result
+
+    def _chunks(self, fd: int, result: ReadResult) -> Iterator[bytes]:
+        while True:
+            chunk = os.read(fd, CHUNK_BYTES)
+            if not chunk:
+                return
+            self.offset += len(chunk)
+            if self.skipping:
+                nl = chunk.find(b"\n")
+                if nl < 0:
+                    continue
+                chunk = chunk[nl + 1 :]
+                self.skipping = False
+            buf = self.partial + chunk if self.partial else chunk
+            end = buf.rfind(b"\n")
+            if end < 0:
+                self.partial = buf
+            else:
+                self.partial = buf[end + 1 :]
+                block = buf[: end + 1]
+                if len(block) > self.max_line:
+                    block = self._drop_long(block, result)
+                if block:
+                    yield block
+            if len(self.partial) > self.max_line:
+                # an over-long line still being written: forget it, skip to its newline
+                self.partial = b""
+                self.skipping = True
+                result.skipped += 1
+
+    def _drop_long(self, block: bytes, result: ReadResult) -> bytes:
+        """The block without its lines longer than max_line (rare: only big blocks are checked)."""
+        lines = block.split(b"\n")[:-1]
+        if all(len(line) <= self.max_line for line in lines):
+            return block
+        keep = [line for line in lines if len(line) <= self.max_line]
+        result.skipped += len(lines) - len(keep)
+        return b"".join(line + b"\n" for line in keep)
+
+    def _outside_root(self) -> str | None:
+        if self.root is None:
+            return None
+        if not os.path.islink(self.path):
+            return None
+        real = os.path.realpath(self.path)
+        if real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep):
+            return None
+        return f"{os.path.basename(self.path)}: symlink out of the root, not followed"
