@@ -367,9 +367,10 @@ _TAIL_BYTES = 1 << 16
 
 
 def _check_name(name: str) -> str:
-    name = name.replace("\\", "/").strip("/")
+    absolute = os.path.isabs(name) or name.startswith(("/", "\\"))
+    name = name.replace("\\", "/").rstrip("/")
     parts = name.split("/")
-    if not name or os.path.isabs(name) or any(p in ("", ".", "..") for p in parts):
+    if absolute or not name or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"invalid run name {name!r}: use a relative path without '..'")
     return name
 
@@ -752,8 +753,9 @@ class RunWriter:
             return True
 
     def _open(self) -> None:
+        # O_RDWR, not O_WRONLY: the partial-line guard reads the last byte through this fd.
         try:
-            self._fd = os.open(self._events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self._events_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             self._guard_partial_line()
         except OSError as exc:
             self._close_fd()
@@ -765,7 +767,7 @@ class RunWriter:
             return False
         try:
             # No O_CREAT once the directory is gone: a deleted run stays deleted.
-            flags = os.O_WRONLY | os.O_APPEND
+            flags = os.O_RDWR | os.O_APPEND
             if self.dir.is_dir():
                 flags |= os.O_CREAT
             self._fd = os.open(self._events_path, flags, 0o644)
@@ -1154,9 +1156,11 @@ class _MonitorCallbackBase:
         if self.writer is None:
             return
         step = state.global_step
-        if self.lora_every and step and self._last_lora_step != step:
-            self._write_lora(step, kwargs.get("model"))  # the final adapter state
-        self.writer.close(STATUS_COMPLETED, step=step)
+        try:
+            if self.lora_every and step and self._last_lora_step != step:
+                self._write_lora(step, kwargs.get("model"))  # the final adapter state
+        finally:
+            self.writer.close(STATUS_COMPLETED, step=step)
 
     def _write_lora(self, step: int, model: Any) -> None:
         assert self.writer is not None
@@ -1165,9 +1169,17 @@ class _MonitorCallbackBase:
         if self._probe is None or self._probe_model is not model:
             self._probe = LoraProbe(model)  # the module walk happens once per model
             self._probe_model = model
-        if self._probe:
-            self.writer.log_lora(step, self._probe.norms())
-            self._last_lora_step = step
+        if not self._probe:
+            return
+        try:
+            norms = self._probe.norms()
+        except Exception as exc:
+            # An adapter layout this code does not know: stop measuring, keep recording.
+            self.lora_every = None
+            _warn(f"mudpuppy: LoRA norms failed ({_error_text(exc)}); no more lora events")
+            return
+        self.writer.log_lora(step, norms)
+        self._last_lora_step = step
 
 
 def _trainer_config(

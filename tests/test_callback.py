@@ -1,0 +1,447 @@
+"""MonitorCallback with a real transformers.Trainer and a real peft LoRA (tiny, random, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mudpuppy_callback as mc
+import pytest
+from mudpuppy_callback import MonitorWarning, decode_line
+
+from mudpuppy_monitor.tinytrain import build_tiny_model, build_tiny_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+LORA_PATHS = [
+    "model.layers.0.self_attn.q_proj",
+    "model.layers.0.self_attn.v_proj",
+    "model.layers.1.self_attn.q_proj",
+    "model.layers.1.self_attn.v_proj",
+]
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    return [decode_line(line) for line in (run_dir / "events.jsonl").read_bytes().splitlines()]
+
+
+def monitor_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, MonitorWarning)]
+
+
+class AtStep:
+    """A callback that runs `action(run_dir)` once, at the end of step `step`."""
+
+    def __init__(self, step: int, action: Any) -> None:
+        from transformers import TrainerCallback
+
+        self.step = step
+        self.action = action
+        self.__class__ = type("AtStep", (AtStep, TrainerCallback), {})
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.step:
+            self.action()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One 20-step LoRA run: logging every step, eval every 5, save every 10."""
+    base = tmp_path_factory.mktemp("tiny")
+    trainer = build_tiny_trainer(
+        base / "runs",
+        "tiny",
+        steps=20,
+        eval_every=5,
+        save_every=10,
+        lora_every=5,
+        output_dir=base / "out",
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    run_dir = base / "runs" / "tiny"
+    return {
+        "dir": run_dir,
+        "out": base / "out",
+        "meta": json.loads((run_dir / "meta.json").read_text()),
+        "events": read_events(run_dir),
+        "history": trainer.state.log_history,
+        "warnings": monitor_warnings(caught),
+    }
+
+
+def test_meta_carries_the_trainer_config(tiny_run: dict[str, Any]) -> None:
+    meta = tiny_run["meta"]
+    assert meta["format"] == "mudpuppy-run/1"
+    assert meta["name"] == "tiny"
+    assert (meta["world_size"], meta["max_steps"], meta["gpus"]) == (1, 20, [])
+    assert meta["num_train_epochs"] == 1
+    assert set(meta["versions"]) >= {"python", "torch", "transformers", "peft", "mudpuppy_callback"}
+    config = meta["config"]
+    expected = {
+        "model": "LlamaForCausalLM (llama)",
+        "method": "lora",
+        "precision": "fp32",
+        "learning_rate": 1e-3,
+        "per_device_train_batch_size": 8,
+        "effective_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "max_steps": 20,
+        "warmup_steps": 2,
+        "lr_scheduler_type": "linear",
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj"],
+        "lora_dropout": 0.0,
+        "trainable_params": 2 * 2 * (4 * 32 + 32 * 4),  # layers x modules x (A + B)
+        "total_params": 29856,
+        "train_dataset_size": 256,
+        "world_size": 1,
+        "output_dir": str(tiny_run["out"]),
+    }
+    assert {k: config[k] for k in expected} == expected
+
+
+def test_events_follow_the_trainer(tiny_run: dict[str, Any]) -> None:
+    events = tiny_run["events"]
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[0]["kind"] == "start" and "resumed_from" not in events[0]
+    assert events[-1]["kind"] == "end"
+    assert (events[-1]["status"], events[-1]["step"]) == ("completed", 20)
+    assert tiny_run["warnings"] == []
+
+
+def test_one_metrics_line_per_train_log_with_the_logged_values(tiny_run: dict[str, Any]) -> None:
+    train_logs = [h for h in tiny_run["history"] if not any(k.startswith("eval_") for k in h)]
+    metrics = [e for e in tiny_run["events"] if e["kind"] == "metrics"]
+    assert len(train_logs) == 21  # 20 steps + the final summary
+    assert len(metrics) == len(train_logs)
+    for event, log in zip(metrics, train_logs, strict=True):
+        logged = {k: float(v) for k, v in log.items() if k not in ("epoch", "step")}
+        assert event["step"] == log["step"]
+        assert event["epoch"] == log["epoch"]
+        # everything logged, exactly, plus the callback's own tokens_seen
+        assert event["values"] == {**logged, "tokens_seen": logged["num_input_tokens_seen"]}
+    assert [e["step"] for e in metrics[:20]] == list(range(1, 21))
+    assert "train_loss" in metrics[-1]["values"]
+
+
+def test_eval_lines(tiny_run: dict[str, Any]) -> None:
+    evals = [e for e in tiny_run["events"] if e["kind"] == "eval"]
+    eval_logs = [h for h in tiny_run["history"] if "eval_loss" in h]
+    assert [e["step"] for e in evals] == [5, 10, 15, 20]
+    assert [e["values"]["eval_loss"] for e in evals] == [h["eval_loss"] for h in eval_logs]
+    assert all(all(k.startswith("eval_") for k in e["values"]) for e in evals)
+
+
+def test_lora_lines_name_every_adapted_module(tiny_run: dict[str, Any]) -> None:
+    loras = [e for e in tiny_run["events"] if e["kind"] == "lora"]
+    assert [e["step"] for e in loras] == [5, 10, 15, 20]
+    for event in loras:
+        assert sorted(event["layers"]) == LORA_PATHS
+        for norms in event["layers"].values():
+            assert sorted(norms) == ["A", "B", "update"]
+            assert all(math.isfinite(v) and v > 0 for v in norms.values())
+    # B starts at zero and grows as the adapter learns
+    b_q0 = [e["layers"][LORA_PATHS[0]]["B"] for e in loras]
+    assert b_q0 == sorted(b_q0)
+
+
+def test_checkpoint_lines_point_at_saved_checkpoints(tiny_run: dict[str, Any]) -> None:
+    checkpoints = [e for e in tiny_run["events"] if e["kind"] == "checkpoint"]
+    assert [(e["step"], e["path"]) for e in checkpoints] == [
+        (10, str(tiny_run["out"] / "checkpoint-10")),
+        (20, str(tiny_run["out"] / "checkpoint-20")),
+    ]
+    assert all(Path(e["path"]).is_dir() for e in checkpoints)
+
+
+def test_every_line_is_strict_json(tiny_run: dict[str, Any]) -> None:
+    def reject(token: str) -> Any:
+        raise ValueError(token)
+
+    for line in (tiny_run["dir"] / "events.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=reject)
+
+
+def test_lora_norms_match_the_dense_computation() -> None:
+    import torch
+    from peft import LoraConfig
+
+    model = build_tiny_model(lora=False, seed=1)
+    from peft import get_peft_model
+
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True)
+    )
+    model.add_adapter("second", LoraConfig(r=2, lora_alpha=6, target_modules=["q_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_()  # B is zero at init; give every matrix a value
+    norms = mc.lora_norms(model)
+    assert sorted(norms) == LORA_PATHS
+    q = model.get_base_model().model.layers[1].self_attn.q_proj
+    rec = norms["model.layers.1.self_attn.q_proj"]
+    assert sorted(rec) == ["A", "B", "magnitude", "second/A", "second/B", "second/update", "update"]
+    for prefix, adapter in (("", "default"), ("second/", "second")):
+        a = q.lora_A[adapter].weight
+        b = q.lora_B[adapter].weight
+        dense = (q.scaling[adapter] * (b @ a)).norm().item()
+        assert rec[prefix + "A"] == pytest.approx(a.norm().item(), rel=1e-6)
+        assert rec[prefix + "B"] == pytest.approx(b.norm().item(), rel=1e-6)
+        assert rec[prefix + "update"] == pytest.approx(dense, rel=1e-5)
+    mag = q.lora_magnitude_vector["default"].weight
+    assert rec["magnitude"] == pytest.approx(mag.norm().item(), rel=1e-6)
+    assert sorted(norms["model.layers.1.self_attn.v_proj"]) == ["A", "B", "magnitude", "update"]
+
+
+def test_single_named_adapter_uses_plain_keys() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        build_tiny_model(lora=False), LoraConfig(r=2, target_modules=["v_proj"]), adapter_name="sft"
+    )
+    norms = mc.lora_norms(model)
+    assert sorted(norms) == ["model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.v_proj"]
+    assert sorted(norms["model.layers.0.self_attn.v_proj"]) == ["A", "B", "update"]
+    assert norms["model.layers.0.self_attn.v_proj"]["B"] == 0.0  # peft initializes B to zero
+
+
+def test_model_without_adapters_writes_no_lora_events(tmp_path: Path) -> None:
+    trainer = build_tiny_trainer(
+        tmp_path / "runs", "full", steps=4, lora=False, lora_every=2, output_dir=tmp_path / "o"
+    )
+    trainer.train()
+    events = read_events(tmp_path / "runs" / "full")
+    assert [e["kind"] for e in events].count("lora") == 0
+    assert events[-1]["status"] == "completed"
+    config = json.loads((tmp_path / "runs" / "full" / "meta.json").read_text())["config"]
+    assert config["method"] == "full" and config["trainable_params"] == config["total_params"]
+    assert mc.lora_norms(trainer.model) == {}
+
+
+def test_deleted_run_directory_mid_training_one_warning(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "doomed"
+    trainer = build_tiny_trainer(
+        tmp_path / "runs",
+        "doomed",
+        steps=12,
+        eval_every=4,
+        save_every=6,
+        output_dir=tmp_path / "o",
+        extra_callbacks=[AtStep(5, lambda: shutil.rmtree(run_dir))],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert trainer.state.global_step == 12  # training finished
+    messages = monitor_warnings(caught)
+    assert len(messages) == 1 and "deleted" in messages[0]
+    assert not run_dir.exists()  # a deleted run stays deleted
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="needs /proc")
+def test_disk_full_mid_training_one_warning(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "full-disk"
+
+    def fill_disk() -> None:
+        target = str(run_dir / "events.jsonl")
+        full = os.open("/dev/full", os.O_WRONLY)
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") == target:
+                    os.dup2(full, int(name))  # every later write fails with ENOSPC
+            except OSError:
+                pass
+        os.close(full)
+
+    trainer = build_tiny_trainer(
+        tmp_path / "runs",
+        "full-disk",
+        steps=10,
+        output_dir=tmp_path / "o",
+        extra_callbacks=[AtStep(3, fill_disk)],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert trainer.state.global_step == 10
+    messages = monitor_warnings(caught)
+    assert len(messages) == 1 and "No space left on device" in messages[0]
+    events = read_events(run_dir)
+    # the file keeps what was written before the disk filled up, all of it valid
+    assert [e["step"] for e in events if e["kind"] == "metrics"] == [1, 2]
+
+
+def test_non_zero_rank_writes_nothing(tmp_path: Path) -> None:
+    from mudpuppy_callback import MonitorCallback
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    model = build_tiny_model()
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True)
+    state = TrainerState(max_steps=10, is_world_process_zero=False, is_local_process_zero=True)
+    control = TrainerControl()
+    cb = MonitorCallback(tmp_path / "runs", name="rank1", lora_every=1)
+    cb.on_train_begin(args, state, control, model=model)
+    for step in range(1, 4):
+        state.global_step = step
+        cb.on_step_end(args, state, control, model=model)
+        cb.on_log(args, state, control, logs={"loss": 1.0, "epoch": 0.1}, model=model)
+        cb.on_evaluate(args, state, control, metrics={"eval_loss": 1.0}, model=model)
+        cb.on_save(args, state, control, model=model)
+    cb.on_train_end(args, state, control, model=model)
+    assert not (tmp_path / "runs").exists()
+    assert cb.writer is None
+    # the same calls as rank 0 do write: the test above can fail
+    state.is_world_process_zero = True
+    cb.on_train_begin(args, state, control, model=model)
+    cb.on_log(args, state, control, logs={"loss": 1.0}, model=model)
+    cb.on_train_end(args, state, control, model=model)
+    assert [e["kind"] for e in read_events(tmp_path / "runs" / "rank1")] == [
+        "start",
+        "metrics",
+        "lora",
+        "end",
+    ]
+
+
+def test_exception_inside_the_loop_ends_failed(tmp_path: Path) -> None:
+    code = f"""
+        from transformers import TrainerCallback
+        from mudpuppy_monitor.tinytrain import build_tiny_trainer
+
+        class Boom(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 3:
+                    raise RuntimeError("boom at step 3")
+
+        build_tiny_trainer({str(tmp_path / "runs")!r}, "boom", steps=10, output_dir={str(tmp_path / "o")!r},
+                           extra_callbacks=[Boom()]).train()
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 1 and "RuntimeError: boom at step 3" in proc.stderr
+    events = read_events(tmp_path / "runs" / "boom")
+    assert [e["step"] for e in events if e["kind"] == "metrics"] == [1, 2]
+    end = events[-1]
+    assert (end["kind"], end["status"], end["error"]) == (
+        "end",
+        "failed",
+        "RuntimeError: boom at step 3",
+    )
+
+
+def test_failing_lora_norms_warn_once_and_the_run_goes_on(tmp_path: Path) -> None:
+    trainer = build_tiny_trainer(
+        tmp_path / "runs", "odd", steps=6, lora_every=1, output_dir=tmp_path / "o"
+    )
+    cb = next(
+        c for c in trainer.callback_handler.callbacks if type(c).__name__ == "MonitorCallback"
+    )
+
+    class BrokenProbe:
+        def __bool__(self) -> bool:
+            return True
+
+        def norms(self) -> dict[str, Any]:
+            raise RuntimeError("unsupported layer")
+
+    cb._probe, cb._probe_model = BrokenProbe(), trainer.model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    messages = monitor_warnings(caught)
+    assert messages == [
+        "mudpuppy: LoRA norms failed (RuntimeError: unsupported layer); no more lora events"
+    ]
+    events = read_events(tmp_path / "runs" / "odd")
+    assert [e["kind"] for e in events].count("metrics") == 7
+    assert "lora" not in [e["kind"] for e in events]
+    assert events[-1]["status"] == "completed"
+
+
+def test_a_failing_hook_warns_once_per_hook(tmp_path: Path) -> None:
+    def break_log() -> None:
+        def log(*args: Any, **kwargs: Any) -> bool:
+            raise KeyError("lost")
+
+        cb.writer.log = log  # every later on_log fails
+
+    trainer = build_tiny_trainer(
+        tmp_path / "runs",
+        "odd",
+        steps=5,
+        output_dir=tmp_path / "o",
+        extra_callbacks=[AtStep(2, break_log)],
+    )
+    cb = next(
+        c for c in trainer.callback_handler.callbacks if type(c).__name__ == "MonitorCallback"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert trainer.state.global_step == 5
+    assert monitor_warnings(caught) == [
+        "mudpuppy: on_log failed (KeyError: 'lost'); training goes on"
+    ]
+    events = read_events(tmp_path / "runs" / "odd")
+    assert [e["step"] for e in events if e["kind"] == "metrics"] == [1]
+    assert events[-1]["status"] == "completed"
+
+
+def test_importing_the_module_imports_no_heavy_library() -> None:
+    code = """
+        import sys
+        import mudpuppy_callback
+        heavy = ("torch", "transformers", "peft", "fastapi", "uvicorn", "numpy", "mudpuppy_monitor")
+        print(sorted(m for m in heavy if m in sys.modules))
+        cls = mudpuppy_callback.MonitorCallback
+        print("transformers" in sys.modules, [c.__name__ for c in cls.__mro__[:3]])
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO / "callback")}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "[]",
+        "True ['MonitorCallback', '_MonitorCallbackBase', 'TrainerCallback']",
+    ]
+
+
+def test_tinytrain_command_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mudpuppy_monitor.tinytrain", "--root", str(tmp_path), "--name", "cli",
+         "--steps", "6", "--lr", "5e-3", "--eval-every", "3", "--save-every", "3"],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    events = read_events(tmp_path / "cli")
+    kinds = [e["kind"] for e in events]
+    assert (
+        kinds.count("metrics") == 7 and kinds.count("eval") == 2 and kinds.count("checkpoint") == 2
+    )
+    assert events[-1]["status"] == "completed"
+    meta = json.loads((tmp_path / "cli" / "meta.json").read_text())
+    assert meta["config"]["learning_rate"] == 5e-3
+    # checkpoints went to a temporary directory that the command removed
+    assert not Path(meta["config"]["output_dir"]).exists()
