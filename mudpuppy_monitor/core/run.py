@@ -44,6 +44,7 @@ class RunState:
         self.started_t: float | None = None
         self.last_event_t: float | None = None
         self.last_step: int | None = None
+        self._last_step_t: float | None = None
         self.last_epoch: float | None = None
         self.max_steps: int | None = None
         self.num_train_epochs: float | None = None
@@ -100,9 +101,11 @@ class RunState:
         self.starts += 1
         if self.starts > 1:
             src = event.get("resumed_from")
-            detail = f"restarted (resumed from {src})" if src else "restarted"
-            self.add_marker(mk.marker("restart", self.last_step, t, None, detail))
-        if self.started_t is None:
+            detail = f"restarted (resumed from {src})" if src is not None else "restarted"
+            step = src if isinstance(src, int) and not isinstance(src, bool) else self.last_step
+            self.add_marker(mk.marker("restart", step, t, None, detail))
+        if self.started_t is None or t < self.started_t:
+            # lines are applied kind by kind, so a metrics row may have set it first
             self.started_t = t
         self.end = None  # a new start supersedes an earlier end
         self.extra_times.append(t)
@@ -135,7 +138,12 @@ class RunState:
 
     def _note(self, step: int | None, t: float | None) -> None:
         if step is not None:
-            self.last_step = step
+            # the step of the latest event: kinds are applied one after another, so compare times
+            known = t is not None and math.isfinite(t)
+            if not known or self._last_step_t is None or t >= self._last_step_t:  # type: ignore[operator]
+                self.last_step = step
+                if known:
+                    self._last_step_t = t
         if t is not None and math.isfinite(t):
             if self.last_event_t is None or t > self.last_event_t:
                 self.last_event_t = t

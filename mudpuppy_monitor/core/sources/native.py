@@ -105,12 +105,9 @@ def apply_meta(run: RunState, meta: dict[str, Any]) -> None:
     if isinstance(ne, (int, float)) and not isinstance(ne, bool) and ne > 0:
         run.num_train_epochs = float(ne)
     created = meta.get("created")
-    if (
-        isinstance(created, (int, float))
-        and not isinstance(created, bool)
-        and run.started_t is None
-    ):
-        run.started_t = float(created)
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        if run.started_t is None or created < run.started_t:
+            run.started_t = float(created)
 
 
 def apply_batch(run: RunState, batch: NativeBatch) -> None:
