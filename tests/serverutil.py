@@ -322,6 +322,7 @@ def ws_connect(server: _Base, *, origin: str | None = None, headers: dict | None
         origin=origin,  # type: ignore[arg-type]
         additional_headers={**server.auth_headers(), **(headers or {})},
         max_size=None,
+        legacy=True,  # a plain connection object, closed by the caller (no context manager)
         **kw,
     )
 

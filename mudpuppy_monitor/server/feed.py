@@ -27,7 +27,7 @@ class RunCursor:
     counts: dict[str, int] = field(default_factory=dict)
     markers: int = 0
     status: str | None = None
-    lora_steps: int = 0
+    lora_last: tuple[Any, Any] | None = None  # (step, t) of the last LoRA snapshot sent
 
 
 class ChangeTracker:
@@ -39,17 +39,13 @@ class ChangeTracker:
     def prime(self) -> None:
         """Start from what exists now: history is for HTTP, the stream carries what is new."""
         for s in self.monitor.summaries():
-            self.runs[s.id] = self._cursor_now(s)
-
-    def _cursor_now(self, summary: Any) -> RunCursor:
-        detail = self.monitor.detail(summary.id) or {}
-        return RunCursor(
-            generation=summary.generation,
-            counts=series_counts(self.monitor, summary.id, detail),
-            markers=len(detail.get("markers") or ()),
-            status=summary.status,
-            lora_steps=_lora_steps(self.monitor, summary.id, detail),
-        )
+            self.runs[s.id] = RunCursor(
+                generation=s.generation,
+                counts=dict(self.monitor.counts(s.id)),
+                markers=len(self.monitor.markers_since(s.id, 0)),
+                status=s.status,
+                lora_last=_last_lora(self.monitor.lora(s.id, points=2))[0],
+            )
 
     def messages(self, changes: Any) -> Iterator[Message]:
         removed = set(changes.removed)
@@ -69,24 +65,29 @@ class ChangeTracker:
         fresh = state is None
         if state is None or state.generation != summary.generation:
             # new run, or reset (truncated, replaced, recreated): stream it from its start
-            state = RunCursor(generation=summary.generation)
+            state = RunCursor(generation=summary.generation, status=None if fresh else state.status)
             self.runs[run_id] = state
         yield from self._points(run_id, state)
         yield from self._lora(run_id, state)
         yield from self._alerts(summary, state, fresh)
 
     def _points(self, run_id: str, state: RunCursor) -> Iterator[Message]:
-        generation, grown = self.monitor.points_since(run_id, dict(state.counts))
+        # one more than the cap: a run that grew past it is skipped, not cut (the client
+        # sees the gap in i0 and refetches over HTTP: a big run copied in while serving)
+        limit = self.max_stream_points + 1
+        generation, grown = self.monitor.points_since(run_id, dict(state.counts), limit=limit)
         if generation != state.generation:
-            # reset between the summary and this call: the next change streams it afresh
-            state.generation, state.counts = generation, {}
-            generation, grown = self.monitor.points_since(run_id, {})
+            # reset between the summary and this call: stream the new generation from 0
+            state.generation, state.counts, state.markers = generation, {}, 0
+            generation, grown = self.monitor.points_since(run_id, {}, limit=limit)
         if not grown:
             return
         total = 0
         series: dict[str, Any] = {}
         for name, cols in grown.items():
             n = len(cols["step"])
+            if int(cols["i0"]) > state.counts.get(name, 0):
+                total = limit  # cut by the limit: a gap either way
             state.counts[name] = int(cols["i0"]) + n
             total += n
             if n:
@@ -96,21 +97,14 @@ class ChangeTracker:
                 {"type": "points", "run": run_id, "generation": generation, "series": series},
                 run_id,
             )
-        # else: too much at once (a large run copied in); clients see the gap in i0 and refetch
 
     def _lora(self, run_id: str, state: RunCursor) -> Iterator[Message]:
-        lora = (
-            self.monitor.lora(run_id, points=1_000_000) if _has_lora(self.monitor, run_id) else None
-        )
-        steps = list((lora or {}).get("steps") or [])
-        if len(steps) <= state.lora_steps:
+        # points=2 picks the first and the last snapshot: the last is the news
+        last, layers = _last_lora(self.monitor.lora(run_id, points=2))
+        if last is None or last == state.lora_last:
             return
-        state.lora_steps = len(steps)
-        j = len(steps) - 1
-        layers: dict[str, dict[str, Any]] = {}
-        for i, name in enumerate(lora.get("layers") or []):  # type: ignore[union-attr]
-            layers[name] = {k: _cell(lora, k, i, j) for k in ("A", "B", "update")}
-        yield {"type": "lora", "run": run_id, "step": steps[j], "layers": layers}, run_id
+        state.lora_last = last
+        yield {"type": "lora", "run": run_id, "step": last[0], "layers": layers}, run_id
 
     def _alerts(self, summary: Any, state: RunCursor, fresh: bool) -> Iterator[Message]:
         run_id = summary.id
@@ -123,16 +117,8 @@ class ChangeTracker:
         if status != state.status:
             recent = (summary.last_event_age_s or 0.0) <= FRESH_S
             if status in ALERT_STATUSES and (not fresh or recent):
-                yield (
-                    alert(
-                        run_id,
-                        status,
-                        summary.step,
-                        summary.last_event_t,
-                        status_message(summary),
-                    ),
-                    None,
-                )
+                message = status_message(summary)
+                yield alert(run_id, status, summary.step, summary.last_event_t, message), None
             state.status = status
 
 
@@ -162,29 +148,17 @@ def status_message(summary: Any) -> str:
     return f"{status} at step {step}"
 
 
-def series_counts(
-    monitor: Any, run_id: str, detail: dict[str, Any] | None = None
-) -> dict[str, int]:
-    """How many points each series of a run holds now."""
-    if detail is None:
-        detail = monitor.detail(run_id) or {}
-    names = list(detail.get("series") or [])
-    if not names:
-        return {}
-    got = monitor.series(run_id, names, x="step", points=2)
-    return {name: int(s["count"]) for name, s in got.items()}
-
-
-def _has_lora(monitor: Any, run_id: str) -> bool:
-    detail = monitor.detail(run_id) or {}
-    return bool(detail.get("lora_layers"))
-
-
-def _lora_steps(monitor: Any, run_id: str, detail: dict[str, Any]) -> int:
-    if not detail.get("lora_layers"):
-        return 0
-    lora = monitor.lora(run_id, points=1_000_000) or {}
-    return len(lora.get("steps") or [])
+def _last_lora(lora: dict[str, Any] | None) -> tuple[tuple[Any, Any] | None, dict[str, Any]]:
+    """((step, t), {layer: {"A", "B", "update"}}) of the last snapshot in a lora() answer."""
+    if not lora or not lora.get("steps"):
+        return None, {}
+    j = len(lora["steps"]) - 1
+    ts = lora.get("t") or []
+    key = (lora["steps"][j], ts[j] if j < len(ts) else None)
+    layers: dict[str, Any] = {}
+    for i, name in enumerate(lora.get("layers") or []):
+        layers[name] = {k: _cell(lora, k, i, j) for k in ("A", "B", "update")}
+    return key, layers
 
 
 def _cell(lora: dict[str, Any], key: str, i: int, j: int) -> Any:

@@ -76,8 +76,11 @@ class Hub:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # subscribe before priming: a change in between is then seen twice (harmless, the
+        # cursors make the second one empty), never missed
+        changes = self.monitor.subscribe()
         self.tracker.prime()
-        self._task = self._loop.create_task(self._consume(), name="mudpuppy-hub")
+        self._task = self._loop.create_task(self._consume(changes), name="mudpuppy-hub")
         if self.gpus.sampler is not None:
             self.gpus.sampler.add_listener(self.on_gpu_samples)
 
@@ -91,8 +94,8 @@ class Hub:
         for client in list(self.clients):
             self._close(client)
 
-    async def _consume(self) -> None:
-        async for changes in self.monitor.subscribe():
+    async def _consume(self, stream: Any) -> None:
+        async for changes in stream:
             try:
                 self.apply(changes)
             except Exception:  # one bad change must not end the stream for everyone

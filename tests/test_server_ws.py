@@ -1,0 +1,257 @@
+"""The WebSocket stream against a real uvicorn server and a real client (websockets)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.serverutil import REPO, LiveServer, ProtocolClient, RunDir, ws_connect
+
+
+def append_from_another_process(run_dir, first_seq: int, steps: list[int]) -> None:
+    """A separate process appends metrics lines, as a trainer would."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys, time
+        import mudpuppy_callback as fmt
+        fd = os.open({str(run_dir / "events.jsonl")!r}, os.O_WRONLY | os.O_APPEND)
+        for i, step in enumerate({steps!r}):
+            line = fmt.encode_line({{"v": 1, "seq": {first_seq} + i, "t": time.time(),
+                "kind": "metrics", "step": step, "epoch": 0.0, "values": {{"loss": 10.0 / step}}}})
+            os.write(fd, line)
+        os.close(fd)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "callback"), str(REPO)])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_snapshot_then_live_points_appended_by_another_process(tmp_path):
+    run = RunDir(tmp_path, "a")
+    for step in (1, 2, 3):
+        run.metrics(step, loss=10.0 / step)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        snapshot = client.connect()
+        assert snapshot["protocol"] == 1
+        assert [r["id"] for r in snapshot["runs"]] == ["a"]
+        assert snapshot["runs"][0]["step"] == 3
+        assert snapshot["gpus"]["backend"] == "none" and snapshot["gpus"]["devices"] == []
+        client.fetch("a")
+        assert client.held["a"]["loss"]["step"] == [1, 2, 3]
+
+        append_from_another_process(run.path, run.seq, [4, 5, 6, 7, 8])
+        client.pump_until_held("a", "loss", [1, 2, 3, 4, 5, 6, 7, 8])
+        assert client.held["a"]["loss"]["y"] == [10.0 / s for s in range(1, 9)]
+        points = [m for m in client.messages if m["type"] == "points"]
+        assert points[0]["series"]["loss"]["i0"] == 3
+        assert client.fetches == 1  # no gap: the stream continued where the fetch ended
+        # summaries of a batch come before its points: the last one is here already
+        assert client.summaries["a"]["step"] == 8
+        assert client.summaries["a"]["loss"] == 10.0 / 8
+        client.close()
+
+
+def test_a_run_created_while_connected_appears_with_its_points(tmp_path):
+    RunDir(tmp_path, "old").metrics(1, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        new = RunDir(tmp_path, "sweep/new")
+        new.metrics(1, loss=0.5)
+        new.metrics(2, loss=0.25)
+        streamed: dict[int, float] = {}
+
+        def got_both(msg):
+            if msg["type"] == "points" and msg["run"] == "sweep/new":
+                cols = msg["series"]["loss"]
+                for k, (s, y) in enumerate(zip(cols["step"], cols["y"], strict=True)):
+                    assert cols["i0"] + k == len(streamed)  # in order, from index 0
+                    streamed[s] = y
+            return len(streamed) == 2
+
+        client.pump(got_both)
+        assert streamed == {1: 0.5, 2: 0.25}
+        assert "sweep/new" in client.summaries
+        client.close()
+
+
+def test_subscription_limits_the_points_sent(tmp_path):
+    a, b = RunDir(tmp_path, "a"), RunDir(tmp_path, "b")
+    a.metrics(1, loss=1.0)
+    b.metrics(1, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server, subscribe=["a"])
+        client.connect()
+        time.sleep(0.3)  # the subscription has no reply; give the reader a moment
+        b.metrics(2, loss=2.0)
+        client.pump(lambda m: m["type"] == "runs" and client.summaries["b"]["step"] == 2)
+        # a later change of a: everything published with b's summary has arrived before it
+        a.metrics(2, loss=2.0)
+        client.pump(lambda m: m["type"] == "points" and m["run"] == "a")
+        assert [m for m in client.messages if m["type"] == "points" and m["run"] == "b"] == []
+
+        client.ws.send(json.dumps({"type": "subscribe", "runs": None}))
+        time.sleep(0.3)
+        b.metrics(3, loss=3.0)
+        msg = client.pump(lambda m: m["type"] == "points" and m["run"] == "b")
+        assert msg["series"]["loss"]["step"] == [3]
+        assert msg["series"]["loss"]["i0"] == 2
+        client.close()
+
+
+def test_reconnect_after_a_server_restart_has_no_gap_and_no_duplicate(tmp_path):
+    run = RunDir(tmp_path, "r")
+    for step in range(1, 51):
+        run.metrics(step, loss=1.0 / step, grad_norm=float(step))
+    server = LiveServer(tmp_path)
+    server.start()
+    try:
+        client = ProtocolClient(server)
+        client.connect()
+        client.fetch("r")
+        for step in range(51, 71):
+            run.metrics(step, loss=1.0 / step, grad_norm=float(step))
+        client.pump_until_held("r", "loss", list(range(1, 71)))
+        client.pump_until_held("r", "grad_norm", list(range(1, 71)))
+
+        server.stop()  # the client sees its connection close
+        with pytest.raises(Exception):  # noqa: B017 - the closed connection, whatever its code
+            client.ws.recv(timeout=5)
+        client.ws = None
+        for step in range(71, 101):  # written while no daemon runs
+            run.metrics(step, loss=1.0 / step, grad_norm=float(step))
+        server.start()
+        client.connect()
+        for step in range(101, 121):
+            run.metrics(step, loss=1.0 / step, grad_norm=float(step))
+        client.pump_until_held("r", "loss", list(range(1, 121)))
+        client.pump_until_held("r", "grad_norm", list(range(1, 121)))
+
+        fresh = server.get_json("/api/runs/r/series?points=100000")["series"]
+        for name in ("loss", "grad_norm"):
+            assert client.held["r"][name]["step"] == fresh[name]["x"]
+            assert client.held["r"][name]["y"] == fresh[name]["y"]
+        client.close()
+    finally:
+        server.stop()
+
+
+def _stalled_websocket(port: int) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads a byte."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_a_client_that_never_reads_does_not_delay_another(tmp_path):
+    rng = random.Random(5)
+    run = RunDir(tmp_path, "big")
+    with LiveServer(tmp_path, client_queue=8, send_timeout_s=5.0) as server:
+        stalled = _stalled_websocket(server.port)
+        healthy = ProtocolClient(server)
+        healthy.connect()
+        healthy.fetch("big")
+        hub = server.ctx.hub
+        steps: list[int] = []
+        after_stall = 0
+        step = 0
+        # write until the stalled client's buffers and queue are full (it is resynced or
+        # dropped), then a few bursts more: the healthy client must get every point throughout
+        while after_stall < 5:
+            assert step < 20_000, "the stalled client never fell behind"
+            for _ in range(10):
+                step += 1
+                steps.append(step)
+                # random values: incompressible, they fill the stalled socket's buffers
+                run.metrics(step, loss=rng.random(), **{f"v{j}": rng.random() for j in range(200)})
+            healthy.pump_until_held("big", "loss", steps, timeout=20)
+            if hub.stats.resyncs + hub.stats.disconnects >= 1:
+                after_stall += 1
+        assert healthy.fetches == 1  # the healthy client never lost a point
+        fresh = server.get_json("/api/runs/big/series?names=loss,v149&points=100000")["series"]
+        assert healthy.held["big"]["loss"]["y"] == fresh["loss"]["y"]
+        assert healthy.held["big"]["v149"]["y"] == fresh["v149"]["y"]
+        healthy.close()
+        stalled.close()
+
+
+def test_alerts_for_nonfinite_values_and_completion(tmp_path):
+    run = RunDir(tmp_path, "x")
+    run.metrics(1, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        run.metrics(2, loss=math.nan)
+        alert = client.pump(lambda m: m["type"] == "alert")
+        assert (alert["run"], alert["kind"], alert["step"]) == ("x", "nonfinite", 2)
+        assert alert["message"]
+        run.end("completed", step=2)
+        alert = client.pump(lambda m: m["type"] == "alert")
+        assert (alert["run"], alert["kind"], alert["step"]) == ("x", "completed", 2)
+        client.close()
+
+
+def test_a_removed_run_is_announced(tmp_path):
+    RunDir(tmp_path, "keep").metrics(1, loss=1.0)
+    gone = RunDir(tmp_path, "gone")
+    gone.metrics(1, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        shutil.rmtree(gone.path)
+        msg = client.pump(lambda m: m["type"] == "run_removed")
+        assert msg == {"type": "run_removed", "id": "gone"}
+        client.close()
+
+
+def test_garbage_from_a_client_is_ignored(tmp_path):
+    run = RunDir(tmp_path, "a")
+    run.metrics(1, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        client.fetch("a")
+        for junk in ("not json", "[1,2]", '{"type": "subscribe", "runs": 5}', '{"type": "nope"}'):
+            client.ws.send(junk)
+        client.ws.send(b"\xff\xfe binary")
+        run.metrics(2, loss=2.0)
+        client.pump_until_held("a", "loss", [1, 2])
+        client.close()
+
+
+def test_shutdown_with_connected_clients_is_prompt(tmp_path):
+    RunDir(tmp_path, "a").metrics(1, loss=1.0)
+    server = LiveServer(tmp_path)
+    server.start()
+    ws = ws_connect(server)
+    stalled = _stalled_websocket(server.port)
+    assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+    t0 = time.monotonic()
+    server.stop()
+    assert time.monotonic() - t0 < 8.0
+    stalled.close()
+    ws.close()
