@@ -136,7 +136,10 @@ def _section(title: str) -> None:
 
 
 def check_backend(
-    backend: GpuBackend, run: RunCommand, which: Callable[[str], str | None]
+    backend: GpuBackend,
+    run: RunCommand,
+    which: Callable[[str], str | None],
+    sampler_s: float = 1.0,
 ) -> list[str]:
     failures: list[str] = []
     t0 = time.perf_counter()
@@ -185,10 +188,10 @@ def check_backend(
         else:
             print("(amd-smi not found: no side-by-side output)")
 
-    _section(f"{backend.kind}: sampler thread, 4 Hz for 1 s, then stop")
-    sampler = GpuSampler(backend, interval_s=0.25, history_s=10)
+    _section(f"{backend.kind}: sampler thread, 4 ticks in {sampler_s:g} s, then stop")
+    sampler = GpuSampler(backend, interval_s=sampler_s / 4, history_s=10)
     sampler.start()
-    time.sleep(1.0)
+    time.sleep(sampler_s)
     stopped = sampler.stop()
     stats = sampler.stats()
     print(
@@ -264,6 +267,9 @@ def main(
 ) -> int:
     parser = argparse.ArgumentParser(prog="python -m mudpuppy_monitor.gpu.check")
     parser.add_argument("--no-process-check", action="store_true", help="skip the torch child")
+    parser.add_argument(
+        "--sampler-seconds", type=float, default=1.0, help="how long to run the sampler thread"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"host {platform.node()}, python {platform.python_version()}, pid {os.getpid()}")
@@ -277,7 +283,7 @@ def main(
             continue
         found.append(vendor)
         try:
-            failures += check_backend(backend, run, which)
+            failures += check_backend(backend, run, which, args.sampler_seconds)
             if vendor == "nvidia" and not args.no_process_check:
                 failures += check_process_attribution(backend)
         except Exception as exc:  # report, do not hide: a crash here is a finding
