@@ -32,7 +32,7 @@ from mudpuppy_monitor.core.summary import RunSummary
 # new paths keep appearing (checkpoint writes), instead of the 1.6 s default
 WATCH_DEBOUNCE_MS = 100
 WATCH_STEP_MS = 15
-POLL_DELAY_MS = 100
+POLL_INTERVAL_S = 0.05  # poll=True: how often the known runs' files are stat'ed
 
 
 @dataclass
@@ -185,6 +185,9 @@ class Monitor:
 
         assert self._stop is not None
         stop = self._stop
+        if self.poll:
+            await self._poll_loop()
+            return
         while not stop.is_set():
             if not os.path.isdir(self.root):
                 # not there yet (or deleted): wait for it, keep the picture in step
@@ -199,8 +202,7 @@ class Monitor:
                 step=WATCH_STEP_MS,
                 rust_timeout=max(50, int(self.scan_interval_s * 1000)),
                 yield_on_timeout=True,
-                force_polling=True if self.poll else None,
-                poll_delay_ms=POLL_DELAY_MS,
+                force_polling=None,
                 watch_filter=None,
                 stop_event=stop,
             )
@@ -219,6 +221,35 @@ class Monitor:
                             break  # the root was replaced: watch the new one
             except (OSError, RuntimeError):
                 await self._sleep(self.scan_interval_s)
+
+    async def _poll_loop(self) -> None:
+        """Polling without inotify (network filesystems): stat the known runs' files often,
+        discover new runs every scan_interval_s. The quick pass backs off when it gets
+        expensive (thousands of runs), so it never takes more than ~10 % of a core."""
+        assert self._stop is not None
+        last_full = time.monotonic()
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            if t0 - last_full >= self.scan_interval_s:
+                await asyncio.to_thread(self.refresh)
+                last_full = t0
+            else:
+                await asyncio.to_thread(self._refresh_known)
+            cost = time.monotonic() - t0
+            await self._sleep(max(POLL_INTERVAL_S, 10 * cost))
+
+    def _refresh_known(self) -> set[str]:
+        """Read what is new in the runs already known (no discovery)."""
+        with self._refresh_lock:
+            real = os.path.realpath(self.root) if os.path.isdir(self.root) else None
+            if real is None:
+                changes = self._full_pass()
+            else:
+                ids = set(self._runs)
+                updated = {r for r in ids if r in self._runs and self._poll(self._runs[r], real)}
+                changes = Changes(updated=frozenset(updated))
+        self._publish(changes)
+        return changes.ids()
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop is not None
