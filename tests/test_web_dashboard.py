@@ -1,0 +1,359 @@
+"""The dashboard in a real browser (Debian chromium driven by Playwright) against a real server.
+
+The runs root holds the three kinds of sources (native runs written line by line, an HF
+`trainer_state.json` and a LLaMA-Factory `trainer_log.jsonl` from tests/fixtures). Assertions read
+the chart state the page exposes (`window.__mudpuppy.stats()`) and the canvas pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import FIXTURES
+from tests.serverutil import REPO, LiveServer, RunDir
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not found (apt-get install chromium)"
+)
+
+T0 = 1_700_000_000.0
+NAN_STEP = 120
+LAYERS = [f"model.layers.{i}.self_attn.{p}" for i in range(3) for p in ("q_proj", "v_proj")]
+DEAD_LAYER = "model.layers.2.self_attn.v_proj"  # its B (and so its update) stays at zero
+
+
+def loss_at(step: int, k: int) -> float:
+    return 2.5 * math.exp(-step / (60 + 30 * k)) + 0.3 + 0.05 * math.sin(step)
+
+
+def write_sweep(root: Path, k: int, steps: int = 200) -> RunDir:
+    run = RunDir(root, f"sweep/lr-{k}", max_steps=400, start=False)
+    run.append("start", t=T0)
+    for s in range(1, steps + 1):
+        loss = math.nan if (k == 1 and s == NAN_STEP) else loss_at(s, k)
+        run.metrics(
+            s, t=T0 + 2 * s, loss=loss, learning_rate=1e-4 * (k + 1), grad_norm=1.0 + s / 100
+        )
+        if s % 50 == 0:
+            run.append("eval", t=T0 + 2 * s, step=s, values={"eval_loss": loss_at(s, k) + 0.1})
+            run.append("checkpoint", t=T0 + 2 * s, step=s, path=f"checkpoint-{s}")
+        if s % 40 == 0:
+            layers = {
+                name: {
+                    "A": 1.0 + s / 100,
+                    "B": 0.0 if name == DEAD_LAYER else s / 1000,
+                    "update": 0.0 if name == DEAD_LAYER else s / 10000,
+                }
+                for name in LAYERS
+            }
+            run.append("lora", t=T0 + 2 * s, step=s, layers=layers)
+    return run
+
+
+def make_root(root: Path) -> Path:
+    (root / "hf-full-ft").mkdir()
+    shutil.copy(
+        FIXTURES / "trainer_state" / "causal_lm_full_ft_with_eval_loss.json",
+        root / "hf-full-ft" / "trainer_state.json",
+    )
+    (root / "llf-qwen").mkdir()
+    shutil.copy(
+        FIXTURES / "llamafactory" / "qwen_medical_lr_with_eval.jsonl",
+        root / "llf-qwen" / "trainer_log.jsonl",
+    )
+    write_sweep(root, 0)
+    write_sweep(root, 1)
+    live = RunDir(root, "live", max_steps=500)
+    for s in range(1, 11):
+        live.metrics(s, t=T0 + s, loss=1.0 / s)
+    long = RunDir(root, "long", max_steps=3000)
+    for s in range(1, 3001):
+        long.metrics(s, t=T0 + s, loss=1.0 + (s % 7) / 100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = make_root(tmp_path_factory.mktemp("runs"))
+    with LiveServer(root, gpu="fake") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+class Page:
+    """A loaded dashboard page with its console errors and every URL it asked for."""
+
+    def __init__(self, browser, server, width: int = 1440, height: int = 900) -> None:
+        self.ctx = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.ctx.new_page()
+        self.errors: list[str] = []
+        self.urls: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.urls.append(r.url))
+        self.page.on("websocket", lambda ws: self.urls.append(ws.url))
+        self.page.goto(server.url + "/")
+        self.wait("s => s.conn === 'live' && s.runs.length > 0")
+        self.wait("s => s.pending === 0 && s.loads >= s.overlaid.length && s.charts.loss.lines > 0")
+
+    def stats(self) -> dict:
+        return self.page.evaluate("window.__mudpuppy.stats()")
+
+    def wait(self, predicate: str, timeout: float = 10_000) -> None:
+        self.page.wait_for_function(
+            f"() => window.__mudpuppy && ({predicate})(window.__mudpuppy.stats())", timeout=timeout
+        )
+
+    def pixels(self, chart: str) -> dict:
+        """Bright pixels inside the plot area, red ones along its top edge, and a hash of all."""
+        return self.page.evaluate(
+            """(id) => {
+              const c = document.querySelector(`[data-chart="${id}"] canvas`);
+              const g = window.__mudpuppy.stats().charts[id];
+              const dpr = c.width / c.getBoundingClientRect().width;
+              const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+              const x0 = Math.ceil((g.left + 2) * dpr), x1 = Math.floor((g.left + g.width - 2) * dpr);
+              const y0 = Math.ceil((g.top + 2) * dpr), y1 = Math.floor((g.top + g.height - 2) * dpr);
+              let bright = 0, red = 0, hash = 0;
+              for (let i = 0; i < d.length; i += 4) hash = (Math.imul(hash, 31) + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) >>> 0;
+              for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) {
+                const o = (y * c.width + x) * 4;
+                if (Math.max(d[o], d[o + 1], d[o + 2]) > 150) bright++;
+                if (y < y0 + 10 * dpr && d[o] > 200 && d[o + 1] < 90 && d[o + 2] < 90) red++;
+              }
+              return {bright, red, hash};
+            }""",
+            chart,
+        )
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+@pytest.fixture
+def dash(browser, server):
+    p = Page(browser, server)
+    yield p
+    p.close()
+
+
+def test_page_loads_without_console_errors_or_outside_requests(dash, server):
+    dash.page.wait_for_timeout(500)
+    assert dash.errors == []
+    hosts = {urlsplit(u).hostname for u in dash.urls}
+    assert hosts == {"127.0.0.1"}, dash.urls
+    assert any(u.endswith("/app.js") for u in dash.urls)
+    assert any(u.startswith(f"ws://127.0.0.1:{server.port}/ws") for u in dash.urls)
+
+
+def test_sidebar_lists_native_trainer_state_and_llamafactory_runs(dash):
+    rows = dash.page.eval_on_selector_all(
+        "#run-list li", "els => els.map(e => [e.dataset.id, e.querySelector('.badge').textContent])"
+    )
+    assert sorted(rows) == [
+        ["hf-full-ft", "HF"],
+        ["live", "NAT"],
+        ["llf-qwen", "LLF"],
+        ["long", "NAT"],
+        ["sweep/lr-0", "NAT"],
+        ["sweep/lr-1", "NAT"],
+    ]
+    assert dash.page.text_content("#run-count") == "6/6"
+
+
+def test_loss_chart_is_drawn_and_follows_a_line_appended_by_another_process(dash, server):
+    before = dash.pixels("loss")
+    assert before["bright"] > 500
+    dash.page.click('#run-list li[data-id="live"] .name')
+    dash.wait("s => s.focused === 'live'")
+    assert dash.page.text_content('[data-stat="step"]') == "10 / 500"
+    n0 = next(
+        s["n"] for s in dash.stats()["charts"]["loss"]["series"] if s["key"] == "live\x00loss"
+    )
+    code = (
+        "import sys, time, mudpuppy_callback as f\n"
+        "line = f.encode_line({'v': 1, 'seq': 11, 't': time.time(), 'kind': 'metrics', 'step': 260,"
+        " 'epoch': 1.0, 'values': {'loss': 9.5}})\n"
+        "open(sys.argv[1], 'ab').write(line)\n"
+    )
+    events = server.root / "live" / "events.jsonl"
+    subprocess.run([sys.executable, "-c", code, str(events)], check=True, cwd=REPO, timeout=30)
+    dash.wait("s => s.charts.loss.series.some(x => x.key === 'live\\u0000loss' && x.last === 260)")
+    series = {s["key"]: s for s in dash.stats()["charts"]["loss"]["series"]}
+    assert series["live\x00loss"]["n"] == n0 + 1
+    dash.page.wait_for_function(
+        "() => document.querySelector('[data-stat=\"step\"]').textContent === '260 / 500'"
+    )
+    assert dash.stats()["charts"]["loss"]["ymax"] > 9.5  # the new point is in the picture
+    assert dash.pixels("loss")["hash"] != before["hash"]
+
+
+def test_filter_selection_and_focus_change_the_chart(dash):
+    # hf and llf: loss + eval loss; live, long: loss; sweeps: loss + eval loss
+    dash.wait("s => s.charts.loss.lines === 10")
+    h0 = dash.pixels("loss")["hash"]
+    dash.page.fill("#run-filter", "^sweep/")
+    dash.wait("s => s.shown.length === 2 && s.charts.loss.lines === 4")
+    s = dash.stats()
+    assert s["overlaid"] == ["sweep/lr-0", "sweep/lr-1"]
+    keys = {x["key"].split("\x00")[0] for x in s["charts"]["loss"]["series"]}
+    assert keys == {"sweep/lr-0", "sweep/lr-1"}
+    assert s["charts"]["loss"]["lines"] == 4  # loss + eval loss of each
+    h1 = dash.pixels("loss")["hash"]
+    assert h1 != h0
+
+    dash.page.fill("#run-filter", "lr-(")  # not a regex: plain substring, flagged
+    dash.wait("s => s.shown.length === 0")
+    assert "bad" in dash.page.get_attribute("#run-filter", "class")
+
+    dash.page.fill("#run-filter", "sweep")
+    dash.page.uncheck('#run-list li[data-id="sweep/lr-1"] input')
+    dash.wait("s => s.overlaid.length === 1 && s.charts.loss.lines === 2")
+    assert dash.pixels("loss")["hash"] != h1
+
+    dash.page.click('#run-list li[data-id="sweep/lr-1"] .name')
+    dash.wait("s => s.focused === 'sweep/lr-1'")
+    assert dash.page.text_content("#focus-name") == "lr-1"
+    assert "focused" in dash.page.get_attribute('#run-list li[data-id="sweep/lr-1"]', "class")
+
+
+def test_drag_zooms_with_a_finer_fetch_and_double_click_resets(dash):
+    dash.page.fill("#run-filter", "^long$")
+    dash.wait("s => s.charts.loss.lines === 1")
+    s = dash.stats()["charts"]["loss"]
+    [base] = s["series"]
+    assert base["n"] < 3000  # decimated by the server
+    assert (s["x0"], s["x1"]) == (base["first"], base["last"]) and s["x1"] == 3000
+    box = dash.page.locator('[data-chart="loss"] .plot').bounding_box()
+    y = box["y"] + s["top"] + s["height"] / 2
+    dash.page.mouse.move(box["x"] + s["left"] + 0.4 * s["width"], y)
+    dash.page.mouse.down()
+    dash.page.mouse.move(box["x"] + s["left"] + 0.45 * s["width"], y, steps=4)
+    dash.page.mouse.up()
+    dash.wait("s => s.view !== null && s.zoomFetches >= 1")
+    dash.wait("s => s.charts.loss.series.some(x => x.key === 'long\\u0000loss' && x.n < 400)")
+    s = dash.stats()["charts"]["loss"]
+    assert 1150 < s["x0"] < 1250 and 1300 < s["x1"] < 1400
+    zoomed = next(x for x in s["series"] if x["key"] == "long\x00loss")
+    # raw points: one per step across the range
+    assert zoomed["n"] == zoomed["last"] - zoomed["first"] + 1
+    assert zoomed["first"] <= s["x0"] + 1 and zoomed["last"] >= s["x1"] - 1
+
+    dash.page.dblclick('[data-chart="loss"] .plot')
+    dash.wait("s => s.view === null")
+    s = dash.stats()["charts"]["loss"]
+    assert (s["x0"], s["x1"]) == (base["first"], 3000)
+    assert s["series"][0]["n"] == base["n"]
+
+
+def test_smoothing_log_scale_and_x_axis_change_the_drawing(dash):
+    dash.page.fill("#run-filter", "^sweep/")
+    dash.wait("s => s.overlaid.length === 2 && s.charts.loss.lines === 4")
+    h = dash.pixels("loss")["hash"]
+    dash.page.fill("#smoothing", "0.9")
+    dash.wait("s => s.charts.loss.smoothing === 0.9")
+    assert dash.page.text_content("#smoothing-value") == "0.90"
+    h_smooth = dash.pixels("loss")["hash"]
+    assert h_smooth != h
+
+    linear = dash.stats()["charts"]["loss"]
+    assert linear["ymax"] > 2.5
+    dash.page.check("#log-y")
+    dash.wait("s => s.charts.loss.logY")
+    log = dash.stats()["charts"]["loss"]
+    # log10 units: the data spans 0.3 .. 2.8
+    assert -0.7 < log["ymin"] < -0.5 and 0.4 < log["ymax"] < 0.6
+    assert dash.pixels("loss")["hash"] != h_smooth
+
+    dash.page.select_option("#x-mode", "rel")
+    dash.wait("s => s.charts.loss.xMode === 'rel' && s.pending === 0 && s.charts.loss.lines === 4")
+    rel = dash.stats()["charts"]["loss"]
+    assert (rel["x0"], rel["x1"]) == (2, 400)  # seconds since the start event (2 s per step)
+    dash.page.select_option("#x-mode", "wall")
+    dash.wait("s => s.charts.loss.xMode === 'wall' && s.pending === 0 && s.charts.loss.lines === 4")
+    wall = dash.stats()["charts"]["loss"]
+    assert (wall["x0"], wall["x1"]) == (T0 + 2, T0 + 400)
+
+
+def test_debiased_ema_matches_tensorboard(dash):
+    got = dash.page.evaluate(
+        "async () => { const m = await import('/series.js');"
+        " return Array.from(m.ema(new Float64Array([1, 2, NaN, 3]), 0.5)); }"
+    )
+    assert got[0] == 1.0
+    assert got[1] == pytest.approx(1.25 / 0.75)
+    assert math.isnan(got[2])  # a NaN passes through, the state is untouched
+    assert got[3] == pytest.approx((0.625 + 1.5) / 0.875)
+
+
+def test_nan_loss_shows_a_marker(dash):
+    dash.page.fill("#run-filter", "^sweep/lr-1$")
+    dash.wait("s => s.overlaid.length === 1 && s.charts.loss.lines === 2")
+    s = dash.stats()["charts"]["loss"]
+    assert s["markers"]["nonfinite"] == 1
+    assert s["markers"]["checkpoint"] == 4
+    assert dash.pixels("loss")["red"] > 10
+    dash.page.fill("#run-filter", "^sweep/lr-0$")
+    dash.wait(
+        "s => s.charts.loss.series.length === 2 && s.charts.loss.series[0].key.startsWith('sweep/lr-0')"
+    )
+    assert dash.stats()["charts"]["loss"]["markers"]["nonfinite"] == 0
+    assert dash.pixels("loss")["red"] == 0
+
+
+def test_tooltip_lists_every_overlaid_run(dash):
+    dash.page.fill("#run-filter", "^sweep/")
+    dash.wait("s => s.overlaid.length === 2 && s.charts.loss.lines === 4")
+    box = dash.page.locator('[data-chart="loss"] .plot').bounding_box()
+    s = dash.stats()["charts"]["loss"]
+    dash.page.mouse.move(box["x"] + s["left"] + s["width"] * 0.3, box["y"] + s["top"] + 40)
+    dash.page.wait_for_selector('[data-chart="loss"] .tip.on')
+    names = dash.page.eval_on_selector_all(
+        '[data-chart="loss"] .tip .tipname', "els => els.map(e => e.textContent)"
+    )
+    assert names == ["lr-0", "lr-0 eval", "lr-1", "lr-1 eval"]
+
+
+def test_gpu_and_lora_panels(dash):
+    dash.wait("s => s.gpu.devices > 0")
+    assert dash.page.text_content("#gpu-badge") == "SIMULATED"
+    assert (
+        dash.page.locator(".gauge > canvas:first-child").count()
+        == 4 * dash.stats()["gpu"]["devices"]
+    )
+    dash.page.click('#run-list li[data-id="sweep/lr-0"] .name')
+    dash.wait(
+        "s => s.lora.run === 'sweep/lr-0' && s.lora.layers === 6 && s.lora.nearZero.length > 0"
+    )
+    lora = dash.stats()["lora"]
+    assert lora["steps"] == 5 and lora["nearZero"] == [DEAD_LAYER]
+    assert "1 near zero" in dash.page.text_content("#lora-note")
+    dash.page.click('[data-lora-mode="A"]')
+    dash.wait("s => s.lora.mode === 'A'")
+    assert dash.stats()["lora"]["nearZero"] == []

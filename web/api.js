@@ -1,0 +1,95 @@
+// HTTP helpers. The wire format writes non-finite numbers as "NaN"/"Infinity"/"-Infinity";
+// they are turned back into numbers here, so nothing downstream sees the strings.
+
+const NONFINITE = { NaN: NaN, Infinity: Infinity, "-Infinity": -Infinity };
+
+// A value from the wire as a number (null stays null, the three strings become numbers).
+export function num(v) {
+  if (typeof v === "number") return v;
+  if (typeof v === "string" && v in NONFINITE) return NONFINITE[v];
+  return v === null || v === undefined ? null : v;
+}
+
+// A column of numbers as a Float64Array. The protocol never sends null in a column; should one
+// arrive it is read as NaN, which the chart draws as a break with a marker (visible, not hidden).
+export function column(arr) {
+  const n = arr ? arr.length : 0;
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i += 1) {
+    const v = arr[i];
+    out[i] = typeof v === "number" ? v : v === null ? NaN : (NONFINITE[v] ?? NaN);
+  }
+  return out;
+}
+
+// Decode a summary's numeric fields in place (loss may be "NaN").
+export function decodeSummary(s) {
+  for (const k of Object.keys(s)) {
+    const v = s[k];
+    if (typeof v === "string" && v in NONFINITE) s[k] = NONFINITE[v];
+  }
+  return s;
+}
+
+// Run ids contain "/" and the route accepts them as they are; escape each segment only.
+export function runPath(id) {
+  return id.split("/").map(encodeURIComponent).join("/");
+}
+
+export class HttpError extends Error {
+  constructor(status, url) {
+    super(`HTTP ${status} for ${url}`);
+    this.status = status;
+  }
+}
+
+export async function getJson(url, signal) {
+  const res = await fetch(url, { signal, cache: "no-store", credentials: "same-origin" });
+  if (!res.ok) throw new HttpError(res.status, url);
+  return res.json();
+}
+
+export async function fetchRuns() {
+  const body = await getJson("api/runs");
+  return (body.runs || []).map(decodeSummary);
+}
+
+export async function fetchDetail(id) {
+  const body = await getJson(`api/runs/${runPath(id)}`);
+  if (body.summary) decodeSummary(body.summary);
+  return body;
+}
+
+// Decimated columns of several series: {x: "step"|"time", series: {name: {x, y, count, decimated}}}
+export async function fetchSeries(id, names, { x = "step", from = null, to = null, points = 2000 } = {}) {
+  const q = new URLSearchParams({ names: names.join(","), x, points: String(Math.round(points)) });
+  if (from !== null && Number.isFinite(from)) q.set("from", String(from));
+  if (to !== null && Number.isFinite(to)) q.set("to", String(to));
+  const body = await getJson(`api/runs/${runPath(id)}/series?${q}`);
+  const out = {};
+  for (const [name, s] of Object.entries(body.series || {})) {
+    out[name] = {
+      x: column(s.x),
+      y: column(s.y),
+      count: s.count ?? (s.x ? s.x.length : 0),
+      decimated: !!s.decimated,
+    };
+  }
+  return { generation: body.generation ?? null, x: body.x || x, series: out };
+}
+
+export async function fetchLora(id, points = 200) {
+  const body = await getJson(`api/runs/${runPath(id)}/lora?points=${points}`);
+  const rows = (m) => (m || []).map((r) => column(r));
+  return {
+    layers: body.layers || [],
+    steps: column(body.steps || []),
+    A: rows(body.A),
+    B: rows(body.B),
+    update: rows(body.update),
+  };
+}
+
+export async function fetchGpus() {
+  return getJson("api/gpus");
+}

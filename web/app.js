@@ -1,0 +1,469 @@
+// The dashboard: state and wiring. Messages and user input only change state and mark things
+// dirty; drawing happens once per animation frame (Scheduler).
+
+import { fetchGpus, num } from "./api.js";
+import { Chart, Scheduler } from "./chart.js";
+import { fmtBytes, fmtLr, fmtNum, fmtRate } from "./format.js";
+import { GpuPanel } from "./gpupanel.js";
+import { LoraPanel } from "./lorapanel.js";
+import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
+import { runColor, Sidebar } from "./sidebar.js";
+import { Socket } from "./socket.js";
+import { Store } from "./store.js";
+
+// What each chart shows; `series` entries are the server's series names.
+const CHARTS = [
+  {
+    id: "loss", title: "LOSS", unit: "train \u2014  eval \u2010 \u2010 \u25cf", fmt: fmtNum,
+    series: [{ name: "loss" }, { name: "eval_loss", dash: [6, 4], dots: true, suffix: "eval" }],
+  },
+  { id: "lr", title: "LEARNING RATE", unit: "lr", fmt: fmtLr, series: [{ name: "learning_rate" }] },
+  { id: "grad", title: "GRAD NORM", unit: "L2 norm, before clipping", fmt: fmtNum, series: [{ name: "grad_norm" }] },
+  {
+    id: "thru", title: "THROUGHPUT", unit: "", fmt: (v) => fmtRate(v, ""),
+    // one y axis, one unit: a toggle picks which rate is shown
+    variants: [
+      { label: "steps/s", series: [{ name: "steps_per_s" }] },
+      { label: "tokens/s", series: [{ name: "tokens_per_s" }] },
+    ],
+  },
+  {
+    id: "mem", title: "MEMORY", unit: "bytes \u00b7 allocated \u2014  peak \u2010 \u2010", fmt: fmtBytes,
+    series: [{ name: "mem_allocated" }, { name: "mem_peak", dash: [2, 3], suffix: "peak" }],
+  },
+];
+const seriesOf = (c) => c.series || c.variants.flatMap((v) => v.series);
+const MARKER_SERIES_CHART = new Map(CHARTS.flatMap((c) => seriesOf(c).map((s) => [s.name, c.id])));
+
+class App {
+  constructor() {
+    this.scheduler = new Scheduler();
+    this.store = new Store({
+      wanted: new Set(CHARTS.flatMap((c) => seriesOf(c).map((s) => s.name))),
+      onData: (id) => this.dataChanged(id),
+    });
+    this.selected = new Set();
+    this.selectionTouched = false;
+    this.focused = null;
+    this.focusTouched = false;
+    this.receivedAt = new Map();
+    this.opts = { smoothing: 0, logY: false, xMode: "step" };
+    this.view = null;
+    this.snapshots = 0;
+    this.ui = { draw: () => this.renderUi() };
+    this.dirty = { charts: true, sidebar: true, stat: true, gpu: true, lora: true };
+
+    this.sidebar = new Sidebar(document.getElementById("sidebar"), {
+      onToggle: (id, on) => this.toggle(id, on),
+      onFocus: (id) => this.focus(id, true),
+      onFilter: () => this.selectionChanged(),
+    });
+    this.statBar = new StatBar(document.getElementById("statbar"));
+    this.banner = document.getElementById("banner");
+    this.toasts = new Toasts(document.getElementById("toasts"));
+    this.gpu = new GpuPanel(document.getElementById("gpu-panel"), {
+      runName: (id) => this.store.summaries.get(id)?.name || id,
+      runColor,
+    });
+    this.lora = new LoraPanel(document.getElementById("lora-panel"), { schedule: () => this.mark("lora") });
+    this.charts = new Map();
+    const host = document.getElementById("charts");
+    this.variant = new Map(); // chart id -> index of the shown variant
+    for (const c of CHARTS) {
+      const chart = new Chart(host, {
+          id: c.id, title: c.title, unit: c.unit, yFormat: c.fmt, scheduler: this.scheduler,
+          onZoom: (a, b) => this.zoom(a, b),
+          onReset: () => this.resetZoom(),
+          onHover: (x) => this.charts.forEach((ch) => ch.setCursor(x)),
+      });
+      this.charts.set(c.id, chart);
+      if (c.variants) {
+        this.variant.set(c.id, 0);
+        chart.addToggle(c.variants.map((v) => v.label), 0, (i) => {
+          this.variant.set(c.id, i);
+          this.mark("charts");
+        });
+      }
+    }
+    this.connEl = document.getElementById("conn");
+    this.socket = new Socket({
+      url: wsUrl(),
+      onMessage: (m) => this.onMessage(m),
+      onState: () => this.renderConn(),
+    });
+    this.connEl.addEventListener("click", () => this.socket.retryNow());
+    this.bindControls();
+    setInterval(() => {
+      this.mark("stat");
+      this.renderConn();
+    }, 1000);
+    new ResizeObserver(() => this.mark("lora")).observe(document.getElementById("lora-panel"));
+  }
+
+  start() {
+    this.socket.start();
+    this.loadGpus();
+  }
+
+  async loadGpus() {
+    try {
+      this.gpu.setAll(await fetchGpus());
+      this.mark("gpu");
+    } catch (err) {
+      console.warn(`mudpuppy: /api/gpus failed: ${err.message}`);
+    }
+  }
+
+  bindControls() {
+    const sm = document.getElementById("smoothing");
+    const smv = document.getElementById("smoothing-value");
+    sm.addEventListener("input", () => {
+      this.opts.smoothing = Number(sm.value);
+      smv.textContent = this.opts.smoothing.toFixed(2);
+      this.applyOpts();
+    });
+    document.getElementById("log-y").addEventListener("change", (ev) => {
+      this.opts.logY = ev.target.checked;
+      this.applyOpts();
+    });
+    document.getElementById("x-mode").addEventListener("change", (ev) => {
+      this.opts.xMode = ev.target.value;
+      this.resetZoom();
+      this.applyOpts();
+      this.ensureLoaded();
+    });
+    document.getElementById("reset-zoom").addEventListener("click", () => this.resetZoom());
+    document.getElementById("scanlines").addEventListener("change", (ev) => {
+      document.body.classList.toggle("scanlines", ev.target.checked);
+    });
+  }
+
+  applyOpts() {
+    for (const ch of this.charts.values()) ch.setOptions(this.opts);
+    this.mark("charts");
+  }
+
+  mark(what) {
+    this.dirty[what] = true;
+    this.scheduler.request(this.ui);
+  }
+
+  // -- messages ------------------------------------------------------------------------------
+
+  onMessage(m) {
+    switch (m.type) {
+      case "snapshot":
+        this.onSnapshot(m);
+        break;
+      case "runs":
+        this.onRuns(m.runs || []);
+        break;
+      case "run_removed":
+        this.store.remove(m.id);
+        this.selected.delete(m.id);
+        if (this.focused === m.id) this.focused = null;
+        this.selectionChanged();
+        break;
+      case "points":
+        this.store.applyPoints(m);
+        break;
+      case "lora":
+        this.lora.addColumn(m);
+        break;
+      case "gpus":
+        this.gpu.addSample(m);
+        this.mark("gpu");
+        break;
+      case "alert":
+        this.onAlert(m);
+        break;
+      default:
+        break; // "resync": a snapshot follows
+    }
+  }
+
+  onSnapshot(m) {
+    this.snapshots += 1;
+    const runs = (m.runs || []).map(decode);
+    this.store.setSummaries(runs, true);
+    const now = performance.now();
+    for (const s of runs) this.receivedAt.set(s.id, now);
+    if (m.gpus) {
+      this.gpu.setAll({ ...m.gpus, history: null });
+      this.mark("gpu");
+    }
+    for (const id of [...this.selected]) if (!this.store.summaries.has(id)) this.selected.delete(id);
+    this.autoSelect(runs);
+    if (this.snapshots > 1) {
+      // reconnect or resync: the picture must equal a fresh load, so refetch what is shown
+      for (const id of [...this.store.data.keys()]) {
+        if (this.store.summaries.has(id)) this.store.load(id, this.xKind());
+        else this.store.data.delete(id);
+      }
+      this.loadGpus();
+      this.lora.focus(this.focused, this.hasLora(this.focused));
+    }
+    this.selectionChanged();
+  }
+
+  onRuns(list) {
+    const now = performance.now();
+    const fresh = [];
+    for (const raw of list) {
+      const s = decode(raw);
+      const old = this.store.summaries.get(s.id);
+      if (!old) fresh.push(s);
+      const d = this.store.data.get(s.id);
+      if (old && d && old.generation !== s.generation && d.xKind) this.store.load(s.id, d.xKind);
+      this.store.summaries.set(s.id, s);
+      this.receivedAt.set(s.id, now);
+      this.sidebar.pushSpark(s.id, s.loss);
+    }
+    if (fresh.length) {
+      this.autoSelect(fresh);
+      this.selectionChanged();
+    }
+    this.mark("sidebar");
+    this.mark("stat");
+  }
+
+  onAlert(m) {
+    const name = this.store.summaries.get(m.run)?.name || m.run;
+    this.toasts.show(`${name}: ${m.message}`, m.kind);
+    if (m.kind === "nonfinite" || m.kind === "spike") {
+      this.store.addMarker(m.run, { kind: m.kind, step: num(m.step), t: num(m.t), series: null });
+    }
+  }
+
+  // New runs are overlaid until the user picks by hand; the newest running run gets the focus.
+  autoSelect(runs) {
+    if (!this.selectionTouched) for (const s of runs) this.selected.add(s.id);
+    if (!this.focusTouched || !this.store.summaries.has(this.focused)) {
+      const all = [...this.store.summaries.values()];
+      const pick = (xs) => xs.sort((a, b) => (num(b.last_event_t) || 0) - (num(a.last_event_t) || 0))[0];
+      const best = pick(all.filter((s) => s.status === "running")) || pick(all);
+      if (best && best.id !== this.focused) this.focus(best.id, false);
+    }
+  }
+
+  // -- selection, focus, zoom ----------------------------------------------------------------
+
+  toggle(id, on) {
+    this.selectionTouched = true;
+    const ids = id === null ? [...this.store.summaries.values()].filter((s) => this.sidebar.matches(s)).map((s) => s.id) : [id];
+    for (const i of ids) {
+      if (on) this.selected.add(i);
+      else this.selected.delete(i);
+    }
+    this.selectionChanged();
+  }
+
+  focus(id, byUser) {
+    if (byUser) this.focusTouched = true;
+    this.focused = id;
+    this.ensureLoaded();
+    this.lora.focus(id, this.hasLora(id));
+    this.mark("sidebar");
+    this.mark("stat");
+    this.mark("charts");
+  }
+
+  hasLora(id) {
+    if (!id) return false;
+    const d = this.store.data.get(id);
+    return !d || !d.detail ? null : (d.detail.lora_layers || []).length > 0;
+  }
+
+  overlaid() {
+    const out = [];
+    for (const id of this.selected) {
+      const s = this.store.summaries.get(id);
+      if (s && this.sidebar.matches(s)) out.push(id);
+    }
+    return out.sort();
+  }
+
+  selectionChanged() {
+    this.ensureLoaded();
+    const subs = new Set(this.overlaid());
+    if (this.focused) subs.add(this.focused);
+    this.socket.subscribe([...subs].sort());
+    this.mark("sidebar");
+    this.mark("charts");
+    this.mark("stat");
+  }
+
+  xKind() {
+    return this.opts.xMode === "step" ? "step" : "time";
+  }
+
+  ensureLoaded() {
+    const kind = this.xKind();
+    const ids = new Set(this.overlaid());
+    if (this.focused) ids.add(this.focused);
+    for (const id of ids) {
+      const d = this.store.data.get(id);
+      if (!d || (d.xKind !== kind && !(d.loading && d.loadingKind === kind))) {
+        this.store.load(id, kind);
+      }
+    }
+  }
+
+  dataChanged(id) {
+    const d = this.store.data.get(id);
+    // seed the sidebar sparkline from the loaded loss column the first time
+    if (d && !this.sidebar.spark.has(id) && d.base.has("loss")) {
+      const b = d.base.get("loss");
+      this.sidebar.seedSpark(id, b.y.subarray(Math.max(0, b.n - 60), b.n));
+    }
+    if (id === this.focused && this.lora.runId === id && this.lora.hasLora === null) {
+      this.lora.focus(id, this.hasLora(id));
+    }
+    this.mark("charts");
+    this.mark("sidebar");
+  }
+
+  zoom(a, b) {
+    this.view = { x0: a, x1: b };
+    for (const ch of this.charts.values()) ch.setView(this.view);
+    const widthPx = Math.max(...[...this.charts.values()].map((c) => c.canvas.width), 800);
+    for (const id of this.overlaid()) {
+      const off = this.xOffset(id);
+      this.store.loadZoom(id, a + off, b + off, 2 * widthPx);
+    }
+  }
+
+  resetZoom() {
+    this.view = null;
+    this.store.clearZoom();
+    for (const ch of this.charts.values()) ch.setView(null);
+    this.mark("charts");
+  }
+
+  xOffset(id) {
+    if (this.opts.xMode !== "rel") return 0;
+    const s = this.store.summaries.get(id);
+    const t0 = s ? num(s.started_t) : null;
+    if (t0 !== null && Number.isFinite(t0)) return t0;
+    const b = this.store.buf(id, "loss");
+    return b && b.n ? b.x[0] : 0;
+  }
+
+  // -- drawing (once per frame) --------------------------------------------------------------
+
+  renderUi() {
+    const d = this.dirty;
+    if (d.charts) this.updateCharts();
+    if (d.sidebar) this.sidebar.render(this.store.summaries, this.selected, this.focused);
+    if (d.stat) {
+      const s = this.store.summaries.get(this.focused) || null;
+      this.statBar.render(s, this.receivedAt.get(this.focused) || 0, s ? runColor(s.id) : "");
+      renderBanner(this.banner, s);
+    }
+    if (d.gpu) this.gpu.render();
+    if (d.lora) this.lora.draw();
+    this.dirty = { charts: false, sidebar: false, stat: false, gpu: false, lora: false };
+  }
+
+  updateCharts() {
+    const ids = this.overlaid();
+    const mode = this.opts.xMode;
+    for (const cfg of CHARTS) {
+      const list = [];
+      const markers = [];
+      for (const id of ids) {
+        // buffers still holding the other x kind (a refetch is in flight) are not drawn
+        if (this.store.data.get(id)?.xKind !== this.xKind()) continue;
+        const s = this.store.summaries.get(id);
+        const color = runColor(id);
+        const off = this.xOffset(id);
+        const focused = id === this.focused;
+        const specs = cfg.series || cfg.variants[this.variant.get(cfg.id)].series;
+        for (const spec of specs) {
+          const buf = this.store.buf(id, spec.name);
+          if (!buf) continue;
+          list.push({
+            key: `${id}\u0000${spec.name}`,
+            label: `${s?.name || id}${spec.suffix ? ` ${spec.suffix}` : ""}`,
+            color, buf, xOffset: off, dash: spec.dash, dots: spec.dots, focused,
+            width: focused ? 2.2 : 1.4,
+          });
+        }
+        const d = this.store.data.get(id);
+        for (const m of d ? d.markers : []) {
+          const line = m.kind === "checkpoint" || m.kind === "restart";
+          const chartId = MARKER_SERIES_CHART.get(m.series) || "loss";
+          if (!line && chartId !== cfg.id) continue;
+          if (m.kind === "end") continue;
+          const x = mode === "step" ? m.step : mode === "rel" ? m.t - off : m.t;
+          if (x === null || !Number.isFinite(x)) continue;
+          markers.push({ kind: m.kind, x, color });
+        }
+      }
+      const ch = this.charts.get(cfg.id);
+      ch.setSeries(list);
+      ch.setMarkers(markers);
+    }
+  }
+
+  renderConn() {
+    renderConnection(this.connEl, this.socket.state, this.socket.retryInS());
+  }
+
+  // What tests and the benchmark read.
+  stats() {
+    const charts = {};
+    for (const [id, ch] of this.charts) charts[id] = ch.state();
+    return {
+      conn: this.socket.state,
+      snapshots: this.snapshots,
+      runs: [...this.store.summaries.keys()].sort(),
+      shown: [...this.store.summaries.values()].filter((s) => this.sidebar.matches(s)).map((s) => s.id).sort(),
+      selected: [...this.selected].sort(),
+      overlaid: this.overlaid(),
+      focused: this.focused,
+      summary: this.store.summaries.get(this.focused) || null,
+      banner: this.banner.dataset.kind || "",
+      zoomFetches: this.store.zoomFetches,
+      droppedPoints: this.store.dropped,
+      loads: [...this.store.data.values()].reduce((a, d) => a + d.fetches, 0),
+      pending: [...this.store.data.values()].filter((d) => d.loading).length,
+      view: this.view,
+      opts: { ...this.opts },
+      charts,
+      lora: this.lora.stats(),
+      gpu: { devices: this.gpu.devices.length, simulated: this.gpu.info.simulated },
+    };
+  }
+}
+
+function decode(s) {
+  for (const k of Object.keys(s)) {
+    const v = s[k];
+    if (typeof v === "string" && (v === "NaN" || v === "Infinity" || v === "-Infinity")) s[k] = num(v);
+  }
+  return s;
+}
+
+function wsUrl() {
+  const u = new URL("ws", window.location.href);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  return u.href;
+}
+
+function main() {
+  const app = new App();
+  // a small read-only hook for the browser tests and the benchmark
+  window.__mudpuppy = {
+    app,
+    stats: () => app.stats(),
+    // the x column held for one series of a run (what the charts draw)
+    xs: (id, name) => {
+      const b = app.store.buf(id, name);
+      return b ? Array.from(b.x.subarray(0, b.n)) : null;
+    },
+  };
+  app.start();
+}
+
+main();

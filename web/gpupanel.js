@@ -1,0 +1,190 @@
+// GPU panel: per device arc gauges (util, VRAM, temperature, power) with short history lines,
+// the runs using the device, "SIMULATED" for the fake backend and the reason when there is none.
+
+import { drawGauge } from "./gauge.js";
+import { fmtBytes, fmtPct } from "./format.js";
+import { drawSparkline } from "./sparkline.js";
+
+const HISTORY_MAX = 600; // samples kept per device (10 min at 1 Hz)
+
+const METRICS = [
+  {
+    key: "util", label: "UTIL",
+    frac: (d) => pct(d.util_pct), text: (d) => fmtPct(d.util_pct),
+    warn: 0.7, crit: 0.9, color: "#39ff14",
+  },
+  {
+    key: "mem", label: "VRAM",
+    frac: (d) => (d.mem_total_bytes ? d.mem_used_bytes / d.mem_total_bytes : null),
+    text: (d) => (d.mem_total_bytes ? fmtPct((100 * d.mem_used_bytes) / d.mem_total_bytes) : "\u2014"),
+    sub: (d) => (d.mem_total_bytes ? `${gib(d.mem_used_bytes)}/${gib(d.mem_total_bytes)} GiB` : ""),
+    warn: 0.8, crit: 0.95, color: "#00ffff",
+  },
+  {
+    key: "temp", label: "TEMP",
+    frac: (d) => (d.temperature_c === null || d.temperature_c === undefined ? null : d.temperature_c / 100),
+    text: (d) => (d.temperature_c === null || d.temperature_c === undefined ? "\u2014" : `${Math.round(d.temperature_c)}\u00b0C`),
+    warn: 0.75, crit: 0.85, color: "#ffd700",
+  },
+  {
+    key: "power", label: "POWER",
+    frac: (d) => (d.power_w !== null && d.power_limit_w ? d.power_w / d.power_limit_w : null),
+    text: (d) => (d.power_w === null || d.power_w === undefined ? "\u2014" : `${Math.round(d.power_w)}W`),
+    sub: (d) => (d.power_limit_w ? `of ${Math.round(d.power_limit_w)} W` : ""),
+    warn: 0.8, crit: 0.95, color: "#ff00ff",
+  },
+];
+
+function gib(b) {
+  return b === null || b === undefined ? "?" : (b / 2 ** 30).toFixed(1);
+}
+
+function pct(v) {
+  return v === null || v === undefined ? null : v / 100;
+}
+
+export class GpuPanel {
+  constructor(root, { runName, runColor }) {
+    this.root = root;
+    this.body = root.querySelector("#gpu-body");
+    this.badge = root.querySelector("#gpu-badge");
+    this.runName = runName;
+    this.runColor = runColor;
+    this.info = { backend: null, simulated: false, reason: "" };
+    this.devices = [];
+    this.attribution = {};
+    this.history = new Map(); // index -> {util: [], mem: [], temp: [], power: []}
+    this.cards = new Map();
+  }
+
+  // /api/gpus answer (with history) or a snapshot's gpus (without).
+  setAll(g) {
+    this.info = { backend: g.backend, simulated: !!g.simulated, reason: g.reason || "" };
+    this.devices = g.devices || [];
+    this.attribution = g.attribution || {};
+    if (g.history) {
+      this.history.clear();
+      for (const [idx, h] of Object.entries(g.history)) {
+        const dev = this.devices.find((d) => String(d.index) === idx);
+        const total = dev ? dev.mem_total_bytes : null;
+        const mem = (h.mem_used_bytes || []).map((v) => (total && v !== null ? (100 * v) / total : null));
+        this.history.set(String(idx), {
+          util: (h.util_pct || []).slice(-HISTORY_MAX),
+          mem: mem.slice(-HISTORY_MAX),
+          temp: (h.temperature_c || []).slice(-HISTORY_MAX),
+          power: (h.power_w || []).slice(-HISTORY_MAX),
+        });
+      }
+    }
+  }
+
+  // A `gpus` message: one sample per device.
+  addSample(msg) {
+    this.devices = msg.devices || [];
+    if (msg.attribution) this.attribution = msg.attribution;
+    for (const d of this.devices) {
+      const k = String(d.index);
+      const h = this.history.get(k) || { util: [], mem: [], temp: [], power: [] };
+      h.util.push(d.util_pct);
+      h.mem.push(d.mem_total_bytes ? (100 * d.mem_used_bytes) / d.mem_total_bytes : null);
+      h.temp.push(d.temperature_c);
+      h.power.push(d.power_w);
+      for (const a of Object.values(h)) if (a.length > HISTORY_MAX) a.splice(0, a.length - HISTORY_MAX);
+      this.history.set(k, h);
+    }
+  }
+
+  render() {
+    const { simulated, backend, reason } = this.info;
+    this.badge.textContent = simulated ? "SIMULATED" : backend && backend !== "none" ? backend.toUpperCase() : "";
+    this.badge.className = simulated ? "badge sim" : "badge";
+    if (this.devices.length === 0) {
+      this.body.textContent = "";
+      this.cards.clear();
+      const p = document.createElement("p");
+      p.className = "nogpu";
+      p.textContent = `no GPU detected${reason ? `: ${reason}` : ""}`;
+      this.body.append(p);
+      return;
+    }
+    const seen = new Set();
+    for (const d of this.devices) {
+      const k = String(d.index);
+      seen.add(k);
+      const card = this.card(k);
+      card.title.textContent = `GPU ${d.index} \u00b7 ${d.name || "unknown"}`;
+      const h = this.history.get(k) || {};
+      for (const m of METRICS) {
+        const g = card.gauges[m.key];
+        drawGauge(g.canvas, { frac: m.frac(d), text: m.text(d), label: m.label, warn: m.warn, crit: m.crit });
+        g.sub.textContent = m.sub ? m.sub(d) : "";
+        drawSparkline(g.spark, (h[m.key] || []).map((v) => (v === null ? NaN : v)), m.color, {
+          width: 78, height: 18, min: 0, max: m.key === "power" || m.key === "temp" ? undefined : 100,
+        });
+      }
+      this.renderUsers(card.users, this.attribution[k]);
+    }
+    for (const [k, card] of this.cards) {
+      if (!seen.has(k)) {
+        card.el.remove();
+        this.cards.delete(k);
+      }
+    }
+    const stale = this.body.querySelector(".nogpu");
+    if (stale) stale.remove();
+  }
+
+  renderUsers(el, att) {
+    el.textContent = "";
+    const runs = (att && att.runs) || [];
+    const others = (att && att.others) || [];
+    if (runs.length === 0 && others.length === 0) {
+      el.textContent = "idle: no known process";
+      return;
+    }
+    for (const id of runs) {
+      const s = document.createElement("span");
+      s.className = "gpu-run";
+      s.textContent = this.runName(id);
+      s.style.color = this.runColor(id);
+      el.append(s);
+    }
+    for (const o of others) {
+      const s = document.createElement("span");
+      s.className = "gpu-other";
+      s.textContent = `pid ${o.pid}${o.used_bytes ? ` ${fmtBytes(o.used_bytes)}` : ""}`;
+      el.append(s);
+    }
+  }
+
+  card(k) {
+    let c = this.cards.get(k);
+    if (c) return c;
+    const el = document.createElement("div");
+    el.className = "gpu-card";
+    const title = document.createElement("div");
+    title.className = "gpu-title";
+    const row = document.createElement("div");
+    row.className = "gauges";
+    const gauges = {};
+    for (const m of METRICS) {
+      const cell = document.createElement("div");
+      cell.className = "gauge";
+      const canvas = document.createElement("canvas");
+      const sub = document.createElement("div");
+      sub.className = "gauge-sub";
+      const spark = document.createElement("canvas");
+      spark.className = "gauge-spark";
+      cell.append(canvas, sub, spark);
+      row.append(cell);
+      gauges[m.key] = { canvas, sub, spark };
+    }
+    const users = document.createElement("div");
+    users.className = "gpu-users";
+    el.append(title, row, users);
+    this.body.append(el);
+    c = { el, title, gauges, users };
+    this.cards.set(k, c);
+    return c;
+  }
+}

@@ -1,0 +1,132 @@
+// Stat bar, banners, alert toasts and the connection indicator: small DOM-only views.
+
+import {
+  fmtClock, fmtDuration, fmtInt, fmtLr, fmtNum, fmtRate, fmtStepOf,
+} from "./format.js";
+
+const STAT_FIELDS = [
+  ["step", "STEP"], ["epoch", "EPOCH"], ["loss", "LOSS"], ["best", "BEST"], ["eval", "EVAL"],
+  ["lr", "LR"], ["sps", "STEPS/S"], ["tps", "TOKENS/S"], ["eta", "ETA"], ["elapsed", "ELAPSED"],
+];
+
+export class StatBar {
+  constructor(root) {
+    this.root = root;
+    this.title = root.querySelector("#focus-name");
+    this.meta = root.querySelector("#focus-meta");
+    this.bar = root.querySelector("#progress-fill");
+    this.cells = {};
+    const grid = root.querySelector("#stats");
+    for (const [key, label] of STAT_FIELDS) {
+      const cell = document.createElement("div");
+      cell.className = "stat";
+      const l = document.createElement("span");
+      l.className = "label";
+      l.textContent = label;
+      const v = document.createElement("span");
+      v.className = "value";
+      v.dataset.stat = key;
+      cell.append(l, v);
+      grid.append(cell);
+      this.cells[key] = v;
+    }
+  }
+
+  // s: the focused run's summary (or null); receivedAt: performance.now() when it arrived,
+  // so elapsed and ETA keep moving between messages while the run is live.
+  render(s, receivedAt, color) {
+    if (!s) {
+      this.title.textContent = "no run selected";
+      this.meta.textContent = "";
+      this.bar.style.width = "0%";
+      for (const v of Object.values(this.cells)) v.textContent = "\u2014";
+      return;
+    }
+    const live = s.status === "running";
+    const ago = live ? (performance.now() - receivedAt) / 1000 : 0;
+    this.title.textContent = s.name || s.id;
+    this.title.style.color = color;
+    this.meta.textContent = `${s.status} \u00b7 ${s.source}${s.host ? ` \u00b7 ${s.host}` : ""}${s.pid ? ` \u00b7 pid ${s.pid}` : ""}`;
+    const frac = s.max_steps ? Math.min(1, (s.step || 0) / s.max_steps) : 0;
+    this.bar.style.width = `${(frac * 100).toFixed(1)}%`;
+    const c = this.cells;
+    c.step.textContent = fmtStepOf(s.step, s.max_steps);
+    c.epoch.textContent =
+      s.epoch === null || s.epoch === undefined
+        ? "\u2014"
+        : `${fmtNum(s.epoch, 3)}${s.num_train_epochs ? ` / ${fmtNum(s.num_train_epochs, 3)}` : ""}`;
+    c.loss.textContent = fmtNum(s.loss);
+    c.loss.classList.toggle("bad", typeof s.loss === "number" && !Number.isFinite(s.loss));
+    c.best.textContent = fmtNum(s.best_loss);
+    c.eval.textContent = fmtNum(s.eval_loss);
+    c.lr.textContent = fmtLr(s.learning_rate);
+    c.sps.textContent = fmtRate(s.steps_per_s, "");
+    c.tps.textContent = fmtRate(s.tokens_per_s, "");
+    c.eta.textContent = live && s.eta_s !== null ? fmtDuration(Math.max(0, s.eta_s - ago)) : s.status === "completed" ? "done" : fmtDuration(s.eta_s);
+    c.elapsed.textContent = fmtDuration(s.elapsed_s === null ? null : s.elapsed_s + ago);
+  }
+}
+
+// The banner for the focused run's final or troubled state.
+export function bannerFor(s) {
+  if (!s) return null;
+  const step = fmtInt(s.step);
+  switch (s.status) {
+    case "completed":
+      return {
+        kind: "completed",
+        text: `COMPLETED \u00b7 ${fmtClock(s.last_event_t, true)} \u00b7 ${step} steps \u00b7 best loss ${fmtNum(s.best_loss)}${s.elapsed_s ? ` \u00b7 took ${fmtDuration(s.elapsed_s)}` : ""}`,
+      };
+    case "crashed":
+      return {
+        kind: "crashed",
+        text: `CRASHED \u00b7 the training process${s.pid ? ` (pid ${s.pid})` : ""} is gone without an end event \u00b7 last step ${step} at ${fmtClock(s.last_event_t)}`,
+      };
+    case "failed":
+      return { kind: "crashed", text: `FAILED at step ${step}${s.error ? ` \u00b7 ${s.error}` : ""}` };
+    case "stalled":
+      return {
+        kind: "stalled",
+        text: `STALLED \u00b7 no event for ${fmtDuration(s.last_event_age_s)} \u00b7 step ${step}`,
+      };
+    case "interrupted":
+      return { kind: "stalled", text: `INTERRUPTED at step ${step}` };
+    default:
+      return null;
+  }
+}
+
+export function renderBanner(el, s) {
+  const b = bannerFor(s);
+  el.textContent = b ? b.text : "";
+  el.className = b ? `banner on ${b.kind}` : "banner";
+  el.dataset.kind = b ? b.kind : "";
+}
+
+export class Toasts {
+  constructor(root) {
+    this.root = root;
+  }
+
+  show(text, kind) {
+    const t = document.createElement("div");
+    t.className = `toast ${kind}`;
+    t.textContent = text;
+    this.root.prepend(t);
+    while (this.root.children.length > 5) this.root.lastChild.remove();
+    setTimeout(() => t.remove(), 8000);
+  }
+}
+
+export function renderConnection(el, state, retryInS) {
+  const label = {
+    connecting: "CONNECTING",
+    live: "LIVE",
+    reconnecting: `RECONNECTING IN ${retryInS}s`,
+    disconnected: `DISCONNECTED \u00b7 retry in ${retryInS}s`,
+    idle: "OFFLINE",
+  }[state];
+  el.querySelector(".conn-text").textContent = label || state;
+  el.dataset.state = state;
+  el.className = `conn ${state}`;
+}

@@ -1,0 +1,222 @@
+// Columnar series buffers and the pure numeric helpers the charts use: debiased EMA smoothing,
+// binary search, and per-pixel min/max decimation. No DOM here.
+
+// Memory bound per series: past this many points the oldest part is compacted (min/max pairs).
+export const MAX_POINTS = 250000;
+
+// A growable pair of Float64Array columns. `next` is the server-side index the next streamed
+// point will carry (the protocol's `count`); it can exceed `n` when what we hold is decimated.
+export class SeriesBuf {
+  constructor(cap = 256) {
+    this.x = new Float64Array(cap);
+    this.y = new Float64Array(cap);
+    this.n = 0;
+    this.next = 0;
+    this.sorted = true;
+    this.version = 0; // bumps on replace/compact: caches keyed on it start over
+  }
+
+  static from(x, y, count) {
+    const b = new SeriesBuf(Math.max(256, x.length + 64));
+    b.x.set(x);
+    b.y.set(y);
+    b.n = x.length;
+    b.next = count ?? x.length;
+    b.sorted = isSorted(x, x.length);
+    return b;
+  }
+
+  push(x, y) {
+    if (this.n === this.x.length) this.grow();
+    if (this.n > 0 && x < this.x[this.n - 1]) this.sorted = false;
+    this.x[this.n] = x;
+    this.y[this.n] = y;
+    this.n += 1;
+    if (this.n > MAX_POINTS) this.compact();
+  }
+
+  grow() {
+    const cap = Math.min(this.x.length * 2, MAX_POINTS + 2);
+    const nx = new Float64Array(Math.max(cap, this.n + 1));
+    const ny = new Float64Array(nx.length);
+    nx.set(this.x.subarray(0, this.n));
+    ny.set(this.y.subarray(0, this.n));
+    this.x = nx;
+    this.y = ny;
+  }
+
+  // Halve the older half by keeping the min and max of each run of 4 points (spikes survive).
+  compact() {
+    const half = this.n >> 1;
+    let w = 0;
+    for (let i = 0; i + 3 < half; i += 4) {
+      let lo = i;
+      let hi = i;
+      for (let k = i + 1; k < i + 4; k += 1) {
+        const v = this.y[k];
+        if (!(v >= this.y[lo])) lo = k; // NaN wins "min" so non-finite points are kept
+        if (v > this.y[hi]) hi = k;
+      }
+      const a = Math.min(lo, hi);
+      const b = Math.max(lo, hi);
+      this.x[w] = this.x[a];
+      this.y[w] = this.y[a];
+      w += 1;
+      if (b !== a) {
+        this.x[w] = this.x[b];
+        this.y[w] = this.y[b];
+        w += 1;
+      }
+    }
+    const start = half - (half % 4);
+    this.x.copyWithin(w, start, this.n);
+    this.y.copyWithin(w, start, this.n);
+    this.n = w + (this.n - start);
+    this.version += 1;
+  }
+}
+
+export function isSorted(x, n) {
+  for (let i = 1; i < n; i += 1) if (x[i] < x[i - 1]) return false;
+  return true;
+}
+
+// First index i in [0, n) with x[i] >= v (n when none). x must be sorted.
+export function lowerBound(x, n, v) {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (x[mid] < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// Index of the point nearest to v (by x), or -1 when empty.
+export function nearest(x, n, v, sorted = true) {
+  if (n === 0) return -1;
+  if (!sorted) {
+    let best = 0;
+    for (let i = 1; i < n; i += 1) if (Math.abs(x[i] - v) < Math.abs(x[best] - v)) best = i;
+    return best;
+  }
+  const i = lowerBound(x, n, v);
+  if (i === 0) return 0;
+  if (i === n) return n - 1;
+  return v - x[i - 1] <= x[i] - v ? i - 1 : i;
+}
+
+// TensorBoard's smoothing: an EMA debiased like Adam, so the first points are not pulled to 0.
+//   last = last * w + (1 - w) * y;  count += 1;  smoothed = last / (1 - w^count)
+// Non-finite values pass through unsmoothed and leave the state untouched (a NaN stays visible).
+// `state` lets a caller continue over appended points: {last, count, i}.
+export function emaInto(y, n, w, out, state) {
+  let { last, count } = state;
+  for (let i = state.i; i < n; i += 1) {
+    const v = y[i];
+    if (!Number.isFinite(v)) {
+      out[i] = v;
+      continue;
+    }
+    last = last * w + (1 - w) * v;
+    count += 1;
+    out[i] = w === 0 ? v : last / (1 - w ** count);
+  }
+  state.last = last;
+  state.count = count;
+  state.i = n;
+  return out;
+}
+
+export function ema(y, w) {
+  const out = new Float64Array(y.length);
+  return emaInto(y, y.length, w, out, { last: 0, count: 0, i: 0 });
+}
+
+// Per-pixel-column decimation of the points of (x, y) inside [x0, x1].
+// Emits up to 4 points per column (first, min, max, last), in device pixels for x and in data
+// units for y, into `cols` (a Float64Array of stride 2 reused between draws), and collects the
+// x of non-finite values (gaps with a marker). Returns the number of emitted points; breaks in
+// the line are emitted as (px, NaN).
+// On a log axis y is returned as log10(y), and values <= 0 break the line (the axis cannot show them).
+export function decimate(x, y, n, sorted, x0, x1, pxPerX, xOffset, out, logY, nonfinite) {
+  let i0 = 0;
+  let i1 = n;
+  if (sorted) {
+    // one point either side so the line runs to the edges
+    i0 = Math.max(0, lowerBound(x, n, x0 + xOffset) - 1);
+    i1 = Math.min(n, lowerBound(x, n, x1 + xOffset) + 1);
+  }
+  let w = 0;
+  let col = NaN;
+  let first = 0;
+  let last = 0;
+  let lo = 0;
+  let hi = 0;
+  let inCol = false;
+  // `out.cols` is reused between draws and grows on demand (stride 2: px, y)
+  let cols = out.cols;
+  const grow = () => {
+    const bigger = new Float64Array(cols.length * 2);
+    bigger.set(cols);
+    cols = bigger;
+    out.cols = bigger;
+  };
+  const flush = () => {
+    if (!inCol) return;
+    if (w + 8 > cols.length) grow();
+    cols[w++] = col;
+    cols[w++] = first;
+    if (lo !== first && lo !== last) {
+      cols[w++] = col;
+      cols[w++] = lo;
+    }
+    if (hi !== first && hi !== last && hi !== lo) {
+      cols[w++] = col;
+      cols[w++] = hi;
+    }
+    if (last !== first) {
+      cols[w++] = col;
+      cols[w++] = last;
+    }
+    inCol = false;
+  };
+  const gap = (px) => {
+    flush();
+    if (w + 2 > cols.length) grow();
+    cols[w++] = px;
+    cols[w++] = NaN;
+    col = NaN;
+  };
+  for (let i = i0; i < i1; i += 1) {
+    const xv = x[i] - xOffset;
+    if (!sorted && (xv < x0 || xv > x1)) continue;
+    let v = y[i];
+    const px = Math.round((xv - x0) * pxPerX);
+    if (!Number.isFinite(v)) {
+      gap(px);
+      if (nonfinite && xv >= x0 && xv <= x1) nonfinite.push(xv);
+      continue;
+    }
+    if (logY) {
+      if (v <= 0) {
+        gap(px);
+        continue;
+      }
+      v = Math.log10(v);
+    }
+    if (px !== col) {
+      flush();
+      col = px;
+      first = last = lo = hi = v;
+      inCol = true;
+    } else {
+      last = v;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  flush();
+  return w >> 1;
+}
