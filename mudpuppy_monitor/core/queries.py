@@ -25,7 +25,7 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
     local_pid = pid if pid is not None and (run_host is None or run_host == host) else None
     last_t = run.last_event_t
     silence = None if last_t is None else max(0.0, now - last_t)
-    gap = st.typical_gap(run.event_times())
+    gap = run.typical_gap()
     ended = run.end["status"] if run.end else ("completed" if run.finished else None)
     status = st.run_status(
         ended=ended, silence_s=silence, gap_s=gap, local_pid=local_pid, pid_alive=pid_alive
@@ -71,7 +71,7 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
         epoch=run.last_epoch,
         num_train_epochs=run.num_train_epochs,
         loss=run.train.last(LOSS),
-        best_loss=best(run),
+        best_loss=run.best_loss,
         eval_loss=run.eval.last("eval_loss"),
         learning_rate=lr,
         grad_norm=run.train.last("grad_norm"),
@@ -90,15 +90,6 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
         nonfinite=run.nonfinite,
         generation=run.generation,
     )
-
-
-def best(run: RunState) -> float | None:
-    s = run.train.series(LOSS)
-    if s is None or not len(s[2]):
-        return None
-    y = s[2]
-    finite = y[np.isfinite(y)]
-    return float(finite.min()) if len(finite) else None
 
 
 def series(

@@ -55,6 +55,9 @@ class RunState:
         self.elapsed_hint: float | None = None
         self.rate_hint: float | None = None
         self.extra_times: list[float] = []  # times of events not kept in a table (start, end ...)
+        self.best_loss: float | None = None  # kept as points arrive, not recomputed per query
+        self._gap_key: tuple[int, ...] | None = None
+        self._gap: float | None = None
 
     # -- applying decoded data ------------------------------------------------------------
 
@@ -67,8 +70,12 @@ class RunState:
         self._add_rates(table, steps, ts, cols)
         olds = {name: table.count(name) for name in cols}
         table.append(steps, ts, cols)
+        found = []
         for name in cols:
-            self._scan_new(table, name, olds[name], count=name not in (STEPS_PER_S, TOKENS_PER_S))
+            found += self._scan_new(
+                table, name, olds[name], name not in (STEPS_PER_S, TOKENS_PER_S)
+            )
+        self._add_markers(found)
         self._note(int(steps[-1]), float(ts[-1]))
         ep = cols.get(EPOCH)
         if ep is not None and int(ep[0][-1]) == len(steps) - 1:
@@ -82,8 +89,10 @@ class RunState:
         steps, ts, cols = rows.to_arrays()
         olds = {name: self.eval.count(name) for name in cols}
         self.eval.append(steps, ts, cols)
+        found = []
         for name in cols:
-            self._scan_new(self.eval, name, olds[name], count=False)
+            found += self._scan_new(self.eval, name, olds[name], count=False)
+        self._add_markers(found)
         self._note(int(steps[-1]), float(ts[-1]))
 
     def apply_progress(self, steps: list[int], ts: list[float]) -> None:
@@ -132,6 +141,11 @@ class RunState:
             self.extra_times.append(t)
             self._note(step, t)
 
+    def _add_markers(self, found: list[dict[str, Any]]) -> None:
+        # several columns of one read: in the order the rows were written
+        for m in sorted(found, key=lambda m: (m["t"] if m["t"] == m["t"] else 0.0, m["step"])):
+            self.add_marker(m)
+
     def add_marker(self, m: dict[str, Any]) -> None:
         if len(self.markers) < mk.MAX_MARKERS:
             self.markers.append(m)
@@ -160,8 +174,8 @@ class RunState:
             t_all = np.concatenate([table.t[n - 1 : n], ts])
         else:
             s_all, t_all = steps, ts
-        ds = np.diff(s_all).astype(np.float64)
-        dt = np.diff(t_all)
+        ds = (s_all[1:] - s_all[:-1]).astype(np.float64)
+        dt = t_all[1:] - t_all[:-1]
         with np.errstate(invalid="ignore", divide="ignore"):
             ok = (dt > 0) & (ds >= 0)
             rows = np.flatnonzero(ok) + (0 if n else 1)
@@ -182,45 +196,41 @@ class RunState:
             r_out = rows
         else:
             v_all, t_all, r_out = vals, t_new, rows[1:]
-        dv = np.diff(v_all)
-        dt = np.diff(t_all)
+        dv = v_all[1:] - v_all[:-1]
+        dt = t_all[1:] - t_all[:-1]
         with np.errstate(invalid="ignore", divide="ignore"):
             ok = (dt > 0) & (dv >= 0)
             if ok.any():
                 cols[TOKENS_PER_S] = (r_out[ok].astype(np.int32), (dv / dt)[ok])
 
-    def _scan_new(self, table: Table, name: str, old: int, count: bool) -> None:
+    def _scan_new(self, table: Table, name: str, old: int, count: bool) -> list[dict[str, Any]]:
+        """Markers for the values appended to a column since index `old` (in index order)."""
         col = table.columns[name]
         values = col.values[: col.n]
+        found: list[tuple[int, str]] = []
         starts = mk.nonfinite_starts(values, old)
-        if count and len(starts):
-            self.nonfinite += int((~np.isfinite(values[old:])).sum())
-        if len(starts) or name == LOSS:
-            idx = col.row_index()
-            step_col = table.step[idx]
-            t_col = table.t[idx]
-            for i in starts[: mk.MAX_MARKERS].tolist():
-                v = float(values[i])
-                self.add_marker(
-                    mk.marker(
-                        "nonfinite",
-                        int(step_col[i]),
-                        float(t_col[i]),
-                        name,
-                        f"{name} is {_word(v)} at step {int(step_col[i])}",
-                    )
-                )
-            if name == LOSS:
-                for i in mk.spike_indices(values, old)[:100].tolist():
-                    self.add_marker(
-                        mk.marker(
-                            "spike",
-                            int(step_col[i]),
-                            float(t_col[i]),
-                            name,
-                            f"loss spiked to {float(values[i]):.4g} at step {int(step_col[i])}",
-                        )
-                    )
+        if len(starts):
+            if count:
+                self.nonfinite += int((~np.isfinite(values[old:])).sum())
+            found += [(i, "nonfinite") for i in starts[: mk.MAX_MARKERS].tolist()]
+        if name == LOSS:
+            new = values[old:]
+            finite = new[np.isfinite(new)]
+            if len(finite):
+                low = float(finite.min())
+                if self.best_loss is None or low < self.best_loss:
+                    self.best_loss = low
+            found += [(i, "spike") for i in mk.spike_indices(values, old)[:100].tolist()]
+        out = []
+        for i, kind in sorted(found):
+            row = int(col.rows[i]) if col.rows is not None else col.row0 + i
+            step, t, v = int(table.step[row]), float(table.t[row]), float(values[i])
+            if kind == "nonfinite":
+                text = f"{name} is {_word(v)} at step {step}"
+            else:
+                text = f"{name} spiked to {v:.4g} at step {step}"
+            out.append(mk.marker(kind, step, t, name, text))
+        return out
 
     # -- reading --------------------------------------------------------------------------
 
@@ -235,6 +245,16 @@ class RunState:
         return list(self.train.columns) + [
             n for n in self.eval.columns if n not in self.train.columns
         ]
+
+    def typical_gap(self) -> float | None:
+        """Median gap between recent events, cached until more events arrive."""
+        key = (self.train.n, self.eval.n, self.progress.n, len(self.extra_times), self.starts)
+        if key != self._gap_key:
+            self._gap_key = key
+            times = self.event_times().tolist()
+            gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
+            self._gap = gaps[len(gaps) // 2] if len(gaps) >= 2 else None
+        return self._gap
 
     def event_times(self, k: int = 65) -> np.ndarray:
         parts = [tb.t[max(0, tb.n - k) : tb.n] for tb in (self.train, self.eval, self.progress)]

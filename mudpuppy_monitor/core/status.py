@@ -16,8 +16,6 @@ import os
 import socket
 from collections.abc import Callable
 
-import numpy as np
-
 MIN_STALL_S = 60.0
 STALL_GAPS = 10.0
 MIN_UNKNOWN_S = 900.0
@@ -49,17 +47,6 @@ def default_pid_alive(pid: int) -> bool:
 
 def this_host() -> str:
     return socket.gethostname()
-
-
-def typical_gap(times: np.ndarray) -> float | None:
-    """Median gap between consecutive event times (positive gaps only)."""
-    if len(times) < 3:
-        return None
-    gaps = np.diff(np.sort(times))
-    gaps = gaps[gaps > 0]
-    if len(gaps) == 0:
-        return None
-    return float(np.median(gaps))
 
 
 def stall_window(gap: float | None) -> float:
