@@ -232,3 +232,28 @@ def test_process_attribution_check_times_out_on_a_silent_child(monkeypatch, caps
     monkeypatch.setattr(check, "_CHILD", "import time; time.sleep(30)")
     assert check.check_process_attribution(ChildBackend(), timeout_s=0.3) == []
     assert "skipped: torch with CUDA not usable here (no answer)" in capsys.readouterr().out
+
+
+def test_process_attribution_check_warns_when_pids_differ(monkeypatch, capsys) -> None:
+    class OtherPids(ChildBackend):
+        def sample(self) -> list[GpuSample]:
+            return [GpuSample(0, "g", "GPU-abc", 0.0, processes=(GpuProcess(1, 1),))]
+
+    monkeypatch.setattr(check, "_CHILD", "import sys; print('ready', flush=True); sys.stdin.read()")
+    assert check.check_process_attribution(OtherPids(), retries=1) == []
+    out = capsys.readouterr().out
+    assert "WARNING: child pid" in out
+    assert "listed pids: [1]" in out
+
+
+def test_power_limit_difference_is_shown_not_failed(capsys) -> None:
+    run, _ = fake_run(f"{HEADER}\n{ROW.replace('700.00 W', '650.00 W')}")
+    rc = check.main(
+        ["--no-process-check", "--sampler-seconds", "0.3"],
+        nvidia_module=make_fake_pynvml(),
+        amd_module=no_amd(),
+        run=run,
+        which=lambda n: n,
+    )
+    assert rc == 0
+    assert "diff +50.00 (software vs enforced limit?)" in capsys.readouterr().out
