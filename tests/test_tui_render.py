@@ -322,7 +322,7 @@ def test_full_width_cells_are_exact():
         "updated": "5s",
     }
     assert rows["bravo"]["source"] == "hf"
-    assert rows["bravo"]["ETA"] == "--:--"
+    assert rows["bravo"]["ETA"] == "done"
     assert rows["charlie"]["step"] == "7"
     assert rows["charlie"]["progress"] == "··········"
     assert rows["charlie"]["trend"] == "▄"
@@ -347,10 +347,23 @@ def test_long_names_are_cut_with_an_ellipsis():
 def test_header_counts_runs_by_status_and_labels_a_simulated_gpu():
     first = render_plain(render_snapshot(_snapshot(), 120), 120).splitlines()[0]
     assert first == (
-        "mudpuppy-monitor runs  3 runs: 1 running, 1 stalled, 1 completed  GPU: fake (simulated)"
+        "mudpuppy-monitor  3 runs: 1 running, 1 stalled, 1 completed  GPU: fake (simulated)  runs"
     )
     off = render_plain(render_snapshot(_snapshot(gpu_backend=None, gpus=()), 120), 120)
-    assert off.splitlines()[0].endswith("GPU: off")
+    assert off.splitlines()[0].endswith("GPU: off  runs")
+    snap = _snapshot(gpu_backend="none", gpu_simulated=False, gpu_reason="no driver", gpus=())
+    none = render_plain(render_snapshot(snap, 120), 120).splitlines()[0]
+    assert none.endswith("GPU: none  runs  (no GPU: no driver)")
+
+
+def test_a_long_root_is_cut_not_the_counts():
+    snap = _snapshot(root="/very/long/" + "x" * 100, gpus=())
+    first = render_plain(render_snapshot(snap, 80), 80).splitlines()[0]
+    assert len(first) == 80
+    assert first.startswith(
+        "mudpuppy-monitor  3 runs: 1 running, 1 stalled, 1 completed  GPU: fake"
+    )
+    assert first.endswith("…")
 
 
 def test_header_shows_the_filter_count():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeGuard
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 # A non-finite point must stand out from every block height: a NaN loss is a result to see.
@@ -17,8 +18,8 @@ NO_ETA = "--:--"
 _BAR_EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
-def _finite(x: float | None) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+def _finite(x: object) -> TypeGuard[float]:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def sparkline(values: Sequence[float | None], width: int) -> str:
@@ -43,15 +44,15 @@ def sparkline(values: Sequence[float | None], width: int) -> str:
         elif span <= 0.0 or not math.isfinite(span):
             out.append(BLOCKS[top // 2])
         else:
-            out.append(BLOCKS[round((float(v) - lo) / span * top)])  # type: ignore[arg-type]
+            out.append(BLOCKS[round((float(v) - lo) / span * top)])
     return "".join(out)
 
 
 def format_eta(seconds: float | None) -> str:
     """`M:SS` under an hour, `H:MM:SS` under a day, `Nd HH:MM:SS` beyond; `--:--` when unknown."""
-    if not _finite(seconds) or seconds < 0:  # type: ignore[operator]
+    if not _finite(seconds) or seconds < 0:
         return NO_ETA
-    total = int(round(seconds))  # type: ignore[arg-type]
+    total = int(round(seconds))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -66,7 +67,7 @@ def format_age(seconds: float | None) -> str:
     """Time since the last event, two units at most: `42s`, `3m05s`, `2h07m`, `4d03h`."""
     if not _finite(seconds):
         return MISSING
-    total = max(0, int(seconds))  # type: ignore[arg-type]
+    total = max(0, int(seconds))
     if total < 60:
         return f"{total}s"
     if total < 3600:
@@ -92,7 +93,7 @@ def format_bytes(n: float | None) -> str:
     """Bytes in binary units with one decimal: `61.2GiB`, `512.0MiB`."""
     if not _finite(n):
         return MISSING
-    value = float(n)  # type: ignore[arg-type]
+    value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(value) < 1024.0:
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
@@ -112,9 +113,9 @@ def progress_bar(done: float | None, total: float | None, width: int) -> str:
     """A bar of `width` cells with eighth-cell resolution; blank cells when the total is unknown."""
     if width <= 0:
         return ""
-    if not _finite(done) or not _finite(total) or total <= 0:  # type: ignore[operator]
+    if not _finite(done) or not _finite(total) or total <= 0:
         return "·" * width
-    frac = min(1.0, max(0.0, float(done) / float(total)))  # type: ignore[arg-type]
+    frac = min(1.0, max(0.0, float(done) / float(total)))
     eighths = int(frac * width * 8)
     full, part = divmod(eighths, 8)
     bar = "█" * full

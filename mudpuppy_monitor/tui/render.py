@@ -17,6 +17,7 @@ from rich.text import Text
 
 from mudpuppy_monitor.tui.formatting import (
     MISSING,
+    NO_ETA,
     NONFINITE_CHAR,
     format_age,
     format_bytes,
@@ -152,9 +153,18 @@ def _cells(spark_width: int = SPARK_WIDTH) -> list[Column]:
         Column("lr", "lr", 7, lambda r, s: number_text(_get(r, "learning_rate"), 3)),
         Column("grad", "grad norm", 10, lambda r, s: number_text(_get(r, "grad_norm"), 3)),
         Column("speed", "steps/s", 4, lambda r, s: number_text(_get(r, "steps_per_s"), 3)),
-        Column("eta", "ETA", 2, lambda r, s: Text(format_eta(_get(r, "eta_s")))),
+        Column("eta", "ETA", 2, lambda r, s: Text(_eta_cell(r))),
         Column("age", "updated", 3, lambda r, s: Text(format_age(age_of(r, s.now)))),
     ]
+
+
+def _eta_cell(run: Any) -> str:
+    status = _get(run, "status")
+    if status == "completed":
+        return "done"
+    if status in ("failed", "interrupted", "crashed"):
+        return NO_ETA  # it will not finish on its own: no time left to count down
+    return format_eta(_get(run, "eta_s"))
 
 
 _SOURCES = {"native": "native", "hf-trainer-state": "hf", "llamafactory": "llamafactory"}
@@ -235,13 +245,13 @@ def runs_table(snap: Snapshot, width: int, max_rows: int | None = None) -> tuple
 
 
 def header_text(snap: Snapshot) -> Text:
+    """Counts, GPU backend, then the root: a long path is what gets cut on a narrow terminal."""
     counts: dict[str, int] = {}
     for run in snap.runs:
         status = _get(run, "status") or "unknown"
         counts[status] = counts.get(status, 0) + 1
     text = Text()
-    text.append("mudpuppy-monitor ", style="bold")
-    text.append(snap.root)
+    text.append("mudpuppy-monitor", style="bold")
     total = snap.total_runs if snap.total_runs is not None else len(snap.runs)
     noun = "run" if total == 1 else "runs"
     if snap.filter is not None:
@@ -261,8 +271,9 @@ def header_text(snap: Snapshot) -> Text:
         text.append(snap.gpu_backend)
         if snap.gpu_simulated:
             text.append(" (simulated)", style="yellow")
-        elif snap.gpu_backend == "none" and snap.gpu_reason:
-            text.append(f" ({snap.gpu_reason})", style="dim")
+    text.append(f"  {snap.root}")
+    if snap.gpu_backend == "none" and snap.gpu_reason:
+        text.append(f"  (no GPU: {snap.gpu_reason})", style="dim")
     return text
 
 
