@@ -24,7 +24,7 @@ CHUNK_BYTES = 1 << 20
 @dataclass
 class ReadResult:
     blocks: list[bytes]  # each holds whole lines, newline-terminated
-    reset: bool = False  # the file was truncated or replaced: everything before is stale
+    reset: bool = False  # truncated or replaced: what came before is stale; blocks start at 0
     skipped: int = 0  # lines dropped for being longer than max_line
     error: str | None = None  # why the file could not be read (permission, symlink out of root)
 
