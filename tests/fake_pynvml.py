@@ -18,6 +18,8 @@ Reproduced behaviour of the real binding and driver:
 
 from __future__ import annotations
 
+import ctypes.util
+import os
 import string
 import types
 from collections import Counter
@@ -73,6 +75,11 @@ class FakeNvDevice:
     lost: bool = False  # every call raises GpuIsLost (a transient error, retried)
     compute: list[tuple[int, int | None]] = field(default_factory=list)
     graphics: list[tuple[int, int | None]] = field(default_factory=list)
+
+
+def no_nvidia_driver_here() -> bool:
+    """True where the real NVML cannot load (CI, this project's build machines)."""
+    return not os.path.exists("/dev/nvidia0") and ctypes.util.find_library("nvidia-ml") is None
 
 
 class _Struct:

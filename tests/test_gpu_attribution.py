@@ -234,3 +234,22 @@ def test_default_ppid_reader_and_hostname_attribute_a_real_child() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_read_ppid_garbage_stat_files(tmp_path) -> None:
+    cases = {
+        1: b"",
+        2: b"2 (no closing paren S 1 2 3",
+        3: b"3 (x)",
+        4: b"4 (x) S",
+        5: b"5 (x) S notanumber 5",
+        6: b"6 (x) S 77 6 6 0 -1",
+        7: "7 (\u00e9\u00e8) S 88 7".encode(),
+        8: b"\xff\xfe (x) S 99 8",
+    }
+    for pid, data in cases.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_bytes(data)
+    got = {pid: read_ppid(pid, proc=tmp_path) for pid in cases}
+    assert got == {1: None, 2: None, 3: None, 4: None, 5: None, 6: 77, 7: 88, 8: 99}
+    assert read_ppid(9, proc=tmp_path) is None  # deleted / never there

@@ -10,8 +10,7 @@ import pytest
 from mudpuppy_monitor.gpu import check
 from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
 from tests.fake_amdsmi import FakeAmdDevice, make_fake_amdsmi
-from tests.fake_pynvml import FakeNvDevice, make_fake_pynvml
-from tests.test_gpu_open import no_driver_here
+from tests.fake_pynvml import FakeNvDevice, make_fake_pynvml, no_nvidia_driver_here
 
 HEADER = (
     "index, name, uuid, utilization.gpu [%], memory.used [MiB], memory.total [MiB], "
@@ -43,7 +42,7 @@ def no_amd():
     return make_fake_amdsmi(init_error=4)
 
 
-@pytest.mark.skipif(not no_driver_here(), reason="this host has an NVIDIA driver")
+@pytest.mark.skipif(not no_nvidia_driver_here(), reason="this host has an NVIDIA driver")
 def test_no_gpu_exits_0_with_a_clear_message(capsys) -> None:
     assert check.main([]) == 0
     out = capsys.readouterr().out

@@ -9,18 +9,17 @@ import pytest
 from mudpuppy_monitor.cli import main
 from mudpuppy_monitor.gpu.cli import format_table, to_json
 from mudpuppy_monitor.gpu.nvidia import NvidiaBackend
-from tests.fake_pynvml import FakeNvDevice, make_fake_pynvml
-from tests.test_gpu_open import no_driver_here
+from tests.fake_pynvml import FakeNvDevice, make_fake_pynvml, no_nvidia_driver_here
 
 
-@pytest.mark.skipif(not no_driver_here(), reason="this host has an NVIDIA driver")
+@pytest.mark.skipif(not no_nvidia_driver_here(), reason="this host has an NVIDIA driver")
 def test_gpus_without_a_gpu_says_why_and_exits_0(capsys) -> None:
     assert main(["gpus"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("no GPU: nvidia: NVML library not found (no NVIDIA driver); amd: ")
 
 
-@pytest.mark.skipif(not no_driver_here(), reason="this host has an NVIDIA driver")
+@pytest.mark.skipif(not no_nvidia_driver_here(), reason="this host has an NVIDIA driver")
 def test_gpus_json_without_a_gpu(capsys) -> None:
     assert main(["gpus", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -29,7 +28,7 @@ def test_gpus_json_without_a_gpu(capsys) -> None:
     assert doc["reason"].startswith("nvidia: NVML library not found")
 
 
-@pytest.mark.skipif(not no_driver_here(), reason="this host has an NVIDIA driver")
+@pytest.mark.skipif(not no_nvidia_driver_here(), reason="this host has an NVIDIA driver")
 def test_gpus_explicit_vendor_unavailable_is_a_usage_error(capsys) -> None:
     assert main(["gpus", "--backend", "nvidia"]) == 2
     err = capsys.readouterr().err

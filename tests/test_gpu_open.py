@@ -1,25 +1,19 @@
 from __future__ import annotations
 
-import ctypes.util
 import logging
-import os
 
 import pytest
 
 from mudpuppy_monitor.gpu import GpuBackend, open_backend
 from tests.fake_amdsmi import FakeAmdDevice, install_key_error_import, make_fake_amdsmi
-from tests.fake_pynvml import FakeNvDevice, make_fake_pynvml
+from tests.fake_pynvml import FakeNvDevice, make_fake_pynvml, no_nvidia_driver_here
 
 
 def gpu_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "mudpuppy_monitor.gpu"]
 
 
-def no_driver_here() -> bool:
-    return not os.path.exists("/dev/nvidia0") and ctypes.util.find_library("nvidia-ml") is None
-
-
-@pytest.mark.skipif(not no_driver_here(), reason="this host has an NVIDIA driver")
+@pytest.mark.skipif(not no_nvidia_driver_here(), reason="this host has an NVIDIA driver")
 def test_auto_on_this_machine_is_none_with_the_reason_in_one_log_line(caplog) -> None:
     caplog.set_level(logging.INFO, logger="mudpuppy_monitor.gpu")
     backend = open_backend("auto")

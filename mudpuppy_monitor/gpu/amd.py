@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -73,11 +74,13 @@ def value(raw: Any) -> float | None:
     if isinstance(raw, bool) or raw is None:
         return None
     if isinstance(raw, (int, float)):
-        return float(raw)
-    try:
-        return float(str(raw).strip())
-    except ValueError:
-        return None  # "N/A"
+        number = float(raw)
+    else:
+        try:
+            number = float(str(raw).strip())
+        except ValueError:
+            return None  # "N/A"
+    return number if math.isfinite(number) else None  # "nan"/"inf" parse, but mean nothing
 
 
 def byte_count(raw: Any, default_unit: str = "B") -> int | None:

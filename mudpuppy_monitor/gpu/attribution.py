@@ -30,10 +30,10 @@ _NOT_A_PARENT = frozenset({0, 1})
 ReadPpid = Callable[[int], "int | None"]
 
 
-def read_ppid(pid: int) -> int | None:
+def read_ppid(pid: int, proc: Path = Path("/proc")) -> int | None:
     """The parent pid of `pid` from /proc/<pid>/stat; None if gone or unreadable."""
     try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
+        data = (proc / str(pid) / "stat").read_bytes()
     except OSError:
         return None
     # field 2 (comm) is in parentheses and may itself hold spaces and ')': cut at the last ')'
