@@ -101,8 +101,9 @@ def test_meta_carries_the_trainer_config(tiny_run: dict[str, Any]) -> None:
         "lora_alpha": 8,
         "target_modules": ["q_proj", "v_proj"],
         "lora_dropout": 0.0,
-        "trainable_params": 2 * 2 * (4 * 32 + 32 * 4),  # layers x modules x (A + B)
-        "total_params": 29856,
+        # layers x modules x (A + B), plus the trainable copy of lm_head (modules_to_save)
+        "trainable_params": 2 * 2 * (4 * 32 + 32 * 4) + 128 * 32,
+        "total_params": 29856 + 128 * 32,
         "train_dataset_size": 256,
         "world_size": 1,
         "output_dir": str(tiny_run["out"]),
