@@ -117,7 +117,7 @@ def test_explicit_vendor_missing_is_none_not_an_exception() -> None:
 
 def test_none_and_fake() -> None:
     none = open_backend("none")
-    assert (none.kind, none.sample()) == ("none", [])
+    assert (none.kind, none.sample(), none.reason) == ("none", [], "GPU sampling turned off")
     fake = open_backend("fake", fake_devices=3, clock=lambda: 100.0)
     assert fake.kind == "fake"
     assert fake.simulated is True

@@ -120,7 +120,7 @@ def open_backend(
             f"unknown GPU backend {kind!r}; expected one of {', '.join(BACKEND_KINDS)}"
         )
     if kind == "none":
-        backend: GpuBackend = NoneBackend("GPU sampling turned off (--gpu none)")
+        backend: GpuBackend = NoneBackend("GPU sampling turned off")
         logger.info("gpu: none (turned off)")
         return backend
     if kind == "fake":
