@@ -58,7 +58,7 @@ def test_once_piped_prints_plain_text_and_exits_0(root):
     assert "\x1b" not in out
     lines = out.splitlines()
     # the LLaMA-Factory log was just copied, so its fresh mtime reads as a running job
-    assert lines[0].startswith("mudpuppy-monitor  3 runs: 2 running, 1 completed  GPU: off  /")
+    assert lines[0].startswith("3 runs: 2 running, 1 completed  GPU: off  /")
     assert max(len(line) for line in lines) <= 80
     _, rows = table_cells(out)
     assert set(rows) == {"live", "hf-run", "lf-run"}

@@ -360,10 +360,13 @@ def test_a_long_root_is_cut_not_the_counts():
     snap = _snapshot(root="/very/long/" + "x" * 100, gpus=())
     first = render_plain(render_snapshot(snap, 80), 80).splitlines()[0]
     assert len(first) == 80
-    assert first.startswith(
-        "mudpuppy-monitor  3 runs: 1 running, 1 stalled, 1 completed  GPU: fake"
-    )
+    assert first.startswith("3 runs: 1 running, 1 stalled, 1 completed  GPU: fake (simulated)  /")
     assert first.endswith("…")
+
+
+def test_the_program_name_goes_first_only_when_the_header_fits():
+    first = render_plain(render_snapshot(_snapshot(root="runs/"), 80), 80).splitlines()[0]
+    assert first == "3 runs: 1 running, 1 stalled, 1 completed  GPU: fake (simulated)  runs/"
 
 
 def test_header_shows_the_filter_count():

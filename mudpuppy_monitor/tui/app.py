@@ -44,12 +44,12 @@ class LossTails:
 
     def update(self, monitor: Any, run_ids: Iterable[str]) -> None:
         for run_id in run_ids:
-            generation, grown = monitor.points_since(run_id, {LOSS: self._cursor.get(run_id, 0)})
+            generation, grown = self._read(monitor, run_id, self._cursor.get(run_id, 0))
             if self._generation.get(run_id, generation) != generation:
                 # cursors of an older generation point into data that is gone: read it all again
                 self._cursor.pop(run_id, None)
                 self._tails.pop(run_id, None)
-                generation, grown = monitor.points_since(run_id, {LOSS: 0})
+                generation, grown = self._read(monitor, run_id, 0)
             self._generation[run_id] = generation
             part = grown.get(LOSS)
             if not part:
@@ -57,6 +57,11 @@ class LossTails:
             tail = self._tails.setdefault(run_id, deque(maxlen=self.keep))
             tail.extend(float(y) for y in part["y"][-self.keep :])
             self._cursor[run_id] = int(part["i0"]) + len(part["y"])
+
+    def _read(self, monitor: Any, run_id: str, cursor: int) -> tuple[int, dict[str, Any]]:
+        # only the loss, and only its last `keep` points: a run attached with 100k steps costs
+        # the same first frame as a fresh one
+        return monitor.points_since(run_id, {LOSS: cursor}, names=[LOSS], limit=self.keep)
 
     def forget(self, keep_ids: set[str]) -> None:
         for table in (self._tails, self._cursor, self._generation):

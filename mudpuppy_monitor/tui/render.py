@@ -244,20 +244,22 @@ def runs_table(snap: Snapshot, width: int, max_rows: int | None = None) -> tuple
     return table, hidden
 
 
-def header_text(snap: Snapshot) -> Text:
-    """Counts, GPU backend, then the root: a long path is what gets cut on a narrow terminal."""
+def header_text(snap: Snapshot, width: int | None = None) -> Text:
+    """Counts, GPU backend, then the root: a long path is what gets cut on a narrow terminal.
+
+    The program name goes first only when the whole line fits in `width`.
+    """
     counts: dict[str, int] = {}
     for run in snap.runs:
         status = _get(run, "status") or "unknown"
         counts[status] = counts.get(status, 0) + 1
     text = Text()
-    text.append("mudpuppy-monitor", style="bold")
     total = snap.total_runs if snap.total_runs is not None else len(snap.runs)
     noun = "run" if total == 1 else "runs"
     if snap.filter is not None:
-        text.append(f"  {len(snap.runs)} of {total} {noun} match /{snap.filter}/")
+        text.append(f"{len(snap.runs)} of {total} {noun} match /{snap.filter}/")
     else:
-        text.append(f"  {total} {noun}")
+        text.append(f"{total} {noun}")
     parts = [s for s in STATUS_ORDER if counts.get(s)] + sorted(
         s for s in counts if s not in STATUS_ORDER
     )
@@ -274,6 +276,9 @@ def header_text(snap: Snapshot) -> Text:
     text.append(f"  {snap.root}")
     if snap.gpu_backend == "none" and snap.gpu_reason:
         text.append(f"  (no GPU: {snap.gpu_reason})", style="dim")
+    name = "mudpuppy-monitor  "
+    if width is None or len(name) + text.cell_len <= width:
+        text = Text(name, style="bold") + text
     return text
 
 
@@ -339,7 +344,7 @@ def render_snapshot(
     snap: Snapshot, width: int, max_rows: int | None = None, max_alerts: int | None = None
 ) -> RenderableType:
     """The whole view: header, runs table, "+N more", GPU lines, alerts footer."""
-    parts: list[RenderableType] = [header_text(snap)]
+    parts: list[RenderableType] = [header_text(snap, width)]
     if snap.runs:
         table, hidden = runs_table(snap, width, max_rows)
         parts.append(table)
