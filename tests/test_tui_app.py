@@ -232,3 +232,58 @@ def test_frame_fits_rows_to_the_terminal_height(tmp_path, t0):
         "NaN    run-8: 1 non-finite train value(s)",
         "+8 more alert(s)",
     ]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, mudpuppy_callback
+    w = mudpuppy_callback.RunWriter(sys.argv[1], "writer-run", max_steps=4)
+    for step in range(1, 5):
+        w.log(step, {"loss": 4.0 / step, "learning_rate": 1e-4, "grad_norm": 0.5}, epoch=step / 4)
+        print(step, flush=True)
+        sys.stdin.readline()  # the test draws a frame before the next step
+    w.log_eval(4, {"eval_loss": 0.75})
+    w.close()
+    print("closed", flush=True)
+    """
+)
+
+
+def test_live_view_follows_a_real_writer_process_step_by_step(tmp_path):
+    root = tmp_path / "runs"
+    root.mkdir()
+    view = TuiView(Monitor(root), "runs")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = []
+        for step in range(1, 5):
+            assert proc.stdout.readline().strip() == str(step)
+            _, rows = table_cells(render_plain(render_snapshot(view.snapshot(), 120), 120))
+            seen.append((rows["writer-run"]["status"], rows["writer-run"]["step"]))
+            seen.append(rows["writer-run"]["loss"])
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    assert seen == [
+        ("running", "1/4"),
+        "4",
+        ("running", "2/4"),
+        "2",
+        ("running", "3/4"),
+        "1.333",
+        ("running", "4/4"),
+        "1",
+    ]
+    _, rows = table_cells(render_plain(render_snapshot(view.snapshot(), 120), 120))
+    assert rows["writer-run"]["status"] == "completed"
+    assert rows["writer-run"]["eval loss"] == "0.75"
+    assert rows["writer-run"]["ETA"] == "done"
+    assert rows["writer-run"]["trend"] == "█▃▂▁"
