@@ -210,8 +210,10 @@ class Hub:
                     break
                 await asyncio.wait_for(client.ws.send_text(text), timeout)
         except asyncio.TimeoutError:
-            log.info("websocket send timed out, disconnecting")
-            self.stats.disconnects += 1
+            if not client.dropped:  # else already counted when it was dropped
+                log.info("websocket send timed out, disconnecting")
+                self.stats.disconnects += 1
+                client.dropped = True
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the client went away; the reader sees it too
         # going away on purpose: say why, but do not wait on a socket that does not drain
