@@ -210,17 +210,24 @@ def main_tui(
     pattern: re.Pattern[str] | None = None,
     console: Console | None = None,
     get_time: Callable[[], float] = time.time,
+    backend: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+    max_frames: int | None = None,
 ) -> int:
+    """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
+    `sleep` and `max_frames` bound the live loop for tests."""
     from mudpuppy_monitor.core import Monitor
 
     monitor = Monitor(root, clock=get_time)
     view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time)
     console = console or Console()
-    backend = None
-    if gpu != "none":
-        from mudpuppy_monitor.gpu import attribute, open_backend
+    if backend is None and gpu != "none":
+        from mudpuppy_monitor.gpu import open_backend
 
         backend = open_backend(gpu)
+    if backend is not None:
+        from mudpuppy_monitor.gpu import attribute
+
         view.backend = backend
         view.attribute = attribute
     if once:
@@ -240,7 +247,9 @@ def main_tui(
         view.sampler = sampler
         sampler.start()
     try:
-        return run_live(view, console, refresh_s, screen=console.is_terminal)
+        return run_live(
+            view, console, refresh_s, sleep=sleep, max_frames=max_frames, screen=console.is_terminal
+        )
     finally:
         if sampler is not None:
             sampler.stop()  # the worker first: closing the library under a call can crash it
