@@ -72,19 +72,6 @@ class LossTails:
         return list(self._tails.get(run_id, ()))
 
 
-def _attributed_names(attribution: Any, names: dict[str, str]) -> list[str]:
-    """Run names from one GPU's attribution, whatever container the GPU package returns."""
-    ids = getattr(attribution, "run_ids", None)
-    if ids is None:
-        ids = getattr(attribution, "runs", attribution)
-    if isinstance(ids, str):
-        ids = [ids]
-    try:
-        return [names.get(str(r), str(r)) for r in ids]
-    except TypeError:
-        return []
-
-
 class TuiView:
     """Owns the per-frame state of the view (loss tails, the filter) over a Monitor."""
 
@@ -129,8 +116,8 @@ class TuiView:
         if samples and self.attribute is not None:
             names = {str(r.id): str(r.name) for r in summaries}
             for index, att in self.attribute(samples, summaries).items():
-                gpu_runs[int(index)] = _attributed_names(att, names)
-                gpu_others[int(index)] = len(getattr(att, "others", ()))
+                gpu_runs[int(index)] = [names.get(r, r) for r in att.run_ids]
+                gpu_others[int(index)] = len(att.others)
         backend = self.backend
         return Snapshot(
             root=self.root_label,
