@@ -255,3 +255,85 @@ def test_shutdown_with_connected_clients_is_prompt(tmp_path):
     assert time.monotonic() - t0 < 8.0
     stalled.close()
     ws.close()
+
+
+def test_lora_snapshots_and_loss_spikes_are_streamed(tmp_path):
+    run = RunDir(tmp_path, "l")
+    for step in range(1, 71):
+        run.metrics(step, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        run.lora(70, {"model.layers.0.mlp.down_proj": {"A": 2.5, "B": 0.125}})
+        msg = client.pump(lambda m: m["type"] == "lora")
+        assert msg["run"] == "l" and msg["step"] == 70
+        assert msg["layers"]["model.layers.0.mlp.down_proj"]["A"] == 2.5
+        assert msg["layers"]["model.layers.0.mlp.down_proj"]["B"] == 0.125
+        run.metrics(71, loss=5.0)  # far above the median of the 64 before it
+        alert = client.pump(lambda m: m["type"] == "alert")
+        assert (alert["run"], alert["kind"], alert["step"]) == ("l", "spike", 71)
+        client.close()
+
+
+def test_gpu_samples_are_pushed(tmp_path):
+    with LiveServer(tmp_path, gpu="fake", gpu_interval_s=0.1) as server:
+        client = ProtocolClient(server)
+        snapshot = client.connect()
+        assert snapshot["gpus"]["backend"] == "fake" and snapshot["gpus"]["simulated"] is True
+        first = client.pump(lambda m: m["type"] == "gpus")
+        second = client.pump(lambda m: m["type"] == "gpus")
+        assert [d["index"] for d in second["devices"]] == [0, 1]
+        assert second["t"] > first["t"]
+        assert set(second["attribution"]) == {"0", "1"}
+        assert all(d["simulated"] is True for d in second["devices"])
+        client.close()
+
+
+def test_a_slow_reader_is_resynced_with_a_fresh_snapshot(tmp_path):
+    rng = random.Random(7)
+    run = RunDir(tmp_path, "s")
+    with LiveServer(tmp_path, client_queue=4, max_resyncs=1000) as server:
+        # max_queue=1: the client library stops reading the socket while we do not recv;
+        # a small receive buffer makes the kernel push back soon
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        # (close_timeout: its paused reader would not see the server's close frame)
+        slow = ws_connect(server, max_queue=1, sock=sock, close_timeout=0.5)
+        assert json.loads(slow.recv(timeout=5))["type"] == "snapshot"
+        hub = server.ctx.hub
+        step = 0
+        while hub.stats.resyncs == 0:
+            assert step < 20_000, "the slow client never fell behind"
+            for _ in range(10):
+                step += 1
+                run.metrics(step, loss=rng.random(), **{f"v{j}": rng.random() for j in range(200)})
+            time.sleep(0.02)
+        kinds = []
+        while "resync" not in kinds:
+            kinds.append(json.loads(slow.recv(timeout=10))["type"])
+        assert json.loads(slow.recv(timeout=10))["type"] == "snapshot"
+        slow.close()
+
+
+def test_a_truncated_run_streams_its_new_generation(tmp_path):
+    run = RunDir(tmp_path, "t")
+    for step in range(1, 11):
+        run.metrics(step, loss=float(step))
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        client.fetch("t")
+        old_generation = client.generation["t"]
+        # the file is replaced by a new one (a run restarted into the same directory)
+        tmp = run.path / "events.jsonl.new"
+        run.events.rename(tmp)
+        run.seq = 0
+        run.append("start")
+        for step in range(1, 4):
+            run.metrics(step, loss=100.0 + step)
+        tmp.unlink()
+        client.pump_until_held("t", "loss", [1, 2, 3])
+        assert client.held["t"]["loss"]["y"] == [101.0, 102.0, 103.0]
+        assert client.generation["t"] != old_generation
+        client.close()
