@@ -6,11 +6,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mudpuppy_monitor.gpu.fake import fake_uuid
@@ -141,7 +143,8 @@ def _wait_for(predicate, timeout: float = 20.0) -> bool:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_tmux_draws_the_table_and_ctrl_c_exits_cleanly(root, tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_tmux_draws_the_table_and_stopping_restores_the_terminal(root, tmp_path, stop):
     write_native_run(root, "live", time.time() - 2)
     # a private server socket: nothing of the user's tmux is touched
     tmux = ["tmux", "-L", f"mudpuppy-test-{os.getpid()}", "-f", os.devnull]
@@ -173,7 +176,13 @@ def test_tmux_draws_the_table_and_ctrl_c_exits_cleanly(root, tmp_path):
         assert rows["live"]["step"] == "40/100"
         assert rows["hf-run"]["step"] == "120/120"
         assert "  GPU: fake (simulated)  " in screen.splitlines()[0]
-        t("send-keys", "-t", "tui", "C-c")
+        if stop == "ctrl-c":
+            t("send-keys", "-t", "tui", "C-c")
+        else:
+            # `timeout` or `kill`: the view is bash's child in the pane
+            shell = psutil.Process(int(t("display", "-p", "-t", "tui", "#{pane_pid}")))
+            (view,) = shell.children()
+            view.send_signal(signal.SIGTERM)
         assert _wait_for(lambda: exit_file.exists() and exit_file.read_text() != "")
         assert exit_file.read_text() == "0\n"
         # the alternate screen is gone: the shell's screen is back, without the table

@@ -9,6 +9,8 @@ loop frame by frame.
 from __future__ import annotations
 
 import re
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -165,8 +167,10 @@ def run_live(
     max_frames: int | None = None,
     screen: bool = True,
 ) -> int:
-    """Redraw every `refresh_s` until Ctrl-C (or `max_frames`); the terminal is restored on exit."""
+    """Redraw every `refresh_s` until Ctrl-C or SIGTERM (or `max_frames`); the terminal is
+    restored on exit."""
     frames = 0
+    restore_sigterm = _stop_on_sigterm()
     try:
         with Live(
             console=console,
@@ -185,7 +189,27 @@ def run_live(
     except KeyboardInterrupt:
         # Live's exit has already left the alternate screen and shown the cursor again
         pass
+    finally:
+        restore_sigterm()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM (`timeout`, `kill`) leave like Ctrl-C does, through Live's exit, so the
+    terminal is not left on the alternate screen without a cursor. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+
+    def restore() -> None:
+        # None: the old handler was not set from Python; the default is the closest match
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore
 
 
 def main_tui(
