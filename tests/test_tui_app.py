@@ -287,3 +287,41 @@ def test_live_view_follows_a_real_writer_process_step_by_step(tmp_path):
     assert rows["writer-run"]["eval loss"] == "0.75"
     assert rows["writer-run"]["ETA"] == "done"
     assert rows["writer-run"]["trend"] == "█▃▂▁"
+
+
+def test_deleted_runs_and_a_deleted_root_leave_the_view_running(root, t0):
+    write_native_run(root, "live", t0)
+    view = _view(root, Clock(t0 + 6))
+    _, rows = table_cells(render_plain(render_snapshot(view.snapshot(), 120), 120))
+    assert set(rows) == {"live", "hf-run", "lf-run"}
+    shutil.rmtree(root / "live")
+    _, rows = table_cells(render_plain(render_snapshot(view.snapshot(), 120), 120))
+    assert set(rows) == {"hf-run", "lf-run"}
+    assert view.tails.get("live") == []
+    shutil.rmtree(root)
+    text = render_plain(render_snapshot(view.snapshot(), 120), 120)
+    assert text.splitlines()[1] == "no runs found yet"
+    # and it comes back: a recreated run is read from its start
+    write_native_run(root, "live", t0 + 10)
+    _, rows = table_cells(render_plain(render_snapshot(view.snapshot(), 120), 120))
+    assert rows["live"]["step"] == "40/100"
+    assert rows["live"]["trend"] == "█▃▁×"
+
+
+def test_a_log_caught_mid_write_shows_its_last_complete_line(tmp_path, fixtures_dir, t0):
+    root = tmp_path / "runs"
+    (root / "lf-run").mkdir(parents=True)
+    shutil.copy(
+        fixtures_dir / "llamafactory" / "qwen_medical_lr_with_eval.partial.jsonl",
+        root / "lf-run" / "trainer_log.jsonl",
+    )
+    run = write_native_run(root, "live", t0)
+    with open(run / mudpuppy_callback.EVENTS_FILE, "ab") as f:
+        f.write(b'{"v":1,"seq":5,"t":' + str(t0 + 5).encode() + b',"kind":"metrics","st')
+    _, rows = table_cells(
+        render_plain(render_snapshot(_view(root, Clock(t0 + 6)).snapshot(), 80), 80)
+    )
+    assert rows["lf-run"]["step"] == "3240/6750"
+    assert rows["lf-run"]["loss"] == "1.702"
+    assert rows["live"]["step"] == "40/100"
+    assert rows["live"]["loss"] == "NaN"
