@@ -431,3 +431,25 @@ def test_fit_height_gives_alerts_a_quarter_and_rows_the_rest():
     # one run fewer: the line that said "+N more" holds the last row instead
     snap = _snapshot(runs=runs[:6], gpus=(), loss={})
     assert fit_height(snap, 12) == (None, 3)
+
+
+def test_control_characters_from_files_never_reach_the_terminal():
+    evil = "evil\x1b]52;c;ZXZpbA==\x07\nrow\x9b2J"
+    snap = _snapshot(
+        root="runs\x1b[2J",
+        runs=[
+            _run(name=evil, step=1, last_event_t=999.0),
+            _run(name="f", status="failed", error="boom\x1b[31m\r\nfake line"),
+        ],
+        gpus=[SimpleNamespace(index=0, name="GPU\x1b[5m", util_pct=None)],
+        gpu_runs={0: [evil]},
+    )
+    text = render_plain(render_snapshot(snap, 200), 200)
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    lines = text.splitlines()
+    _, rows = table_cells(text)
+    assert "evil?]52;c;ZXZpbA==??row?2J" in rows
+    assert lines[0].endswith("  runs?[2J")
+    assert "failed f: boom?[31m??fake line" in lines
+    (gpu,) = [line for line in lines if line.startswith("GPU0")]
+    assert gpu.startswith("GPU0 GPU?[5m  util    -  VRAM -/-  -  - W  runs: evil?]52;")

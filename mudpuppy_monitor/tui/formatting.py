@@ -7,6 +7,7 @@ console and reused by other text outputs (`ls`, logs).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TypeGuard
 
@@ -46,6 +47,17 @@ def sparkline(values: Sequence[float | None], width: int) -> str:
         else:
             out.append(BLOCKS[round((float(v) - lo) / span * top)])
     return "".join(out)
+
+
+# C0 controls, DEL and C1 controls: an escape sequence in a run name or an error message (text
+# from files in the watched root) must not reach the terminal, where it could retitle the window,
+# write the clipboard (OSC 52) or hide lines; a newline would break the table's rows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """`text` as a string that is safe to print on a terminal: control characters become `?`."""
+    return _CONTROL.sub("?", str(text))
 
 
 def format_eta(seconds: float | None) -> str:

@@ -19,6 +19,7 @@ from mudpuppy_monitor.tui.formatting import (
     MISSING,
     NO_ETA,
     NONFINITE_CHAR,
+    clean,
     format_age,
     format_bytes,
     format_eta,
@@ -79,6 +80,10 @@ def sort_runs(runs: Sequence[Any]) -> list[Any]:
     return sorted(runs, key=key)
 
 
+def run_name(run: Any) -> str:
+    return clean(_get(run, "name") or _get(run, "id"))
+
+
 def status_text(status: str | None) -> Text:
     status = status or "unknown"
     return Text(status, style=STATUS_STYLES.get(status, "dim"))
@@ -120,7 +125,7 @@ def _cells(spark_width: int = SPARK_WIDTH) -> list[Column]:
     # Listed in display order; `priority` is the order of importance used when space runs out.
     return [
         Column("status", "status", 0, lambda r, s: status_text(_get(r, "status")), "left"),
-        Column("name", "run", 0, lambda r, s: Text(str(_get(r, "name") or _get(r, "id"))), "left"),
+        Column("name", "run", 0, lambda r, s: Text(run_name(r)), "left"),
         Column("source", "source", 14, lambda r, s: Text(_short_source(_get(r, "source"))), "left"),
         Column(
             "step",
@@ -257,7 +262,7 @@ def header_text(snap: Snapshot, width: int | None = None) -> Text:
     total = snap.total_runs if snap.total_runs is not None else len(snap.runs)
     noun = "run" if total == 1 else "runs"
     if snap.filter is not None:
-        text.append(f"{len(snap.runs)} of {total} {noun} match /{snap.filter}/")
+        text.append(f"{len(snap.runs)} of {total} {noun} match /{clean(snap.filter)}/")
     else:
         text.append(f"{total} {noun}")
     parts = [s for s in STATUS_ORDER if counts.get(s)] + sorted(
@@ -273,7 +278,7 @@ def header_text(snap: Snapshot, width: int | None = None) -> Text:
         text.append(snap.gpu_backend)
         if snap.gpu_simulated:
             text.append(" (simulated)", style="yellow")
-    text.append(f"  {snap.root}")
+    text.append(f"  {clean(snap.root)}")
     if snap.gpu_backend == "none" and snap.gpu_reason:
         text.append(f"  (no GPU: {snap.gpu_reason})", style="dim")
     name = "mudpuppy-monitor  "
@@ -289,7 +294,7 @@ def _pct(x: float | None) -> str:
 def gpu_line(sample: Any, run_names: Sequence[str], others: int = 0) -> Text:
     text = Text()
     text.append(f"GPU{_get(sample, 'index')} ", style="bold")
-    text.append(f"{_get(sample, 'name') or '?'}  ")
+    text.append(f"{clean(_get(sample, 'name') or '?')}  ")
     text.append(f"util {_pct(_get(sample, 'util_pct')):>4}  ")
     used, total = _get(sample, "mem_used_bytes"), _get(sample, "mem_total_bytes")
     text.append(f"VRAM {format_bytes(used)}/{format_bytes(total)}  ")
@@ -304,7 +309,7 @@ def gpu_line(sample: Any, run_names: Sequence[str], others: int = 0) -> Text:
         text.append(f"{power:.0f} W")
     text.append("  runs: ")
     if run_names:
-        text.append(", ".join(run_names), style="cyan")
+        text.append(", ".join(clean(n) for n in run_names), style="cyan")
     else:
         text.append(MISSING, style="dim")
     if others:
@@ -317,7 +322,7 @@ def alerts(snap: Snapshot) -> list[Text]:
     """One line per thing that needs a look: non-finite values, stalls, crashes, failures."""
     out: list[Text] = []
     for run in snap.runs:
-        name = str(_get(run, "name") or _get(run, "id"))
+        name = run_name(run)
         status = _get(run, "status")
         nonfinite = _get(run, "nonfinite") or 0
         loss = _get(run, "loss")
@@ -332,7 +337,7 @@ def alerts(snap: Snapshot) -> list[Text]:
             why = f"process {pid} is gone" if pid else "process is gone"
             out.append(Text(f"crash  {name}: {why}, no end event", style="bold red"))
         elif status == "failed":
-            error = _get(run, "error") or "no error message"
+            error = clean(_get(run, "error") or "no error message")
             out.append(Text(f"failed {name}: {error}", style="red"))
         bad = _get(run, "bad_lines") or 0
         if bad:
