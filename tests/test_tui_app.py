@@ -325,3 +325,21 @@ def test_a_log_caught_mid_write_shows_its_last_complete_line(tmp_path, fixtures_
     assert rows["lf-run"]["loss"] == "1.702"
     assert rows["live"]["step"] == "40/100"
     assert rows["live"]["loss"] == "NaN"
+
+
+def test_live_mode_without_a_terminal_prints_the_last_frame_once(root, t0):
+    write_native_run(root, "live", t0)
+    clock = Clock(t0 + 6)
+    view = _view(root, clock)
+
+    def sleep(_seconds: float) -> None:
+        clock.t += 1.0
+
+    console = Console(file=StringIO(), width=120, color_system=None)  # not a terminal
+    assert run_live(view, console, 1.0, sleep=sleep, max_frames=3, screen=False) == 0
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b" not in out
+    assert out.endswith("\n")
+    assert out.count("status ") == 1
+    _, rows = table_cells(out)
+    assert rows["live"]["updated"] == "4s"  # the third frame, two seconds after the first

@@ -191,6 +191,8 @@ def run_live(
         pass
     finally:
         restore_sigterm()
+        if not console.is_terminal:
+            console.line()  # Live ends its last frame without a newline when it is not a terminal
     return 0
 
 
