@@ -453,3 +453,18 @@ def test_control_characters_from_files_never_reach_the_terminal():
     assert "failed f: boom?[31m??fake line" in lines
     (gpu,) = [line for line in lines if line.startswith("GPU0")]
     assert gpu.startswith("GPU0 GPU?[5m  util    -  VRAM -/-  -  - W  runs: evil?]52;")
+
+
+def test_colours_on_a_terminal():
+    console = Console(file=StringIO(), width=200, force_terminal=True, color_system="standard")
+    console.print(render_snapshot(_snapshot(), 200))
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    # cells are padded inside their style
+    assert "\x1b[32mrunning  \x1b[0m" in out
+    assert "\x1b[36mcompleted\x1b[0m" in out
+    assert "\x1b[33mstalled  \x1b[0m" in out
+    assert "\x1b[1;31m   NaN\x1b[0m" in out  # the loss cell
+    assert "\x1b[1;31m      inf\x1b[0m" in out  # the grad norm cell
+    assert "\x1b[1;31m×\x1b[0m" in out  # the NaN point of the trend
+    # only the program name is bold in the header, not the counts after it
+    assert out.startswith("\x1b[1mmudpuppy-monitor  \x1b[0m3 runs: ")

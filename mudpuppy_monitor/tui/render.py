@@ -283,7 +283,7 @@ def header_text(snap: Snapshot, width: int | None = None) -> Text:
         text.append(f"  (no GPU: {snap.gpu_reason})", style="dim")
     name = "mudpuppy-monitor  "
     if width is None or len(name) + text.cell_len <= width:
-        text = Text(name, style="bold") + text
+        text = Text.assemble((name, "bold"), text)
     return text
 
 
