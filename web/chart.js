@@ -5,7 +5,7 @@
 
 import { logTicks, niceTicks, timeTicks } from "./axis.js";
 import { fmtRelTick, fmtStepTick, fmtWallTick } from "./format.js";
-import { decimate, emaInto, nearest } from "./series.js";
+import { BlockIndex, decimate, emaInto, nearest } from "./series.js";
 import { CrosshairOverlay } from "./overlay.js";
 
 const BG = "#0d1420";
@@ -193,7 +193,10 @@ export class Chart {
     const buf = s.buf;
     let c = this.emaCache.get(s.key);
     if (!c || c.buf !== buf || c.version !== buf.version || c.w !== this.smoothing || c.state.i > buf.n) {
-      c = { buf, version: buf.version, w: this.smoothing, out: new Float64Array(buf.x.length), state: { last: 0, count: 0, i: 0 } };
+      c = {
+        buf, version: buf.version, w: this.smoothing, out: new Float64Array(buf.x.length),
+        state: { last: 0, count: 0, i: 0 }, bi: new BlockIndex(),
+      };
       this.emaCache.set(s.key, c);
     }
     if (c.out.length < buf.n) {
@@ -259,11 +262,13 @@ export class Chart {
         this.scratch.set(s.key, sc);
       }
       const nf = [];
-      const m = decimate(b.x, b.y, b.n, b.sorted, x0, x1, pxPerX, s.xOffset, sc.raw, this.logY, nf);
+      const bi = b.sorted ? b.blocks() : null;
+      const m = decimate(b.x, b.y, b.n, b.sorted, x0, x1, pxPerX, s.xOffset, sc.raw, this.logY, nf, bi);
       let ms = 0;
       if (smoothing) {
         const sy = this.smoothed(s);
-        ms = decimate(b.x, sy, b.n, b.sorted, x0, x1, pxPerX, s.xOffset, sc.sm, this.logY, null);
+        const sbi = b.sorted ? this.emaCache.get(s.key).bi.update(sy, b.n) : null;
+        ms = decimate(b.x, sy, b.n, b.sorted, x0, x1, pxPerX, s.xOffset, sc.sm, this.logY, null, sbi);
       }
       for (const x of nf) nonfinite.push({ x, color: s.color });
       const cols = sc.raw.cols;
@@ -288,6 +293,7 @@ export class Chart {
       ymin -= pad;
       ymax += pad;
     }
+    const tDecimated = performance.now();
     const yScale = ph / (ymax - ymin);
     const py = (v) => bottom - (v - ymin) * yScale;
 
@@ -299,15 +305,18 @@ export class Chart {
     ctx.beginPath();
     ctx.rect(left, top - 2 * dpr, pw, ph + 4 * dpr);
     ctx.clip();
-    ctx.lineJoin = "round";
-    const glowAll = lines.length <= GLOW_MAX_LINES;
+    ctx.lineJoin = "bevel"; // cheaper than round at thousands of joints, same look at 1-2 px
+    // glow: a shadowBlur pass per line while few lines are overlaid; past that only the focused
+    // line stands out, with a wide faint halo stroke (a blur over a busy chart costs a frame)
+    const blurAll = lines.length <= GLOW_MAX_LINES;
     for (const { s, m, ms, sc } of lines) {
+      const glow = blurAll ? "blur" : s.focused ? "halo" : null;
       if (smoothing) {
         // the raw line stays visible, faint, behind the smoothed one
-        this.strokeCols(sc.raw.cols, m, left, py, s, 0.22, 1, false);
-        this.strokeCols(sc.sm.cols, ms, left, py, s, 1, s.width || 1.5, glowAll || s.focused);
+        this.strokeCols(sc.raw.cols, m, left, py, s, 0.22, 1, null);
+        this.strokeCols(sc.sm.cols, ms, left, py, s, 1, s.width || 1.5, glow);
       } else {
-        this.strokeCols(sc.raw.cols, m, left, py, s, 1, s.width || 1.5, glowAll || s.focused);
+        this.strokeCols(sc.raw.cols, m, left, py, s, 1, s.width || 1.5, glow);
       }
       if (s.dots && m < 400) this.drawDots(sc.raw.cols, m, left, py, s);
     }
@@ -328,7 +337,7 @@ export class Chart {
     this.last = {
       x0, x1, ymin, ymax, logY: this.logY, left: left / dpr, top: top / dpr, width: pw / dpr,
       height: ph / dpr, points, lines: lines.length, markers: drawnMarkers,
-      smoothing: this.smoothing, xMode: this.xMode,
+      smoothing: this.smoothing, xMode: this.xMode, decimateMs: tDecimated - t0,
     };
     const dt = performance.now() - t0;
     this.drawTimes[this.drawCount % this.drawTimes.length] = dt;
@@ -337,14 +346,6 @@ export class Chart {
 
   strokeCols(cols, m, left, py, s, alpha, width, glow) {
     const { ctx, dpr } = this;
-    ctx.globalAlpha = alpha;
-    ctx.strokeStyle = s.color;
-    ctx.lineWidth = width * dpr;
-    ctx.setLineDash(s.dash ? s.dash.map((d) => d * dpr) : []);
-    if (glow) {
-      ctx.shadowBlur = 6 * dpr;
-      ctx.shadowColor = s.color;
-    }
     ctx.beginPath();
     let pen = false;
     for (let i = 0; i < 2 * m; i += 2) {
@@ -361,8 +362,21 @@ export class Chart {
         pen = true;
       }
     }
+    ctx.strokeStyle = s.color;
+    ctx.setLineDash(s.dash ? s.dash.map((d) => d * dpr) : []);
+    if (glow === "halo") {
+      ctx.globalAlpha = 0.25 * alpha;
+      ctx.lineWidth = (width + 4) * dpr;
+      ctx.stroke();
+    }
+    ctx.globalAlpha = alpha;
+    ctx.lineWidth = width * dpr;
+    if (glow === "blur") {
+      ctx.shadowBlur = 6 * dpr;
+      ctx.shadowColor = s.color;
+    }
     ctx.stroke();
-    if (glow) ctx.shadowBlur = 0;
+    if (glow === "blur") ctx.shadowBlur = 0;
     ctx.globalAlpha = 1;
   }
 

@@ -16,6 +16,15 @@ export class SeriesBuf {
     this.version = 0; // bumps on replace/compact: caches keyed on it start over
   }
 
+  // The block index of y, brought up to date (rebuilt after a compaction).
+  blocks() {
+    if (!this.bi || this.biVersion !== this.version) {
+      this.bi = new BlockIndex();
+      this.biVersion = this.version;
+    }
+    return this.bi.update(this.y, this.n);
+  }
+
   static from(x, y, count) {
     const b = new SeriesBuf(Math.max(256, x.length + 64));
     b.x.set(x);
@@ -134,13 +143,66 @@ export function ema(y, w) {
   return emaInto(y, y.length, w, out, { last: 0, count: 0, i: 0 });
 }
 
+// Min/max of fixed blocks of a y column (append-only), so a draw with many points per pixel
+// steps over blocks instead of points. A block with a non-finite value is flagged and read point
+// by point (its NaN must stay visible). Updating after an append redoes only the last block.
+export const BLOCK_SIZES = [4, 16, 64, 256];
+
+export class BlockIndex {
+  constructor() {
+    this.levels = BLOCK_SIZES.map((size) => ({
+      size, min: new Float64Array(64), max: new Float64Array(64), bad: new Uint8Array(64), nb: 0,
+    }));
+    this.upTo = 0;
+  }
+
+  update(y, n) {
+    if (n < this.upTo) this.upTo = 0;
+    for (const L of this.levels) {
+      const B = L.size;
+      const nb = Math.ceil(n / B);
+      if (nb > L.min.length) {
+        const cap = Math.max(nb, L.min.length * 2);
+        const grow = (a, T) => {
+          const b = new T(cap);
+          b.set(a);
+          return b;
+        };
+        L.min = grow(L.min, Float64Array);
+        L.max = grow(L.max, Float64Array);
+        L.bad = grow(L.bad, Uint8Array);
+      }
+      for (let j = Math.floor(this.upTo / B); j < nb; j += 1) {
+        let lo = Infinity;
+        let hi = -Infinity;
+        let bad = 0;
+        const end = Math.min(n, (j + 1) * B);
+        for (let i = j * B; i < end; i += 1) {
+          const v = y[i];
+          if (v - v === 0) {
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+          } else bad = 1;
+        }
+        L.min[j] = lo;
+        L.max[j] = hi;
+        L.bad[j] = bad;
+      }
+      L.nb = nb;
+    }
+    this.upTo = n;
+    return this;
+  }
+}
+
 // Per-pixel-column decimation of the points of (x, y) inside [x0, x1].
 // Emits up to 4 points per column (first, min, max, last), in device pixels for x and in data
-// units for y, into `cols` (a Float64Array of stride 2 reused between draws), and collects the
-// x of non-finite values (gaps with a marker). Returns the number of emitted points; breaks in
-// the line are emitted as (px, NaN).
-// On a log axis y is returned as log10(y), and values <= 0 break the line (the axis cannot show them).
-export function decimate(x, y, n, sorted, x0, x1, pxPerX, xOffset, out, logY, nonfinite) {
+// units for y, into `out.cols` (a Float64Array of stride 2 reused between draws, grown on
+// demand), and collects the x of non-finite values (drawn as markers). Breaks in the line are
+// emitted as (px, NaN). On a log axis y is returned as log10(y), and values <= 0 break the line.
+// With a BlockIndex `bi` and sorted x, whole blocks no wider than a pixel are merged by their
+// min/max (a block is placed at the column of its first point: at most 1 px of x error).
+export function decimate(x, y, n, sorted, x0, x1, pxPerX, xOffset, out, logY, nonfinite, bi) {
   let i0 = 0;
   let i1 = n;
   if (sorted) {
@@ -148,6 +210,12 @@ export function decimate(x, y, n, sorted, x0, x1, pxPerX, xOffset, out, logY, no
     i0 = Math.max(0, lowerBound(x, n, x0 + xOffset) - 1);
     i1 = Math.min(n, lowerBound(x, n, x1 + xOffset) + 1);
   }
+  let L = null;
+  if (sorted && bi && i1 - i0 > 2) {
+    const ptsPerPx = (i1 - i0) / Math.max(1, (x[i1 - 1] - x[i0]) * pxPerX);
+    for (const lv of bi.levels) if (lv.size <= ptsPerPx) L = lv;
+  }
+  const B = L ? L.size : 0;
   let w = 0;
   let col = NaN;
   let first = 0;
@@ -155,7 +223,6 @@ export function decimate(x, y, n, sorted, x0, x1, pxPerX, xOffset, out, logY, no
   let lo = 0;
   let hi = 0;
   let inCol = false;
-  // `out.cols` is reused between draws and grows on demand (stride 2: px, y)
   let cols = out.cols;
   const grow = () => {
     const bigger = new Float64Array(cols.length * 2);
@@ -189,12 +256,43 @@ export function decimate(x, y, n, sorted, x0, x1, pxPerX, xOffset, out, logY, no
     cols[w++] = NaN;
     col = NaN;
   };
-  for (let i = i0; i < i1; i += 1) {
+  let i = i0;
+  while (i < i1) {
     const xv = x[i] - xOffset;
-    if (!sorted && (xv < x0 || xv > x1)) continue;
-    let v = y[i];
     const px = Math.round((xv - x0) * pxPerX);
-    if (!Number.isFinite(v)) {
+    if (B && i % B === 0 && i + B <= i1) {
+      const j = i / B;
+      if (!L.bad[j] && !(logY && L.min[j] <= 0)) {
+        let bf = y[i];
+        let bl = y[i + B - 1];
+        let bmin = L.min[j];
+        let bmax = L.max[j];
+        if (logY) {
+          bf = Math.log10(bf);
+          bl = Math.log10(bl);
+          bmin = Math.log10(bmin);
+          bmax = Math.log10(bmax);
+        }
+        if (px !== col) {
+          flush();
+          col = px;
+          first = bf;
+          lo = bmin;
+          hi = bmax;
+          inCol = true;
+        } else {
+          if (bmin < lo) lo = bmin;
+          if (bmax > hi) hi = bmax;
+        }
+        last = bl;
+        i += B;
+        continue;
+      }
+    }
+    i += 1;
+    if (!sorted && (xv < x0 || xv > x1)) continue;
+    let v = y[i - 1];
+    if (v - v !== 0) {
       gap(px);
       if (nonfinite && xv >= x0 && xv <= x1) nonfinite.push(xv);
       continue;

@@ -15,8 +15,8 @@ const SPARK_MAX = 60;
 
 // Stable neon colour per run: FNV-1a hash of the id into a fixed palette.
 const PALETTE = [
-  "#39ff14", "#00ffff", "#ffd700", "#ff00ff", "#ff8c00", "#7df9ff", "#bf7fff", "#00ff9f",
-  "#ff6ec7", "#c0ff00", "#4d9fff", "#ffb3ff",
+  "#39ff14", "#00ffff", "#ffd700", "#ff00ff", "#ff8c00", "#ff9e7a", "#bf7fff", "#00ff9f",
+  "#ff6ec7", "#c0ff00", "#4d9fff", "#b0c4ff",
 ];
 
 export function runColor(id) {
