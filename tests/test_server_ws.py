@@ -337,3 +337,16 @@ def test_a_truncated_run_streams_its_new_generation(tmp_path):
         assert client.held["t"]["loss"]["y"] == [101.0, 102.0, 103.0]
         assert client.generation["t"] != old_generation
         client.close()
+
+
+def test_poll_mode_streams_appends_too(tmp_path):
+    run = RunDir(tmp_path, "p")
+    run.metrics(1, loss=1.0)
+    with LiveServer(tmp_path, poll=True) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        client.fetch("p")
+        run.metrics(2, loss=0.5)
+        client.pump_until_held("p", "loss", [1, 2])
+        assert client.held["p"]["loss"]["y"] == [1.0, 0.5]
+        client.close()

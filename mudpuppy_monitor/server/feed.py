@@ -65,7 +65,9 @@ class ChangeTracker:
         fresh = state is None
         if state is None or state.generation != summary.generation:
             # new run, or reset (truncated, replaced, recreated): stream it from its start
-            state = RunCursor(generation=summary.generation, status=None if fresh else state.status)
+            state = RunCursor(
+                generation=summary.generation, status=None if state is None else state.status
+            )
             self.runs[run_id] = state
         yield from self._points(run_id, state)
         yield from self._lora(run_id, state)

@@ -71,6 +71,7 @@ class Hub:
         self._gpus: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -82,10 +83,13 @@ class Hub:
         self.tracker.prime()
         self._task = self._loop.create_task(self._consume(changes), name="mudpuppy-hub")
         if self.gpus.sampler is not None:
-            self.gpus.sampler.add_listener(self.on_gpu_samples)
+            self._unlisten = self.gpus.sampler.add_listener(self.on_gpu_samples)
 
     async def stop(self) -> None:
         self._loop = None  # GPU samples arriving from now on are ignored
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -84,9 +84,9 @@ def run_metrics(summaries: list[Any]) -> Iterator[Metric]:
     )
     for s in summaries:
         for suffix, attr, _ in RUN_GAUGES:
-            value = getattr(s, attr, None)
-            if _number(value):
-                gauges[suffix].add_metric([s.id], float(value))
+            value = _number(getattr(s, attr, None))
+            if value is not None:
+                gauges[suffix].add_metric([s.id], value)
         info.add_metric([s.id, s.name or "", s.source or "", s.host or ""], 1.0)
         for st in STATUSES:
             status.add_metric([s.id, st], 1.0 if s.status == st else 0.0)
@@ -130,9 +130,9 @@ def gpu_metrics(gpus: Any, summaries: list[Any], monitor: Any) -> Iterator[Metri
         # several runs on one device are joined by ","; the per-run series is mudpuppy_gpu_run
         label = [str(s.index), s.uuid or "", s.name or "", ",".join(runs)]
         for suffix, attr, _ in GPU_GAUGES:
-            value = getattr(s, attr, None)
-            if _number(value):
-                gauges[suffix].add_metric(label, float(value))
+            value = _number(getattr(s, attr, None))
+            if value is not None:
+                gauges[suffix].add_metric(label, value)
         for run in runs:
             per_run.add_metric([str(s.index), s.uuid or "", run], 1.0)
     yield simulated
@@ -155,8 +155,11 @@ def hub_metrics(hub: Any) -> Iterator[Metric]:
         yield c
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number(value: Any) -> float | None:
+    """The value as a float, None when it is not a number (unknown: no sample at all)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def build_registry(monitor: Any, gpus: Any, hub: Any | None) -> CollectorRegistry:
