@@ -200,3 +200,43 @@ def test_slow_subscriber_gets_merged_changes() -> None:
     c = Changes(added=frozenset({"z"}))
     merged = a.merge(b).merge(c)
     assert merged == Changes(frozenset({"x", "z"}), frozenset({"y"}), frozenset())
+
+
+def test_backlog_loaded_in_worker_processes_matches_in_process(tmp_path: Path) -> None:
+    from mudpuppy_monitor.core import prefetch
+    from mudpuppy_monitor.core.discovery import discover
+
+    for r in range(3):
+        d = tmp_path / f"r{r}"
+        d.mkdir()
+        body = b"".join(line(i, i, 1.0 / (i + 1 + r)) for i in range(3000))
+        (d / "events.jsonl").write_bytes(body + line(3000, 3000, 9.0)[:-5])  # a cut last line
+    found = discover(str(tmp_path))
+    loaded = prefetch.load_all(sorted(found.values(), key=lambda f: f.id), str(tmp_path))
+    assert set(loaded) == {"r0", "r1", "r2"}
+    serial = Monitor(tmp_path, parallel=False)
+    serial.refresh()
+    for run_id, (state, source) in loaded.items():
+        assert state.train.count("loss") == 3000 == serial.counts(run_id)["loss"]
+        assert (
+            state.train.series("loss")[2].tolist()
+            == serial.series(run_id, ["loss"], points=10**6)["loss"]["y"]
+        )
+        assert source.events.partial == line(3000, 3000, 9.0)[:-5]
+    # and through the Monitor, with the thresholds lowered so this small backlog qualifies
+    mp = pytest.MonkeyPatch()
+    mp.setattr(prefetch, "RUN_MIN_BYTES", 1)
+    mp.setattr(prefetch, "PARALLEL_MIN_BYTES", 1)
+    mp.setattr(prefetch.os, "cpu_count", lambda: 2)
+    try:
+        mon = Monitor(tmp_path)
+        assert mon.refresh() == {"r0", "r1", "r2"}
+    finally:
+        mp.undo()
+    assert len({mon.generation(r) for r in ("r0", "r1", "r2")}) == 3
+    for r in ("r0", "r1", "r2"):
+        assert mon.counts(r) == serial.counts(r)
+    with open(tmp_path / "r1" / "events.jsonl", "ab") as f:
+        f.write(line(3000, 3000, 9.0)[-5:])  # the rest of the cut line: tailing goes on
+    assert mon.refresh() == {"r1"}
+    assert mon.series("r1", ["loss"], start=3000)["loss"]["y"] == [9.0]

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mudpuppy_monitor.core import queries
+from mudpuppy_monitor.core import prefetch, queries
 from mudpuppy_monitor.core import status as st
 from mudpuppy_monitor.core.changes import Changes, Subscription
 from mudpuppy_monitor.core.discovery import Found, discover
@@ -51,6 +51,7 @@ class Monitor:
         clock: Callable[[], float] = time.time,
         pid_alive: Callable[[int], bool] | None = None,
         host: str | None = None,
+        parallel: bool = True,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.poll = poll
@@ -58,6 +59,7 @@ class Monitor:
         self.clock = clock
         self.pid_alive = pid_alive or st.default_pid_alive
         self.host = host or st.this_host()
+        self.parallel = parallel  # decode a large initial backlog in worker processes
         self._runs: dict[str, _Entry] = {}
         self._lock = threading.RLock()  # guards the run data read by queries
         self._refresh_lock = threading.Lock()  # one reader at a time
@@ -86,13 +88,15 @@ class Monitor:
                 self._statuses.pop(run_id, None)
         added: set[str] = set()
         updated: set[str] = set()
+        fresh = []
         for run_id, f in found.items():
             entry = self._runs.get(run_id)
             if entry is None or entry.found.dir_key != f.dir_key or entry.found.source != f.source:
-                self._load(f, real)
+                fresh.append(f)
                 (updated if entry is not None else added).add(run_id)
             elif self._poll(entry, real):
                 updated.add(run_id)
+        self._load_many(fresh, real)
         updated |= self._status_changes(set(found)) - added
         return Changes(frozenset(added), frozenset(updated), frozenset(removed))
 
@@ -129,6 +133,29 @@ class Monitor:
         if path in (real, self.root) and len(self._runs) == 1:
             return next(iter(self._runs))  # the root is itself the run
         return None
+
+    def _load_many(self, fresh: list[Found], real: str | None) -> None:
+        """Load new runs; a large backlog is decoded on several cores (see prefetch)."""
+        big = prefetch.plan(fresh) if self.parallel else []
+        for f in fresh:
+            if f not in big:
+                self._load(f, real)
+        if not big:
+            return
+        try:
+            loaded = prefetch.load_all(big, real)
+        except Exception:  # noqa: BLE001 - a worker problem must not lose runs: read them here
+            loaded = {}
+        for f in big:
+            if f.id not in loaded:
+                self._load(f, real)
+                continue
+            state, source = loaded[f.id]
+            state.generation = next(self._generations)
+            entry = _Entry(f, state, source)
+            self._poll(entry, real)  # lines written while the worker read
+            with self._lock:
+                self._runs[f.id] = entry
 
     def _load(self, f: Found, real: str | None) -> None:
         state = RunState(f.id, f.path, f.source, next(self._generations))

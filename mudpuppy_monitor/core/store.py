@@ -56,6 +56,11 @@ class Column:
         self.values[n : n + k] = values
         self.n = n + k
 
+    def compact(self) -> None:
+        self.values = self.values[: self.n].copy()
+        if self.rows is not None:
+            self.rows = self.rows[: self.n].copy()
+
     def row_index(self) -> np.ndarray | slice:
         if self.rows is None:
             return slice(self.row0, self.row0 + self.n)
@@ -101,6 +106,13 @@ class Table:
                 col = self.columns[name] = Column(base + int(rows[0]))
             col.append(rows.astype(np.int32, copy=False) + base, values)
         return base
+
+    def compact(self) -> None:
+        """Drop the growth slack (after a large initial read; appends grow it again)."""
+        self.step = self.step[: self.n].copy()
+        self.t = self.t[: self.n].copy()
+        for col in self.columns.values():
+            col.compact()
 
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(step, t, value) of one column; views when the column is dense."""
