@@ -43,6 +43,8 @@ def spike_indices(values: np.ndarray, start: int) -> np.ndarray:
     if first >= n:
         return np.empty(0, dtype=np.int64)
     count = n - first
+    if count <= 4:
+        return _spikes_small(values, first)
     # one reference window per segment of `w` new values (a single one for small appends)
     seg = w if count > w else count
     starts = np.arange(first, n, seg)
@@ -55,3 +57,17 @@ def spike_indices(values: np.ndarray, start: int) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         hit = new > thr[seg_of]
     return np.flatnonzero(hit) + first
+
+
+def _spikes_small(values: np.ndarray, first: int) -> np.ndarray:
+    """The same rule for a few new values (live appends), without numpy's per-call overhead."""
+    w = SPIKE_WINDOW
+    ref = sorted(values[first - w : first].tolist())
+    med = (ref[w // 2 - 1] + ref[w // 2]) / 2
+    dev = sorted(abs(x - med) for x in ref)
+    mad = (dev[w // 2 - 1] + dev[w // 2]) / 2
+    thr = med + max(SPIKE_K * MAD_TO_SIGMA * mad, SPIKE_REL * abs(med))
+    if thr != thr:  # a NaN in the window: no verdict
+        return np.empty(0, dtype=np.int64)
+    hits = [i for i, x in enumerate(values[first:].tolist()) if x > thr]
+    return np.array(hits, dtype=np.int64) + first

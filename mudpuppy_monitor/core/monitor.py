@@ -112,8 +112,8 @@ class Monitor:
                     break
                 ids.add(run_id)
             else:
+                # statuses are compared on the timer pass; a run that got data is updated anyway
                 updated = {r for r in ids if r in self._runs and self._poll(self._runs[r], real)}
-                updated |= self._status_changes(ids)
                 changes = Changes(updated=frozenset(updated))
         self._publish(changes)
         return changes.ids()
