@@ -35,6 +35,8 @@ pytestmark = pytest.mark.skipif(
 
 T0 = 1_700_000_000.0
 NAN_STEP = 120
+SPIKE_STEP = 1500
+RESTART_STEP = 2000
 LAYERS = [f"model.layers.{i}.self_attn.{p}" for i in range(3) for p in ("q_proj", "v_proj")]
 DEAD_LAYER = "model.layers.2.self_attn.v_proj"  # its B (and so its update) stays at zero
 
@@ -85,7 +87,9 @@ def make_root(root: Path) -> Path:
         live.metrics(s, t=T0 + s, loss=1.0 / s)
     long = RunDir(root, "long", max_steps=3000)
     for s in range(1, 3001):
-        long.metrics(s, t=T0 + s, loss=1.0 + (s % 7) / 100)
+        long.metrics(s, t=T0 + s, loss=50.0 if s == SPIKE_STEP else 1.0 + (s % 7) / 100)
+        if s == RESTART_STEP:  # resumed from a checkpoint: a second start event
+            long.append("start", t=T0 + s, resumed_from=f"checkpoint-{s}")
     return root
 
 
@@ -249,6 +253,8 @@ def test_drag_zooms_with_a_finer_fetch_and_double_click_resets(dash):
     s = dash.stats()["charts"]["loss"]
     [base] = s["series"]
     assert base["n"] < 3000  # decimated by the server
+    assert s["markers"] == {"nonfinite": 0, "spike": 1, "checkpoint": 0, "restart": 1}
+    assert s["ymax"] > 50  # the one-point spike survives both decimations
     assert (s["x0"], s["x1"]) == (base["first"], base["last"]) and s["x1"] == 3000
     box = dash.page.locator('[data-chart="loss"] .plot').bounding_box()
     y = box["y"] + s["top"] + s["height"] / 2
@@ -357,3 +363,34 @@ def test_gpu_and_lora_panels(dash):
     dash.page.click('[data-lora-mode="A"]')
     dash.wait("s => s.lora.mode === 'A'")
     assert dash.stats()["lora"]["nearZero"] == []
+
+
+def test_canvas_backing_store_follows_the_device_pixel_ratio(browser, server, dash):
+    size = (
+        "() => { const c = document.querySelector('[data-chart=\"loss\"] canvas');"
+        " return [c.width, c.height, c.getBoundingClientRect().width, c.getBoundingClientRect().height]; }"
+    )
+    w, h, css_w, css_h = dash.page.evaluate(size)
+    assert (w, h) == (css_w, css_h)
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=2)
+    try:
+        page = ctx.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_function(
+            "() => window.__mudpuppy && window.__mudpuppy.stats().charts.loss.lines > 0"
+        )
+        w2, h2, css_w2, css_h2 = page.evaluate(size)
+        assert (w2, h2) == (2 * css_w2, 2 * css_h2)
+    finally:
+        ctx.close()
+    # a ratio change on a loaded page: the next draw re-sizes the backing store
+    cdp = dash.ctx.new_cdp_session(dash.page)
+    cdp.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1440, "height": 900, "deviceScaleFactor": 2, "mobile": False},
+    )
+    dash.page.check("#log-y")
+    dash.page.wait_for_function(
+        "() => { const c = document.querySelector('[data-chart=\"loss\"] canvas');"
+        " return c.width === 2 * c.getBoundingClientRect().width; }"
+    )

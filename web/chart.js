@@ -231,7 +231,8 @@ export class Chart {
 
   draw() {
     const t0 = performance.now();
-    if (this.cssW === 0) this.resize();
+    // the matchMedia listener catches ratio changes; this catches any it missed (emulation)
+    if (this.cssW === 0 || (window.devicePixelRatio || 1) !== this.dpr) this.resize();
     const { ctx, dpr } = this;
     const W = this.canvas.width;
     const H = this.canvas.height;
