@@ -133,7 +133,9 @@ def build_tiny_trainer(
         seed=seed,
         include_num_input_tokens_seen="all",
     )
-    callbacks = [MonitorCallback(root, name=name, lora_every=lora_every, **(callback_kwargs or {}))]
+    callbacks: list[Any] = [
+        MonitorCallback(root, name=name, lora_every=lora_every, **(callback_kwargs or {}))
+    ]
     if step_delay_s > 0:
         callbacks.append(_step_delay_callback(step_delay_s))
     callbacks.extend(extra_callbacks)

@@ -446,3 +446,82 @@ def test_tinytrain_command_line(tmp_path: Path) -> None:
     assert meta["config"]["learning_rate"] == 5e-3
     # checkpoints went to a temporary directory that the command removed
     assert not Path(meta["config"]["output_dir"]).exists()
+
+
+def test_resumed_training_appends_to_the_same_run(tmp_path: Path) -> None:
+    first = build_tiny_trainer(
+        tmp_path / "runs", "r", steps=4, save_every=4, output_dir=tmp_path / "o"
+    )
+    first.train()
+    second = build_tiny_trainer(
+        tmp_path / "runs",
+        "r",
+        steps=6,
+        save_every=4,
+        output_dir=tmp_path / "o",
+        callback_kwargs={"resume": True},
+    )
+    second.train(resume_from_checkpoint=str(tmp_path / "o" / "checkpoint-4"))
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]
+    events = read_events(tmp_path / "runs" / "r")
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    starts = [e for e in events if e["kind"] == "start"]
+    assert [s.get("resumed_from") for s in starts] == [None, 4]
+    assert starts[0]["run_id"] == starts[1]["run_id"]
+    assert [e["step"] for e in events if e["kind"] == "metrics" and "loss" in e["values"]] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+    assert [(e["status"], e["step"]) for e in events if e["kind"] == "end"] == [
+        ("completed", 4),
+        ("completed", 6),
+    ]
+
+
+def test_dora_and_two_adapters_in_meta_and_lora_events(tmp_path: Path) -> None:
+    from mudpuppy_callback import MonitorCallback
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    model = get_peft_model(
+        build_tiny_model(lora=False),
+        LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj"], use_dora=True),
+    )
+    model.add_adapter("style", LoraConfig(r=2, lora_alpha=2, target_modules=["v_proj"]))
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True, bf16=False
+    )
+    state = TrainerState(max_steps=3)
+    control = TrainerControl()
+    cb = MonitorCallback(
+        tmp_path / "runs", name="dora", lora_every=1, config={"dataset": "synthetic"}
+    )
+    cb.on_train_begin(args, state, control, model=model)
+    state.global_step = 1
+    cb.on_step_end(args, state, control, model=model)
+    cb.on_train_end(args, state, control, model=model)
+    config = json.loads((tmp_path / "runs" / "dora" / "meta.json").read_text())["config"]
+    assert (config["method"], config["r"], config["lora_alpha"], config["dataset"]) == (
+        "dora",
+        4,
+        16,
+        "synthetic",
+    )
+    assert sorted(config["adapters"]) == ["default", "style"]
+    assert config["adapters"]["style"]["target_modules"] == ["v_proj"]
+    assert config["adapters"]["default"]["use_dora"] is True
+    lora = [e for e in read_events(tmp_path / "runs" / "dora") if e["kind"] == "lora"]
+    assert len(lora) == 1 and lora[0]["step"] == 1
+    layers = lora[0]["layers"]
+    assert sorted(layers) == LORA_PATHS
+    assert sorted(layers["model.layers.0.self_attn.q_proj"]) == ["A", "B", "magnitude", "update"]
+    assert sorted(layers["model.layers.0.self_attn.v_proj"]) == [
+        "style/A",
+        "style/B",
+        "style/update",
+    ]
+    assert layers["model.layers.0.self_attn.q_proj"]["magnitude"] > 0
