@@ -318,6 +318,32 @@ def test_debiased_ema_matches_tensorboard(dash):
     assert got[3] == pytest.approx((0.625 + 1.5) / 0.875)
 
 
+def test_series_buffer_is_bounded_and_decimation_keeps_a_lone_spike(dash):
+    got = dash.page.evaluate(
+        """async () => {
+          const m = await import('/series.js');
+          const b = new m.SeriesBuf();
+          for (let i = 0; i < 300000; i++) b.push(i, i === 1234 ? 99 : 1 + (i % 3) / 10);
+          let maxY = -Infinity;
+          for (let i = 0; i < b.n; i++) maxY = Math.max(maxY, b.y[i]);
+          // 100,000 points, one spike and one NaN, into 500 pixel columns, with the block index
+          const x = new Float64Array(100000).map((_, i) => i);
+          const y = new Float64Array(100000).map((_, i) => i === 77777 ? 42 : i === 5000 ? NaN : 1);
+          const out = {cols: new Float64Array(64)};
+          const nf = [];
+          const bi = new m.BlockIndex().update(y, y.length);
+          const k = m.decimate(x, y, 100000, true, 0, 99999, 500 / 99999, 0, out, false, nf, bi);
+          const ys = Array.from(out.cols.subarray(0, 2 * k)).filter((_, i) => i % 2 === 1);
+          return {n: b.n, maxY, k, spike: Math.max(...ys.filter(Number.isFinite)), nf,
+                  lo: Math.min(...ys.filter(Number.isFinite))};
+        }"""
+    )
+    assert got["n"] <= 250_000 and got["maxY"] == 99  # compacted, the spike kept
+    assert got["spike"] == 42 and got["lo"] == 1
+    assert got["nf"] == [5000]
+    assert got["k"] <= 4 * 502 + 2  # at most 4 points per column, plus the NaN break
+
+
 def test_nan_loss_shows_a_marker(dash):
     dash.page.fill("#run-filter", "^sweep/lr-1$")
     dash.wait("s => s.overlaid.length === 1 && s.charts.loss.lines === 2")
@@ -344,6 +370,10 @@ def test_tooltip_lists_every_overlaid_run(dash):
         '[data-chart="loss"] .tip .tipname', "els => els.map(e => e.textContent)"
     )
     assert names == ["lr-0", "lr-0 eval", "lr-1", "lr-1 eval"]
+    head = dash.page.text_content('[data-chart="loss"] .tip .tiphead')
+    assert head.startswith("step ")
+    x = float(head.removeprefix("step ").replace(",", ""))
+    assert s["x0"] + 0.25 * (s["x1"] - s["x0"]) < x < s["x0"] + 0.35 * (s["x1"] - s["x0"])
 
 
 def test_gpu_and_lora_panels(dash):

@@ -4,7 +4,9 @@
 // are DOM overlays, so hovering never repaints the canvas.
 
 import { logTicks, niceTicks, timeTicks } from "./axis.js";
-import { fmtRelTick, fmtStepTick, fmtWallTick } from "./format.js";
+import {
+  fmtClock, fmtDuration, fmtInt, fmtRelTick, fmtStepTick, fmtWallTick,
+} from "./format.js";
 import { BlockIndex, decimate, emaInto, nearest } from "./series.js";
 import { CrosshairOverlay } from "./overlay.js";
 
@@ -96,6 +98,7 @@ export class Chart {
       onZoom: (a, b) => this.onZoom && this.onZoom(a, b),
       onReset: () => this.onReset && this.onReset(),
       tooltip: (x) => this.tooltipAt(x),
+      xLabel: (x) => this.xLabel(x),
     });
     this.dpr = window.devicePixelRatio || 1;
     this.cssW = 0;
@@ -491,6 +494,12 @@ export class Chart {
       counts.spike += 1;
     }
     return counts;
+  }
+
+  xLabel(x) {
+    if (this.xMode === "step") return `step ${fmtInt(x)}`;
+    if (this.xMode === "rel") return `${fmtDuration(x)} since start`;
+    return fmtClock(x, true);
   }
 
   // Tooltip rows at data x: every overlaid line's value nearest to x.

@@ -5,8 +5,9 @@ const DRAG_MIN_PX = 5;
 
 export class CrosshairOverlay {
   // geometry(): the last draw's {x0, x1, left, top, width, height} in CSS pixels
-  constructor(plot, { geometry, onHover, onZoom, onReset, tooltip }) {
+  constructor(plot, { geometry, onHover, onZoom, onReset, tooltip, xLabel }) {
     this.plot = plot;
+    this.xLabel = xLabel;
     this.geometry = geometry;
     this.tooltip = tooltip;
     this.line = div("xhair");
@@ -77,6 +78,9 @@ export class CrosshairOverlay {
       return;
     }
     this.tip.textContent = "";
+    const head = div("tiphead");
+    head.textContent = this.xLabel(x);
+    this.tip.append(head);
     for (const r of rows.slice(0, 24)) {
       const row = div("tiprow");
       const sw = div("swatch");
