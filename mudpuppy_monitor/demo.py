@@ -147,6 +147,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     procs = start_trainers(runs, root, args.steps, args.step_delay)
     try:
         serve(settings)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how the demo is meant to end
     finally:
         stop_trainers(procs)
         print(f"demo: stopped; the runs stay in {root} (mudpuppy-monitor serve {root})")

@@ -1,0 +1,156 @@
+"""`mudpuppy-monitor demo` as `make demo` runs it: real trainers, the real server, a real browser.
+
+The command itself runs for a bounded time on a free port; the page's run list must fill within
+a minute and its loss chart must move while the fine-tunes train.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mudpuppy_callback import EVENTS_FILE, decode_line
+
+from mudpuppy_monitor.demo import plan_runs
+from tests.conftest import find_free_port
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class Demo:
+    """The demo command in a subprocess, its output collected, stopped with Ctrl-C (SIGINT)."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.port = find_free_port()
+        self.root = root
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mudpuppy_monitor",
+                "demo",
+                "--root",
+                str(root),
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if m := re.search(pattern, line):
+                    return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no line matching {pattern!r}; output: {self.lines}")
+
+    def interrupt(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(5)
+
+
+def test_plan_gives_distinct_learning_rates_and_one_evaluating_run() -> None:
+    runs = plan_runs(3, 400)
+    assert [r.name for r in runs] == ["lora-lr3e-03", "lora-lr1e-03", "lora-lr3e-04"]
+    assert len({r.lr for r in runs}) == 3
+    assert [r.eval_every for r in runs] == [40, None, None]
+
+
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not found (apt-get install chromium)"
+)
+def test_demo_fills_the_run_list_and_moves_the_loss_chart(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "demo-runs"
+    demo = Demo(root, "--runs", "2", "--steps", "400", "--step-delay", "0.1", "--gpu", "none")
+    try:
+        url = demo.wait_for_line(r"serving .* at (http://127\.0\.0\.1:\d+/)", 60).group(1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            # the run list fills within a minute
+            page.wait_for_function(
+                "() => window.__mudpuppy && window.__mudpuppy.stats().runs.length === 2",
+                timeout=60_000,
+            )
+            assert page.evaluate("window.__mudpuppy.stats().runs") == [
+                "lora-lr1e-03",
+                "lora-lr3e-03",
+            ]
+
+            def loss_points() -> int:
+                return page.evaluate(
+                    "() => window.__mudpuppy.stats().charts.loss.series"
+                    ".filter(s => s.key.endsWith('loss')).reduce((a, s) => a + s.n, 0)"
+                )
+
+            page.wait_for_function(
+                "() => window.__mudpuppy.stats().charts.loss.series.some(s => s.n > 0)",
+                timeout=60_000,
+            )
+            before = loss_points()
+            draws = page.evaluate("window.__mudpuppy.stats().charts.loss.draws")
+            # the chart moves: more points held and drawn, without a reload
+            page.wait_for_function(
+                f"""() => {{
+                    const c = window.__mudpuppy.stats().charts.loss;
+                    return c.series.reduce((a, s) => a + s.n, 0) > {before} + 5 && c.draws > {draws};
+                }}""",
+                timeout=60_000,
+            )
+            assert loss_points() > before
+            assert errors == []
+            browser.close()
+    finally:
+        code = demo.interrupt()
+    assert code == 0, demo.lines
+    # Ctrl-C stopped the trainers cleanly: each run ends with an `end` line
+    for name in ("lora-lr3e-03", "lora-lr1e-03"):
+        lines = (root / name / EVENTS_FILE).read_bytes().splitlines()
+        last = decode_line(lines[-1])
+        assert last["kind"] == "end", last
+        assert last["status"] in ("interrupted", "completed")
