@@ -475,6 +475,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _never_raises(method: Any) -> Any:
+    """A public RunWriter method that reports unexpected errors once instead of raising them."""
+
+    def wrapper(self: RunWriter, *args: Any, **kwargs: Any) -> bool:
+        try:
+            return bool(method(self, *args, **kwargs))
+        except Exception as exc:
+            self._warn_once(
+                f"error:{method.__name__}",
+                f"mudpuppy: {method.__name__} failed ({_error_text(exc)}); nothing recorded",
+            )
+            return False
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
 class RunWriter:
     """Writes one run directory in format v1 (docs/run-format.md). Standard library only.
 
@@ -519,6 +537,8 @@ class RunWriter:
         self._warned_keys: set[str] = set()
         self._closed = False
         self._atexit: Any = None
+        self._pid = os.getpid()
+        self.meta: dict[str, Any] = {}
         self.dir: Path | None = None
         self.name: str | None = None
         self.run_id: str | None = None
@@ -568,7 +588,7 @@ class RunWriter:
         self._write_meta()
         self._open()
         start: dict[str, Any] = {"run_id": self.run_id}
-        if resume and resumed_from is not None:
+        if resumed_from is not None:
             start["resumed_from"] = resumed_from
         self._emit(KIND_START, start)
         # An unclosed writer at interpreter exit ends its run as interrupted (or failed, when
@@ -594,23 +614,30 @@ class RunWriter:
         """Lines that could not be written (I/O errors)."""
         return self._dropped
 
+    @_never_raises
     def log(self, step: int, values: Mapping[str, Any], *, epoch: float | None = None) -> bool:
         """A `metrics` event. Returns whether a line was written."""
         fields = self._values_fields(step, values, epoch, eval_prefix=False)
         return fields is not None and self._emit(KIND_METRICS, fields)
 
+    @_never_raises
     def log_eval(self, step: int, values: Mapping[str, Any], *, epoch: float | None = None) -> bool:
         """An `eval` event. Keys without the `eval_` prefix get it (`loss` -> `eval_loss`)."""
         fields = self._values_fields(step, values, epoch, eval_prefix=True)
         return fields is not None and self._emit(KIND_EVAL, fields)
 
+    @_never_raises
     def log_lora(self, step: int, layers: Mapping[str, Mapping[str, Any]]) -> bool:
         """A `lora` event: {module path: {"A": norm, "B": norm, "update": norm, ...}}."""
         if self._closed:
             return False
         out = {}
         for path, norms in layers.items():
-            converted, dropped = _convert_values(norms)
+            try:
+                converted, dropped = _convert_values(norms)
+            except Exception as exc:
+                self._warn_once("convert", f"mudpuppy: cannot read LoRA norms ({_error_text(exc)})")
+                return False
             self._warn_dropped(dropped)
             if converted:
                 out[str(path)] = converted
@@ -618,6 +645,7 @@ class RunWriter:
             return False
         return self._emit(KIND_LORA, {"step": int(step), "layers": out})
 
+    @_never_raises
     def progress(self, step: int) -> bool:
         """A `progress` event, unless any event was written less than 2 s ago."""
         if self._closed:
@@ -629,6 +657,7 @@ class RunWriter:
             return False
         return self._emit(KIND_PROGRESS, {"step": int(step)})
 
+    @_never_raises
     def checkpoint(self, step: int, path: str | os.PathLike[str]) -> bool:
         return self._emit(KIND_CHECKPOINT, {"step": int(step), "path": os.fspath(path)})
 
@@ -678,7 +707,7 @@ class RunWriter:
     def __del__(self) -> None:
         # Dropped without close(): the run did not complete as far as anyone can tell.
         try:
-            if not self._closed:
+            if not self._closed and os.getpid() == self._pid:
                 self.close(STATUS_INTERRUPTED)
         except Exception:
             pass
@@ -686,6 +715,8 @@ class RunWriter:
     # -- internals -------------------------------------------------------------------------
 
     def _close_at_exit(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child exiting: the run belongs to the parent
         exc = getattr(sys, "last_value", None)  # set when the program died of an exception
         if isinstance(exc, Exception):
             self.close(STATUS_FAILED, error=exc)
@@ -697,7 +728,11 @@ class RunWriter:
     ) -> dict[str, Any] | None:
         if self._closed:
             return None
-        converted, dropped = _convert_values(values)
+        try:
+            converted, dropped = _convert_values(values)
+        except Exception as exc:  # e.g. a tensor on a device that cannot be read
+            self._warn_once("convert", f"mudpuppy: cannot read metric values ({_error_text(exc)})")
+            return None
         self._warn_dropped(dropped)
         if eval_prefix:
             converted = {

@@ -479,3 +479,46 @@ def test_single_file_copied_alone_imports_and_writes_a_run(tmp_path: Path) -> No
     events = read_events(lonely / "runs" / "copied")
     assert [e["kind"] for e in events] == ["start", "metrics", "end"]
     assert math.isnan(events[1]["values"]["loss"])
+
+
+def test_unexpected_errors_warn_once_per_method_and_never_raise(
+    tmp_path: Path, monitor_warnings: list[warnings.WarningMessage]
+) -> None:
+    import torch
+
+    with RunWriter(tmp_path, name="x") as run:
+        assert run.log(None, {"loss": 1.0}) is False  # type: ignore[arg-type]
+        assert run.log("three", {"loss": 1.0}) is False  # type: ignore[arg-type]
+        assert run.log(1, {"loss": torch.empty((), device="meta")}) is False
+        assert run.checkpoint(None, "p") is False  # type: ignore[arg-type]
+        assert run.log(2, {"loss": 1.0}) is True
+    assert sorted(only_monitor(monitor_warnings)) == [
+        "mudpuppy: cannot read metric values (NotImplementedError: Cannot copy out of meta "
+        "tensor; no data!)",
+        "mudpuppy: checkpoint failed (TypeError: int() argument must be a string, a bytes-like "
+        "object or a real number, not 'NoneType'); nothing recorded",
+        "mudpuppy: log failed (TypeError: int() argument must be a string, a bytes-like object or "
+        "a real number, not 'NoneType'); nothing recorded",
+    ]
+    assert [e["kind"] for e in read_events(run.dir)] == ["start", "metrics", "end"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_exiting_does_not_end_the_parents_run(tmp_path: Path) -> None:
+    code = f"""
+        import os, sys
+        sys.path.insert(0, {str(CALLBACK_FILE.parent)!r})
+        from mudpuppy_callback import RunWriter
+        run = RunWriter({str(tmp_path)!r}, name="parent")
+        run.log(1, {{"loss": 1.0}})
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a child that exits through the interpreter: atexit handlers run
+        os.waitpid(pid, 0)
+        run.log(2, {{"loss": 0.5}})
+        run.close()
+    """
+    proc = _run_python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    kinds = [(e["kind"], e.get("status")) for e in read_events(tmp_path / "parent")]
+    assert kinds == [("start", None), ("metrics", None), ("metrics", None), ("end", "completed")]
