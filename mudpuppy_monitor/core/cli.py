@@ -84,7 +84,7 @@ def runs_table(summaries: list[Any], now: float) -> Any:
         ("last update", "right"),
     ):
         if name == "run":
-            table.add_column(name, justify=justify, min_width=8, overflow="fold")
+            table.add_column(name, justify=justify, min_width=8, overflow="fold")  # type: ignore[arg-type]
         else:
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in summaries:

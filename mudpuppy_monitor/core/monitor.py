@@ -161,6 +161,9 @@ class Monitor:
         state = RunState(f.id, f.path, f.source, next(self._generations))
         entry = _Entry(f, state, open_source(f.source, f.path, real))
         self._poll(entry, real, fresh=True)
+        if state.train.n > 4096:
+            for table in (state.train, state.eval, state.progress):
+                table.compact()  # a large initial read: drop the growth slack
         with self._lock:
             self._runs[f.id] = entry
 

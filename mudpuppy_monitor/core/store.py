@@ -172,10 +172,10 @@ class LoraStore:
         for name, norms in layers.items():
             j = self.layers[name]
             for key, value in norms.items():
-                mat = self.data.get(key)
-                if mat is None:
-                    mat = self.data[key] = np.full((cap, width), np.nan)
-                mat[n, j] = value
+                got = self.data.get(key)
+                if got is None:
+                    got = self.data[key] = np.full((cap, width), np.nan)
+                got[n, j] = value
         self.n = n + 1
 
     def snapshot(self, i: int) -> dict[str, dict[str, float]]:

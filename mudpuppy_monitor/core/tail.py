@@ -20,6 +20,9 @@ import numpy as np
 from mudpuppy_callback import MAX_LINE_BYTES
 
 CHUNK_BYTES = 1 << 20
+# a backlog is decoded and stored slice by slice: the Python objects of one slice are freed
+# before the next is read, which keeps the heap (and the RSS it leaves behind) small
+READ_SLICE_BYTES = 8 << 20
 
 
 @dataclass

@@ -56,7 +56,7 @@ class HfStateSource:
         self.path = path
         self.root = root
         self.key: tuple | None = None
-        self.steps_read: list[int] = []
+        self.steps_read: list[int | None] = []
         self.checkpoints: dict[int, float] = {}  # step -> mtime of the checkpoint dir
 
     def _candidates(self) -> list[tuple[float, int, str, os.stat_result]]:

@@ -20,7 +20,7 @@ import orjson
 from mudpuppy_monitor.core.discovery import TRAINER_LOG
 from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
-from mudpuppy_monitor.core.tail import FileTail
+from mudpuppy_monitor.core.tail import READ_SLICE_BYTES, FileTail
 
 BOOKKEEPING = frozenset(
     {"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"}
@@ -75,7 +75,7 @@ class LlamaFactorySource:
     def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
         changed = False
         while True:
-            res = self.log.read(max_bytes=64 << 20)
+            res = self.log.read(max_bytes=READ_SLICE_BYTES)
             if res.reset:
                 return True, True
             if res.error:

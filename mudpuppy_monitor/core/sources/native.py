@@ -18,7 +18,7 @@ from mudpuppy_callback import (
 
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
-from mudpuppy_monitor.core.tail import FileTail
+from mudpuppy_monitor.core.tail import READ_SLICE_BYTES, FileTail
 
 MAX_META_BYTES = 16 << 20
 
@@ -52,7 +52,7 @@ class NativeSource:
         """Read what is new into `run`. Returns (changed, reset: the run must start over)."""
         changed = self._poll_meta(run, lock)
         while True:
-            res = self.events.read(max_bytes=64 << 20)
+            res = self.events.read(max_bytes=READ_SLICE_BYTES)
             if res.reset:
                 return True, True
             if res.error:
