@@ -208,7 +208,10 @@ class Monitor:
         except (asyncio.TimeoutError, asyncio.CancelledError):
             task.cancel()
         for sub in list(self._subs):
-            sub.loop.call_soon_threadsafe(sub.close)
+            try:
+                sub.loop.call_soon_threadsafe(sub.close)
+            except RuntimeError:  # its loop is already closed
+                pass
 
     async def _watch_loop(self) -> None:
         from watchfiles import awatch
