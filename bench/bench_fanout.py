@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +31,7 @@ CLIENTS = 50
 RUNS = 20
 EXTRA_SERIES = 5  # random values in every line: bigger, incompressible messages
 OBSERVERS = 5
-WARMUP_S = 5.0
+WARMUP_LINES = 1200
 WARMUP_SERIES = 150
 
 
@@ -49,21 +51,27 @@ def stalled_client(port: int) -> socket.socket:
 
 
 async def healthy_clients(
-    url: str, n: int, stop: threading.Event, out: list[float], counts: list[int]
+    url: str,
+    n: int,
+    stop: threading.Event,
+    out: list[float],
+    counts: list[int],
+    observers: int = OBSERVERS,
 ) -> None:
-    """n clients that read everything; the first OBSERVERS also time every `loss` point (the
-    others only read: parsing 50 streams in one Python process would measure this
-    process, not the daemon)."""
+    """n clients that read everything; the first OBSERVERS also time every `loss` point."""
     from websockets.asyncio.client import connect
 
     async def one(k: int) -> None:
         async with connect(url, proxy=None, compression=None, max_size=None) as ws:
+            # everything but the ballast run (which only the stalled client receives)
+            runs = [f"run-{i:02d}" for i in range(RUNS)]
+            await ws.send(json.dumps({"type": "subscribe", "runs": runs}))
             while not stop.is_set():
                 try:
                     raw = await asyncio.wait_for(ws.recv(decode=False), 0.5)
                 except asyncio.TimeoutError:
                     continue
-                if k >= OBSERVERS:
+                if k >= observers:
                     continue
                 now = time.time()
                 msg = orjson.loads(raw)
@@ -73,6 +81,20 @@ async def healthy_clients(
                     out.extend(now - t for t in ts)
 
     await asyncio.gather(*(one(k) for k in range(n)))
+
+
+def fill_ballast(run_dir: Path) -> None:
+    """About 8 MB of incompressible lines, quickly."""
+    import mudpuppy_callback as fmt
+
+    rng = np.random.default_rng(1)
+    with open(run_dir / fmt.EVENTS_FILE, "ab", buffering=0) as f:
+        for step in range(1, WARMUP_LINES + 1):
+            values = {f"b{j}": float(v) for j, v in enumerate(rng.random(WARMUP_SERIES))}
+            f.write(fmt.encode_line({"v": 1, "seq": step, "t": time.time(), "kind": "metrics",
+                                     "step": step, "epoch": 0.0, "values": values}))  # fmt: skip
+            if step % 50 == 0:
+                time.sleep(0.02)
 
 
 def metric(url: str, name: str) -> float:
@@ -89,28 +111,41 @@ def measure(seconds: float, stalled: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         runs = make_runs(root, RUNS)
+        ballast = make_runs(root / "ballast", 1)[0]
         with Daemon(root) as daemon:
-            while len(daemon.runs()) < RUNS:
+            while len(daemon.runs()) < RUNS + 1:
                 time.sleep(0.1)
             latencies: list[float] = []
             counts = [0] * CLIENTS
             stop = threading.Event()
             n_healthy = CLIENTS - 1 if stalled else CLIENTS
             ws_url = daemon.url.replace("http", "ws") + "/ws"
+            # the observers time points in this process; the other healthy clients read in a
+            # process of their own, so their load does not delay the observers' event loop
+            readers = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.bench_fanout",
+                    "--readers",
+                    ws_url,
+                    str(n_healthy - OBSERVERS),
+                ],  # fmt: skip
+                cwd=Path(__file__).resolve().parent.parent,
+            )
             loop_thread = threading.Thread(
                 target=asyncio.run,
-                args=(healthy_clients(ws_url, n_healthy, stop, latencies, counts),),
+                args=(healthy_clients(ws_url, OBSERVERS, stop, latencies, counts),),
                 daemon=True,
             )
             loop_thread.start()
             stuck = stalled_client(daemon.port) if stalled else None
-            time.sleep(1.0)  # everyone connected
-            # warm-up with big lines: the stalled client's socket buffers fill, so the measured
-            # window below runs with a client that is really stuck (same warm-up in both runs)
-            warm = Writer(runs, WARMUP_S, extra=WARMUP_SERIES)
-            warm.start()
-            warm.join()
-            time.sleep(1.0)
+            time.sleep(2.0)  # everyone connected
+            # warm-up: big lines into a ballast run that only the stalled client subscribes to
+            # (the healthy ones subscribe to the 20 runs), so its socket buffers are full when
+            # the measured window starts; the same warm-up runs without the stalled client
+            fill_ballast(ballast)
+            time.sleep(2.0)
             latencies.clear()
             counts[:] = [0] * CLIENTS
             proc = psutil.Process(daemon.proc.pid)  # type: ignore[union-attr]
@@ -127,6 +162,8 @@ def measure(seconds: float, stalled: bool) -> dict[str, float]:
             clients_end = metric(daemon.url, "mudpuppy_ws_clients")
             stop.set()
             loop_thread.join(10)
+            readers.terminate()
+            readers.wait(10)
             if stuck is not None:
                 stuck.close()
     busy = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
@@ -179,6 +216,14 @@ def run(quick: bool = False) -> list[dict]:
     ]
 
 
+def readers_main(url: str, n: int) -> None:
+    """`--readers URL N`: N healthy clients that read everything and time nothing."""
+    asyncio.run(healthy_clients(url, n, threading.Event(), [], [0] * n, observers=0))
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--readers"]:
+        readers_main(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
     for row in run(quick="--quick" in sys.argv):
         print(row)

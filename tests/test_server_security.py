@@ -228,7 +228,9 @@ def test_token_in_query_sets_an_httponly_samesite_cookie(token_server):
     assert status == 303 and headers["location"] == "/"
     assert headers["set-cookie"].startswith(f"{name}={TOKEN};")
     assert raw_get(token_server, "/", {"Cookie": f"{name}={TOKEN}"})[0] == 200
-    assert raw_get(token_server, "/?token=wrong")[0] == 401
+    status, headers, body = raw_get(token_server, "/?token=wrong")
+    assert status == 401 and headers["content-type"].startswith("text/html")
+    assert b"?token=" in body  # the page says where the token is
 
 
 def test_token_on_the_websocket(token_server):

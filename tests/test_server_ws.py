@@ -350,3 +350,36 @@ def test_poll_mode_streams_appends_too(tmp_path):
         client.pump_until_held("p", "loss", [1, 2])
         assert client.held["p"]["loss"]["y"] == [1.0, 0.5]
         client.close()
+
+
+def test_a_burst_past_the_stream_cap_is_refetched_not_streamed(tmp_path):
+    run = RunDir(tmp_path, "burst")
+    for step in range(1, 11):
+        run.metrics(step, loss=float(step))
+    with LiveServer(tmp_path, max_stream_points=20) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        client.fetch("burst")
+        # 50 lines in one write: one change, 50 new points per series, past the cap of 20
+        lines = b"".join(
+            run.fmt.encode_line(
+                {"v": 1, "seq": run.seq + k, "t": time.time(), "kind": "metrics",
+                 "step": 11 + k, "epoch": 0.0, "values": {"loss": float(11 + k)}}
+            )
+            for k in range(50)
+        )  # fmt: skip
+        run.seq += 50
+        with open(run.events, "ab") as f:
+            f.write(lines)
+        client.pump(lambda m: m["type"] == "runs" and client.summaries["burst"]["step"] == 60)
+        run.metrics(61, loss=61.0)
+        client.pump_until_held("burst", "loss", list(range(1, 62)))
+        streamed = [
+            m["series"]["loss"]
+            for m in client.messages
+            if m["type"] == "points" and "loss" in m["series"]
+        ]
+        assert all(len(s["step"]) <= 20 for s in streamed)
+        assert client.fetches == 2  # the gap was seen and filled over HTTP
+        assert client.held["burst"]["loss"]["y"] == [float(s) for s in range(1, 62)]
+        client.close()

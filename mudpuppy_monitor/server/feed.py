@@ -74,27 +74,23 @@ class ChangeTracker:
         yield from self._alerts(summary, state, fresh)
 
     def _points(self, run_id: str, state: RunCursor) -> Iterator[Message]:
-        # one more than the cap: a run that grew past it is skipped, not cut (the client
-        # sees the gap in i0 and refetches over HTTP: a big run copied in while serving)
+        # A series that grew by more than the cap in one change (a large run copied in) is
+        # left out, not cut: the client sees the gap in i0 and refetches it over HTTP. The
+        # core's limit hands back only the last `limit` points of such a series.
         limit = self.max_stream_points + 1
         generation, grown = self.monitor.points_since(run_id, dict(state.counts), limit=limit)
         if generation != state.generation:
             # reset between the summary and this call: stream the new generation from 0
             state.generation, state.counts, state.markers = generation, {}, 0
             generation, grown = self.monitor.points_since(run_id, {}, limit=limit)
-        if not grown:
-            return
-        total = 0
         series: dict[str, Any] = {}
         for name, cols in grown.items():
-            n = len(cols["step"])
-            if int(cols["i0"]) > state.counts.get(name, 0):
-                total = limit  # cut by the limit: a gap either way
-            state.counts[name] = int(cols["i0"]) + n
-            total += n
-            if n:
+            i0, n = int(cols["i0"]), len(cols["step"])
+            held = state.counts.get(name, 0)
+            state.counts[name] = i0 + n
+            if n and i0 == held and n <= self.max_stream_points:
                 series[name] = cols
-        if series and total <= self.max_stream_points:
+        if series:
             yield (
                 {"type": "points", "run": run_id, "generation": generation, "series": series},
                 run_id,

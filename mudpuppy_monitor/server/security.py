@@ -24,6 +24,13 @@ PROTECTED_PREFIXES = ("/api", "/ws", "/metrics")
 PUBLIC_PATHS = frozenset({"/healthz"})
 TOKEN_PARAM = "token"
 
+TOKEN_PAGE = (
+    b"<!doctype html><meta charset=utf-8><title>mudpuppy-monitor: token required</title>"
+    b"<h1>Token required</h1><p>This mudpuppy-monitor needs its token. Open the URL that "
+    b"<code>mudpuppy-monitor serve</code> printed (it ends in <code>/?token=...</code>); "
+    b"the browser keeps it in a cookie from then on.</p>"
+)
+
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self' {ws}; manifest-src 'self'; base-uri 'none'; "
@@ -221,10 +228,12 @@ class SecurityMiddleware:
 
     async def _deny(self, scope: Scope, send: Any, status: int, reason: str) -> None:
         body = b'{"error":"' + reason.encode() + b'"}'
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
+        ctype = b"application/json"
+        path = scope.get("path", "")
+        if status == 401 and scope["type"] == "http" and not path.startswith(PROTECTED_PREFIXES):
+            # a person opening the dashboard without the token: tell them where it is
+            body, ctype = TOKEN_PAGE, b"text/html; charset=utf-8"
+        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
         if scope["type"] == "websocket":
             # a denial response before accept: the client sees this status, not a bare close
             if "websocket.http.response" in scope.get("extensions", {}):
