@@ -17,12 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[hf,dev,bench]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
-# Debian chromium for the browser tests (Playwright drives /usr/bin/chromium; it never downloads one).
+# Debian chromium for the browser tests (Playwright drives /usr/bin/chromium; it never downloads
+# one) and tmux for the terminal test. Installed with apt-get when missing and run as root.
 browser:
-	@if [ -x /usr/bin/chromium ]; then :; \
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium chromium-driver"; \
+	command -v tmux >/dev/null || missing="$$missing tmux"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver tmux >/dev/null; \
-	else echo "note: /usr/bin/chromium not found; browser tests will be skipped (apt-get install chromium)"; fi
+		echo "installing$$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note:$$missing not installed; the tests that need them are skipped"; fi
 
 demo: setup
 	$(BIN)/mudpuppy-monitor demo --port 5980
