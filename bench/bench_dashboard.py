@@ -213,7 +213,8 @@ def run(quick: bool = False) -> list[dict]:
         raise RuntimeError(f"{CHROMIUM} not found (apt-get install chromium)")
     runs, points = (5, 20_000) if quick else (20, 100_000)
     got = measure(runs, points)
-    size = f"{runs} runs x {points:,} points"
+    # shared machines: the load next to the numbers says how much of a core the page had
+    size = f"{runs} runs x {points:,} points, load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     rows = [
         {
             "bench": "dashboard", "metric": "initial load to first full draw", "value": got["load_s"][0],

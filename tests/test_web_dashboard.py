@@ -341,7 +341,7 @@ def test_series_buffer_is_bounded_and_decimation_keeps_a_lone_spike(dash):
     assert got["n"] <= 250_000 and got["maxY"] == 99  # compacted, the spike kept
     assert got["spike"] == 42 and got["lo"] == 1
     assert got["nf"] == [5000]
-    assert got["k"] <= 4 * 502 + 2  # at most 4 points per column, plus the NaN break
+    assert got["k"] <= 2 * 502 + 1  # at most 2 points per column, plus the NaN break
 
 
 def test_nan_loss_shows_a_marker(dash):

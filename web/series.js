@@ -26,7 +26,8 @@ export class SeriesBuf {
   }
 
   static from(x, y, count) {
-    const b = new SeriesBuf(Math.max(256, x.length + 64));
+    // headroom so a live run does not copy its columns again a few points after a fetch
+    const b = new SeriesBuf(Math.max(256, Math.ceil(x.length * 1.25)));
     b.x.set(x);
     b.y.set(y);
     b.n = x.length;
@@ -196,8 +197,8 @@ export class BlockIndex {
 }
 
 // Per-pixel-column decimation of the points of (x, y) inside [x0, x1].
-// Emits up to 4 points per column (first, min, max, last), in device pixels for x and in data
-// units for y, into `out.cols` (a Float64Array of stride 2 reused between draws, grown on
+// Emits up to 2 points per column (min and max, in the order the line runs), in device pixels
+// for x and in data units for y, into `out.cols` (a Float64Array of stride 2 reused between draws, grown on
 // demand), and collects the x of non-finite values (drawn as markers). Breaks in the line are
 // emitted as (px, NaN). On a log axis y is returned as log10(y), and values <= 0 break the line.
 // With a BlockIndex `bi` and sorted x, whole blocks no wider than a pixel are merged by their
@@ -232,20 +233,16 @@ export function decimate(x, y, n, sorted, x0, x1, pxPerX, xOffset, out, logY, no
   };
   const flush = () => {
     if (!inCol) return;
-    if (w + 8 > cols.length) grow();
+    if (w + 4 > cols.length) grow();
+    // min and max, in the column's direction (rising: min first), which joins neighbouring
+    // columns like first/last would while drawing half the points
+    const a = first <= last ? lo : hi;
+    const b = first <= last ? hi : lo;
     cols[w++] = col;
-    cols[w++] = first;
-    if (lo !== first && lo !== last) {
+    cols[w++] = a;
+    if (b !== a) {
       cols[w++] = col;
-      cols[w++] = lo;
-    }
-    if (hi !== first && hi !== last && hi !== lo) {
-      cols[w++] = col;
-      cols[w++] = hi;
-    }
-    if (last !== first) {
-      cols[w++] = col;
-      cols[w++] = last;
+      cols[w++] = b;
     }
     inCol = false;
   };
