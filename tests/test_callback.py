@@ -525,3 +525,41 @@ def test_dora_and_two_adapters_in_meta_and_lora_events(tmp_path: Path) -> None:
         "style/update",
     ]
     assert layers["model.layers.0.self_attn.q_proj"]["magnitude"] > 0
+
+
+def test_progress_between_sparse_logs_at_most_every_two_seconds(tmp_path: Path) -> None:
+    class Ticking:  # every reading of the clock is one second later
+        t = 1_700_000_000.0
+
+        def __call__(self) -> float:
+            self.t += 1.0
+            return self.t
+
+    trainer = build_tiny_trainer(
+        tmp_path / "runs",
+        "sparse",
+        steps=9,
+        logging_steps=5,
+        lora_every=0,
+        output_dir=tmp_path / "o",
+        callback_kwargs={"clock": Ticking()},
+    )
+    trainer.train()
+    events = read_events(tmp_path / "runs" / "sparse")
+    assert [(e["kind"], e.get("step")) for e in events] == [
+        ("start", None),
+        ("progress", 2),
+        ("progress", 4),
+        ("metrics", 5),
+        ("progress", 7),
+        ("progress", 9),
+        ("metrics", 9),
+        ("end", 9),
+    ]
+    times = [e["t"] for e in events]
+    progress_gaps = [
+        b - a
+        for a, b, e in zip(times, times[1:], events[1:], strict=False)
+        if e["kind"] == "progress"
+    ]
+    assert min(progress_gaps) >= 2.0
