@@ -383,3 +383,26 @@ def test_a_burst_past_the_stream_cap_is_refetched_not_streamed(tmp_path):
         assert client.fetches == 2  # the gap was seen and filled over HTTP
         assert client.held["burst"]["loss"]["y"] == [float(s) for s in range(1, 62)]
         client.close()
+
+
+def test_a_socket_that_takes_nothing_within_the_send_timeout_is_dropped(tmp_path):
+    rng = random.Random(3)
+    run = RunDir(tmp_path, "w")
+    # a queue so long it never overflows: only the send timeout can notice the stall
+    with LiveServer(tmp_path, client_queue=1_000_000, send_timeout_s=0.5) as server:
+        stalled = _stalled_websocket(server.port)
+        hub = server.ctx.hub
+        step = 0
+        deadline = time.monotonic() + 60
+        while hub.stats.disconnects == 0:
+            assert time.monotonic() < deadline, "the stalled socket was never dropped"
+            for _ in range(10):
+                step += 1
+                run.metrics(step, loss=rng.random(), **{f"v{j}": rng.random() for j in range(200)})
+            time.sleep(0.05)
+        assert hub.stats.resyncs == 0
+        deadline = time.monotonic() + 10
+        while len(hub.clients) != 0:  # its handler ended: the hub holds nothing for it
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stalled.close()

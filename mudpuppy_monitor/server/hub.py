@@ -212,7 +212,7 @@ class Hub:
                 text = await client.queue.get()
                 if text is None:
                     break
-                await asyncio.wait_for(client.ws.send_text(text), timeout)
+                await _with_timeout(client.ws.send_text(text), timeout)
         except asyncio.TimeoutError:
             if not client.dropped:  # else already counted when it was dropped
                 log.info("websocket send timed out, disconnecting")
@@ -250,6 +250,17 @@ class Hub:
             client.runs = None
         elif isinstance(runs, list) and len(runs) <= MAX_SUBSCRIBE_RUNS:
             client.runs = frozenset(r for r in runs if isinstance(r, str))
+
+
+async def _with_timeout(coro: Any, seconds: float) -> None:
+    # asyncio.timeout (3.11+) runs the send in this task; wait_for would wrap every single
+    # message of every client in a task of its own
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:
+        await asyncio.wait_for(coro, seconds)
+        return
+    async with timeout(seconds):
+        await coro
 
 
 def _clear(queue: asyncio.Queue[Any]) -> None:
