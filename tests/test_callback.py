@@ -563,3 +563,40 @@ def test_progress_between_sparse_logs_at_most_every_two_seconds(tmp_path: Path) 
         if e["kind"] == "progress"
     ]
     assert min(progress_gaps) >= 2.0
+
+
+def test_cuda_memory_and_device_uuids_with_a_faked_torch_cuda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from mudpuppy_callback import MonitorCallback
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True)
+    # No GPU on test machines: fake torch.cuda at its Python API, and a Trainer on cuda:0.
+    monkeypatch.setattr(type(args), "device", property(lambda self: torch.device("cuda", 0)))
+    uuids = ["5f3c0a1e-0000-1111-2222-333344445555", "GPU-already-prefixed"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: type("P", (), {"uuid": uuids[i]})()
+    )
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: 1_000_000)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 2_000_000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 1_500_000)
+    state = TrainerState(max_steps=2)
+    control = TrainerControl()
+    cb = MonitorCallback(tmp_path / "runs", name="cuda", lora_every=None)
+    cb.on_train_begin(args, state, control, model=build_tiny_model())
+    state.global_step = 1
+    cb.on_log(args, state, control, logs={"loss": 2.0, "epoch": 0.5})
+    cb.on_train_end(args, state, control)
+    meta = json.loads((tmp_path / "runs" / "cuda" / "meta.json").read_text())
+    assert meta["gpus"] == ["GPU-5f3c0a1e-0000-1111-2222-333344445555", "GPU-already-prefixed"]
+    metrics = [e for e in read_events(tmp_path / "runs" / "cuda") if e["kind"] == "metrics"]
+    assert metrics[0]["values"] == {
+        "loss": 2.0,
+        "mem_allocated": 1_000_000,
+        "mem_reserved": 2_000_000,
+        "mem_peak": 1_500_000,
+    }
