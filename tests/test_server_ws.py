@@ -406,3 +406,24 @@ def test_a_socket_that_takes_nothing_within_the_send_timeout_is_dropped(tmp_path
             assert time.monotonic() < deadline
             time.sleep(0.05)
         stalled.close()
+
+
+def test_a_killed_trainer_raises_a_crashed_alert(tmp_path):
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = RunDir(tmp_path, "k", pid=trainer.pid)
+        run.metrics(1, loss=1.0)
+        with LiveServer(tmp_path) as server:
+            client = ProtocolClient(server)
+            snapshot = client.connect()
+            assert snapshot["runs"][0]["status"] == "running"
+            trainer.kill()
+            trainer.wait()  # reaped: the pid is gone
+            alert = client.pump(lambda m: m["type"] == "alert", timeout=20)
+            assert (alert["run"], alert["kind"], alert["step"]) == ("k", "crashed", 1)
+            assert str(trainer.pid) in alert["message"]
+            client.close()
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
