@@ -600,3 +600,23 @@ def test_cuda_memory_and_device_uuids_with_a_faked_torch_cuda(
         "mem_reserved": 2_000_000,
         "mem_peak": 1_500_000,
     }
+
+
+def test_lora_norms_of_an_embedding_adapter() -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        build_tiny_model(lora=False), LoraConfig(r=3, lora_alpha=6, target_modules=["embed_tokens"])
+    )
+    emb = model.get_base_model().model.embed_tokens
+    with torch.no_grad():
+        emb.lora_embedding_B["default"].normal_()
+    norms = mc.lora_norms(model)
+    assert sorted(norms) == ["model.embed_tokens"]
+    a = emb.lora_embedding_A["default"]  # (r, vocab)
+    b = emb.lora_embedding_B["default"]  # (dim, r)
+    rec = norms["model.embed_tokens"]
+    assert rec["A"] == pytest.approx(a.norm().item(), rel=1e-6)
+    assert rec["B"] == pytest.approx(b.norm().item(), rel=1e-6)
+    assert rec["update"] == pytest.approx((2.0 * (b @ a)).norm().item(), rel=1e-5)
