@@ -1133,7 +1133,7 @@ class _MonitorCallbackBase:
             # train() called again on the same Trainer: continue the same run directory.
             self.writer.close(STATUS_INTERRUPTED)
             self.name, resume = self.writer.name, True
-        config, meta = _trainer_config(args, state, model, kwargs.get("train_dataloader"))
+        config = _trainer_config(args, state, model, kwargs.get("train_dataloader"))
         config.update(self.extra_config)
         device = getattr(args, "device", None)
         self._on_cuda = getattr(device, "type", None) == "cuda"
@@ -1152,7 +1152,6 @@ class _MonitorCallbackBase:
             max_steps=state.max_steps or None,
             num_train_epochs=state.num_train_epochs or getattr(args, "num_train_epochs", None),
             gpus=_cuda_uuids(initialize=self._on_cuda),
-            meta=meta,
             rank=0,
             progress_every_s=self.progress_every_s,
             clock=self._clock,
@@ -1236,10 +1235,8 @@ class _MonitorCallbackBase:
         self._last_lora_step = step
 
 
-def _trainer_config(
-    args: Any, state: Any, model: Any, train_dataloader: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(meta `config`, extra top-level meta fields) from TrainingArguments, state and model."""
+def _trainer_config(args: Any, state: Any, model: Any, train_dataloader: Any) -> dict[str, Any]:
+    """The meta `config` from TrainingArguments, the Trainer state and the model."""
     a = args
     world = int(getattr(a, "world_size", 1) or 1)
     per_device = getattr(a, "per_device_train_batch_size", None)
@@ -1308,7 +1305,7 @@ def _trainer_config(
         config["train_dataset_size"] = len(train_dataloader.dataset)
     except Exception:
         config["train_dataset_size"] = None
-    return config, {}
+    return config
 
 
 def _model_name(model: Any) -> str | None:
