@@ -8,6 +8,9 @@ Public surface:
     RunWriter        framework-agnostic writer of a run directory (format v1)
     MonitorCallback  a `transformers.TrainerCallback` that drives a RunWriter (imports
                      transformers only when first used)
+    lora_norms       norms of every LoRA adapter of a model, one device sync (LoraProbe keeps
+                     the module walk for repeated calls)
+    MonitorWarning   the warning category for anything the monitor could not record
     encode_line / decode_line / the constants: the run format, shared with the daemon
 
 The format is specified in docs/run-format.md. Sections of this file:
