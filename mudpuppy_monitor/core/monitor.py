@@ -9,7 +9,6 @@ root deleted and recreated). Queries take a lock only long enough to read array 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import threading
@@ -19,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mudpuppy_monitor.core import prefetch, queries
+from mudpuppy_monitor.core import prefetch, queries, watch
 from mudpuppy_monitor.core import status as st
 from mudpuppy_monitor.core.changes import Changes, Subscription
 from mudpuppy_monitor.core.discovery import Found, discover
@@ -27,12 +26,6 @@ from mudpuppy_monitor.core.export import export_chunks
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources import open_source
 from mudpuppy_monitor.core.summary import RunSummary
-
-# watchfiles settings: an isolated append is seen after ~STEP ms; DEBOUNCE caps the wait when
-# new paths keep appearing (checkpoint writes), instead of the 1.6 s default
-WATCH_DEBOUNCE_MS = 100
-WATCH_STEP_MS = 15
-POLL_INTERVAL_S = 0.05  # poll=True: how often the known runs' files are stat'ed
 
 
 @dataclass
@@ -214,62 +207,11 @@ class Monitor:
                 pass
 
     async def _watch_loop(self) -> None:
-        from watchfiles import awatch
-
         assert self._stop is not None
-        stop = self._stop
         if self.poll:
-            await self._poll_loop()
-            return
-        while not stop.is_set():
-            if not os.path.isdir(self.root):
-                # not there yet (or deleted): wait for it, keep the picture in step
-                await self._sleep(self.scan_interval_s)
-                await asyncio.to_thread(self.refresh)
-                continue
-            root_key = _dir_key(self.root)
-            last_full = time.monotonic()
-            watcher = awatch(
-                self.root,
-                debounce=WATCH_DEBOUNCE_MS,
-                step=WATCH_STEP_MS,
-                rust_timeout=max(50, int(self.scan_interval_s * 1000)),
-                yield_on_timeout=True,
-                force_polling=None,
-                watch_filter=None,
-                stop_event=stop,
-            )
-            try:
-                async with contextlib.aclosing(watcher):
-                    async for batch in watcher:
-                        if stop.is_set():
-                            break
-                        now = time.monotonic()
-                        if batch and now - last_full < self.scan_interval_s:
-                            await asyncio.to_thread(self._refresh_paths, [p for _, p in batch])
-                            continue
-                        last_full = now
-                        await asyncio.to_thread(self.refresh)
-                        if _dir_key(self.root) != root_key:
-                            break  # the root was replaced: watch the new one
-            except (OSError, RuntimeError):
-                await self._sleep(self.scan_interval_s)
-
-    async def _poll_loop(self) -> None:
-        """Polling without inotify (network filesystems): stat the known runs' files often,
-        discover new runs every scan_interval_s. The quick pass backs off when it gets
-        expensive (thousands of runs), so it never takes more than ~10 % of a core."""
-        assert self._stop is not None
-        last_full = time.monotonic()
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            if t0 - last_full >= self.scan_interval_s:
-                await asyncio.to_thread(self.refresh)
-                last_full = t0
-            else:
-                await asyncio.to_thread(self._refresh_known)
-            cost = time.monotonic() - t0
-            await self._sleep(max(POLL_INTERVAL_S, 10 * cost))
+            await watch.poll_loop(self, self._stop)
+        else:
+            await watch.watch_loop(self, self._stop)
 
     def _refresh_known(self) -> set[str]:
         """Read what is new in the runs already known (no discovery)."""
@@ -283,11 +225,6 @@ class Monitor:
                 changes = Changes(updated=frozenset(updated))
         self._publish(changes)
         return changes.ids()
-
-    async def _sleep(self, seconds: float) -> None:
-        assert self._stop is not None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     def subscribe(self) -> AsyncIterator[Changes]:
         """An async iterator of Changes batches, from now on (call it inside the event loop)."""
@@ -415,11 +352,3 @@ class Monitor:
         if run is None:
             raise KeyError(run_id)
         return export_chunks(run, fmt)
-
-
-def _dir_key(path: str) -> tuple[int, int] | None:
-    try:
-        s = os.stat(path)
-    except OSError:
-        return None
-    return (s.st_dev, s.st_ino)

@@ -6,8 +6,6 @@ for `Table.append`, so the store never sees a per-point object.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 EPOCH = "epoch"
@@ -61,7 +59,3 @@ class Rows:
             rows, vals = self.cols.pop(k)
             out.cols[k] = ([where[r] for r in rows], vals)
         return out
-
-
-def finite_or_none(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None

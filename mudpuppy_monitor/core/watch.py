@@ -1,0 +1,91 @@
+"""The background loops of Monitor.start(): watchfiles as a hint, or polling.
+
+Both call the Monitor's synchronous passes in a worker thread (`asyncio.to_thread`), so file
+reading never blocks the event loop:
+
+- `refresh()`: discovery + every run's files + status changes (the periodic full pass);
+- `_refresh_paths(paths)`: only the runs the changed paths belong to (a watch hint);
+- `_refresh_known()`: every known run, no discovery (polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+# watchfiles settings: an isolated append is seen after ~STEP ms; DEBOUNCE caps the wait when
+# new paths keep appearing (checkpoint writes), instead of the 1.6 s default
+WATCH_DEBOUNCE_MS = 100
+WATCH_STEP_MS = 15
+POLL_INTERVAL_S = 0.05  # poll=True: how often the known runs' files are stat'ed
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def dir_key(path: str) -> tuple[int, int] | None:
+    try:
+        s = os.stat(path)
+    except OSError:
+        return None
+    return (s.st_dev, s.st_ino)
+
+
+async def watch_loop(mon: Any, stop: asyncio.Event) -> None:
+    from watchfiles import awatch
+
+    while not stop.is_set():
+        if not os.path.isdir(mon.root):
+            # not there yet (or deleted): wait for it, keep the picture in step
+            await sleep_unless(stop, mon.scan_interval_s)
+            await asyncio.to_thread(mon.refresh)
+            continue
+        root_key = dir_key(mon.root)
+        last_full = time.monotonic()
+        watcher = awatch(
+            mon.root,
+            debounce=WATCH_DEBOUNCE_MS,
+            step=WATCH_STEP_MS,
+            # an empty batch every scan interval drives the full pass
+            rust_timeout=max(50, int(mon.scan_interval_s * 1000)),
+            yield_on_timeout=True,
+            force_polling=None,
+            watch_filter=None,
+            stop_event=stop,
+        )
+        try:
+            async with contextlib.aclosing(watcher):
+                async for batch in watcher:
+                    if stop.is_set():
+                        break
+                    now = time.monotonic()
+                    if batch and now - last_full < mon.scan_interval_s:
+                        await asyncio.to_thread(mon._refresh_paths, [p for _, p in batch])
+                        continue
+                    last_full = now
+                    await asyncio.to_thread(mon.refresh)
+                    if dir_key(mon.root) != root_key:
+                        break  # the root was deleted or replaced: inotify is silent now
+        except (OSError, RuntimeError):
+            await sleep_unless(stop, mon.scan_interval_s)
+
+
+async def poll_loop(mon: Any, stop: asyncio.Event) -> None:
+    """Polling without inotify (network filesystems): stat the known runs' files often,
+    discover new runs every scan_interval_s. The quick pass backs off when it gets expensive
+    (thousands of runs), so it never takes more than ~10 % of a core."""
+    last_full = time.monotonic()
+    while not stop.is_set():
+        t0 = time.monotonic()
+        if t0 - last_full >= mon.scan_interval_s:
+            await asyncio.to_thread(mon.refresh)
+            last_full = t0
+        else:
+            await asyncio.to_thread(mon._refresh_known)
+        cost = time.monotonic() - t0
+        await sleep_unless(stop, max(POLL_INTERVAL_S, 10 * cost))
