@@ -134,6 +134,13 @@ class Page:
             f"() => window.__mudpuppy && ({predicate})(window.__mudpuppy.stats())", timeout=timeout
         )
 
+    def wait_text(self, selector: str, text: str) -> None:
+        """Until the element shows exactly `text` (the DOM is updated on the next frame)."""
+        self.page.wait_for_function(
+            "([sel, text]) => document.querySelector(sel)?.textContent === text",
+            arg=[selector, text],
+        )
+
     def pixels(self, chart: str) -> dict:
         """Bright pixels inside the plot area, red ones along its top edge, and a hash of all."""
         return self.page.evaluate(
@@ -188,7 +195,7 @@ def test_sidebar_lists_native_trainer_state_and_llamafactory_runs(dash):
         ["sweep/lr-0", "NAT"],
         ["sweep/lr-1", "NAT"],
     ]
-    assert dash.page.text_content("#run-count") == "6/6"
+    dash.wait_text("#run-count", "6/6")
 
 
 def test_loss_chart_is_drawn_and_follows_a_line_appended_by_another_process(dash, server):
@@ -196,7 +203,7 @@ def test_loss_chart_is_drawn_and_follows_a_line_appended_by_another_process(dash
     assert before["bright"] > 500
     dash.page.click('#run-list li[data-id="live"] .name')
     dash.wait("s => s.focused === 'live'")
-    assert dash.page.text_content('[data-stat="step"]') == "10 / 500"
+    dash.wait_text('[data-stat="step"]', "10 / 500")
     n0 = next(
         s["n"] for s in dash.stats()["charts"]["loss"]["series"] if s["key"] == "live\x00loss"
     )
@@ -243,7 +250,7 @@ def test_filter_selection_and_focus_change_the_chart(dash):
 
     dash.page.click('#run-list li[data-id="sweep/lr-1"] .name')
     dash.wait("s => s.focused === 'sweep/lr-1'")
-    assert dash.page.text_content("#focus-name") == "lr-1"
+    dash.wait_text("#focus-name", "lr-1")
     assert "focused" in dash.page.get_attribute('#run-list li[data-id="sweep/lr-1"]', "class")
 
 
@@ -377,12 +384,12 @@ def test_tooltip_lists_every_overlaid_run(dash):
 
 
 def test_gpu_and_lora_panels(dash):
-    dash.wait("s => s.gpu.devices > 0")
-    assert dash.page.text_content("#gpu-badge") == "SIMULATED"
-    assert (
-        dash.page.locator(".gauge > canvas:first-child").count()
-        == 4 * dash.stats()["gpu"]["devices"]
+    # four gauges per device, once the panel has drawn what the stats report
+    dash.page.wait_for_function(
+        "() => { const n = window.__mudpuppy.stats().gpu.devices;"
+        " return n > 0 && document.querySelectorAll('.gauge > canvas:first-child').length === 4 * n; }"
     )
+    assert dash.page.text_content("#gpu-badge") == "SIMULATED"
     dash.page.click('#run-list li[data-id="sweep/lr-0"] .name')
     dash.wait(
         "s => s.lora.run === 'sweep/lr-0' && s.lora.layers === 6 && s.lora.nearZero.length > 0"

@@ -115,7 +115,9 @@ def test_a_daemon_restart_reconnects_without_reload_and_without_duplicates(brows
         run.metrics(s, loss=1.0 + 1.0 / s)
     with LiveServer(root, gpu="none") as server:
         dash = Page(browser, server)
-        assert dash.page.text_content("#gpu-body").startswith("no GPU detected: ")
+        dash.page.wait_for_function(
+            "() => document.querySelector('#gpu-body').textContent.startsWith('no GPU detected: ')"
+        )
         dash.page.click('#run-list li[data-id="survivor"] .name')
         dash.wait("s => s.focused === 'survivor'")
         dash.page.evaluate("window.__notReloaded = true")

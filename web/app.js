@@ -2,38 +2,15 @@
 // dirty; drawing happens once per animation frame (Scheduler).
 
 import { fetchGpus, num } from "./api.js";
-import { Chart, Scheduler } from "./chart.js";
-import { fmtBytes, fmtLr, fmtNum, fmtRate } from "./format.js";
+import { Chart } from "./chart.js";
+import { Scheduler } from "./chartparts.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
 import { runColor, Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";
-
-// What each chart shows; `series` entries are the server's series names.
-const CHARTS = [
-  {
-    id: "loss", title: "LOSS", unit: "train \u2014  eval \u2010 \u2010 \u25cf", fmt: fmtNum,
-    series: [{ name: "loss" }, { name: "eval_loss", dash: [6, 4], dots: true, suffix: "eval" }],
-  },
-  { id: "lr", title: "LEARNING RATE", unit: "lr", fmt: fmtLr, series: [{ name: "learning_rate" }] },
-  { id: "grad", title: "GRAD NORM", unit: "L2 norm, before clipping", fmt: fmtNum, series: [{ name: "grad_norm" }] },
-  {
-    id: "thru", title: "THROUGHPUT", unit: "", fmt: (v) => fmtRate(v, ""),
-    // one y axis, one unit: a toggle picks which rate is shown
-    variants: [
-      { label: "steps/s", series: [{ name: "steps_per_s" }] },
-      { label: "tokens/s", series: [{ name: "tokens_per_s" }] },
-    ],
-  },
-  {
-    id: "mem", title: "MEMORY", unit: "bytes \u00b7 allocated \u2014  peak \u2010 \u2010", fmt: fmtBytes,
-    series: [{ name: "mem_allocated" }, { name: "mem_peak", dash: [2, 3], suffix: "peak" }],
-  },
-];
-const seriesOf = (c) => c.series || c.variants.flatMap((v) => v.series);
-const MARKER_SERIES_CHART = new Map(CHARTS.flatMap((c) => seriesOf(c).map((s) => [s.name, c.id])));
+import { CHARTS, chartInputs, seriesOf } from "./views.js";
 
 class App {
   constructor() {
@@ -366,42 +343,15 @@ class App {
   }
 
   updateCharts() {
-    const ids = this.overlaid();
-    const mode = this.opts.xMode;
+    const ids = this.overlaid().filter((id) => this.store.data.get(id)?.xKind === this.xKind());
+    const ctx = {
+      ids, store: this.store, focused: this.focused, xMode: this.opts.xMode,
+      xOffset: (id) => this.xOffset(id),
+    };
     for (const cfg of CHARTS) {
-      const list = [];
-      const markers = [];
-      for (const id of ids) {
-        // buffers still holding the other x kind (a refetch is in flight) are not drawn
-        if (this.store.data.get(id)?.xKind !== this.xKind()) continue;
-        const s = this.store.summaries.get(id);
-        const color = runColor(id);
-        const off = this.xOffset(id);
-        const focused = id === this.focused;
-        const specs = cfg.series || cfg.variants[this.variant.get(cfg.id)].series;
-        for (const spec of specs) {
-          const buf = this.store.buf(id, spec.name);
-          if (!buf) continue;
-          list.push({
-            key: `${id}\u0000${spec.name}`,
-            label: `${s?.name || id}${spec.suffix ? ` ${spec.suffix}` : ""}`,
-            color, buf, xOffset: off, dash: spec.dash, dots: spec.dots, focused,
-            width: focused ? 2.2 : 1.4,
-          });
-        }
-        const d = this.store.data.get(id);
-        for (const m of d ? d.markers : []) {
-          const line = m.kind === "checkpoint" || m.kind === "restart";
-          const chartId = MARKER_SERIES_CHART.get(m.series) || "loss";
-          if (!line && chartId !== cfg.id) continue;
-          if (m.kind === "end") continue;
-          const x = mode === "step" ? m.step : mode === "rel" ? m.t - off : m.t;
-          if (x === null || !Number.isFinite(x)) continue;
-          markers.push({ kind: m.kind, x, color });
-        }
-      }
+      const { series, markers } = chartInputs(cfg, this.variant.get(cfg.id) || 0, ctx);
       const ch = this.charts.get(cfg.id);
-      ch.setSeries(list);
+      ch.setSeries(series);
       ch.setMarkers(markers);
     }
   }

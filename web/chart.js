@@ -1,60 +1,18 @@
 // Overlay line chart on Canvas 2D, after uPlot's model: backing store = CSS size x
 // devicePixelRatio; setters only mark the chart dirty and one draw happens per animation frame
-// (see Scheduler); per-pixel-column min/max decimation; the crosshair, selection box and tooltip
-// are DOM overlays, so hovering never repaints the canvas.
+// (Scheduler, in chartparts.js); per-pixel-column min/max decimation; the crosshair, selection
+// box and tooltip are DOM overlays, so hovering never repaints the canvas.
 
-import { logTicks, niceTicks, timeTicks } from "./axis.js";
-import {
-  fmtClock, fmtDuration, fmtInt, fmtRelTick, fmtStepTick, fmtWallTick,
-} from "./format.js";
+import { drawAxes, drawMarkers } from "./chartparts.js";
+import { fmtClock, fmtDuration, fmtInt } from "./format.js";
 import { BlockIndex, decimate, emaInto, nearest } from "./series.js";
 import { CrosshairOverlay } from "./overlay.js";
 
 const BG = "#0d1420";
-const GRID = "#1a2a3a";
 const DIM = "#607080";
-const TEXT = "#e0e0e0";
-const RED = "#ff3333";
-const AMBER = "#ffd700";
-const CYAN = "#00ffff";
-const MAGENTA = "#ff00ff";
 // glow is a shadowBlur pass per line; past this many lines only the focused run glows
 const GLOW_MAX_LINES = 8;
 const X_LABEL = { step: "step", rel: "time since start", wall: "wall time" };
-
-// One requestAnimationFrame for every dirty chart on the page.
-export class Scheduler {
-  constructor() {
-    this.dirty = new Set();
-    this.pending = false;
-  }
-
-  request(chart) {
-    this.dirty.add(chart);
-    if (!this.pending) {
-      this.pending = true;
-      requestAnimationFrame(() => this.flush());
-    }
-  }
-
-  // Things drawn first may dirty others (the app's state pass feeds the charts): a second
-  // round in the same frame draws those too.
-  flush() {
-    for (let round = 0; round < 3 && this.dirty.size; round += 1) {
-      const items = [...this.dirty];
-      this.dirty.clear();
-      for (const c of items) {
-        try {
-          c.draw();
-        } catch (err) {
-          console.error("mudpuppy: draw failed", err);
-        }
-      }
-    }
-    this.pending = false;
-    if (this.dirty.size) this.request([...this.dirty][0]);
-  }
-}
 
 export class Chart {
   constructor(host, { id, title, unit, yFormat, scheduler, onZoom, onReset, onHover }) {
@@ -303,7 +261,7 @@ export class Chart {
 
     ctx.fillStyle = BG;
     ctx.fillRect(0, 0, W, H);
-    this.drawAxes({ left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr });
+    drawAxes(this, { left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr });
 
     ctx.save();
     ctx.beginPath();
@@ -332,7 +290,7 @@ export class Chart {
       ctx.textBaseline = "middle";
       ctx.fillText("no data for the overlaid runs", left + pw / 2, top + ph / 2);
     }
-    const drawnMarkers = this.drawMarkers({ left, right, top, bottom, x0, pxPerX, nonfinite, dpr });
+    const drawnMarkers = drawMarkers(this, { left, right, top, bottom, x0, pxPerX, nonfinite, dpr });
     ctx.fillStyle = DIM;
     ctx.textAlign = "right";
     ctx.textBaseline = "alphabetic";
@@ -397,103 +355,6 @@ export class Chart {
       ctx.arc(X, Y, 2.5 * dpr, 0, Math.PI * 2);
     }
     ctx.fill();
-  }
-
-  drawAxes({ left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr }) {
-    const { ctx } = this;
-    ctx.strokeStyle = GRID;
-    ctx.lineWidth = 1;
-    ctx.setLineDash([]);
-    ctx.fillStyle = TEXT;
-    const yt = this.logY ? logTicks(ymin, ymax, 4) : niceTicks(ymin, ymax, 4);
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    ctx.beginPath();
-    for (const v of yt) {
-      const Y = Math.round(py(v)) + 0.5;
-      if (Y < top - 1 || Y > bottom + 1) continue;
-      ctx.moveTo(left, Y);
-      ctx.lineTo(right, Y);
-      ctx.fillText(this.yFormat(this.logY ? 10 ** v : v), left - 6 * dpr, Y);
-    }
-    const span = x1 - x0;
-    const xt = this.xMode === "step" ? niceTicks(x0, x1, 6) : timeTicks(x0, x1, 6);
-    const fmt =
-      this.xMode === "step"
-        ? fmtStepTick
-        : this.xMode === "rel"
-          ? fmtRelTick
-          : (v) => fmtWallTick(v, span);
-    ctx.textAlign = "center";
-    ctx.textBaseline = "top";
-    for (const v of xt) {
-      const X = Math.round(left + (v - x0) * pxPerX) + 0.5;
-      if (X < left - 1 || X > right + 1) continue;
-      ctx.moveTo(X, top);
-      ctx.lineTo(X, bottom);
-      ctx.fillText(fmt(v), X, bottom + 5 * dpr);
-    }
-    ctx.stroke();
-    ctx.strokeStyle = DIM;
-    ctx.strokeRect(left + 0.5, top + 0.5, right - left, bottom - top);
-  }
-
-  // Returns {kind: count} of what was drawn (read by tests through state()).
-  drawMarkers({ left, right, top, bottom, x0, pxPerX, nonfinite, dpr }) {
-    const { ctx } = this;
-    const counts = { nonfinite: 0, spike: 0, checkpoint: 0, restart: 0 };
-    const seenNf = new Set();
-    const inView = (X) => X >= left - 1 && X <= right + 1;
-    // vertical lines first (checkpoints dim cyan dashed, restarts magenta)
-    for (const mk of this.markers) {
-      if (mk.kind !== "checkpoint" && mk.kind !== "restart") continue;
-      const X = Math.round(left + (mk.x - x0) * pxPerX) + 0.5;
-      if (!inView(X)) continue;
-      ctx.strokeStyle = mk.kind === "restart" ? MAGENTA : CYAN;
-      ctx.globalAlpha = mk.kind === "restart" ? 0.8 : 0.35;
-      ctx.setLineDash(mk.kind === "restart" ? [] : [3 * dpr, 3 * dpr]);
-      ctx.lineWidth = dpr;
-      ctx.beginPath();
-      ctx.moveTo(X, top);
-      ctx.lineTo(X, bottom);
-      ctx.stroke();
-      counts[mk.kind] += 1;
-    }
-    ctx.globalAlpha = 1;
-    ctx.setLineDash([]);
-    const tri = (X, Y, down, color) => {
-      const s = 5 * dpr;
-      ctx.fillStyle = color;
-      ctx.beginPath();
-      if (down) {
-        ctx.moveTo(X - s, Y);
-        ctx.lineTo(X + s, Y);
-        ctx.lineTo(X, Y + 1.6 * s);
-      } else {
-        ctx.moveTo(X - s, Y + 1.6 * s);
-        ctx.lineTo(X + s, Y + 1.6 * s);
-        ctx.lineTo(X, Y);
-      }
-      ctx.closePath();
-      ctx.fill();
-    };
-    // non-finite values: a red triangle at the top edge (from the data and from the server)
-    const nfs = nonfinite.concat(this.markers.filter((mk) => mk.kind === "nonfinite"));
-    for (const mk of nfs) {
-      const X = Math.round(left + (mk.x - x0) * pxPerX);
-      if (!inView(X) || seenNf.has(X)) continue;
-      seenNf.add(X);
-      tri(X, top, true, RED);
-      counts.nonfinite += 1;
-    }
-    for (const mk of this.markers) {
-      if (mk.kind !== "spike") continue;
-      const X = Math.round(left + (mk.x - x0) * pxPerX);
-      if (!inView(X)) continue;
-      tri(X, top + 10 * dpr, true, AMBER);
-      counts.spike += 1;
-    }
-    return counts;
   }
 
   xLabel(x) {

@@ -65,7 +65,7 @@ export class LoraPanel {
     const m = this.m;
     return {
       run: this.runId,
-      mode: this.mode,
+      mode: this.drawnMode || null, // what the heatmap shows now (set by draw)
       layers: m ? m.layers.length : 0,
       steps: m ? m.steps.length : 0,
       nearZero: this.geo ? [...this.geo.zero].map((i) => m.layers[i]) : [],
@@ -116,6 +116,7 @@ export class LoraPanel {
       return;
     }
     const rows = m[this.mode] && m[this.mode].length ? m[this.mode] : m.update;
+    this.drawnMode = this.mode;
     const r = this.wrap.getBoundingClientRect();
     const h = Math.max(80, Math.min(360, m.layers.length * 6));
     this.geo = drawHeatmap(this.canvas, { layers: m.layers, steps: m.steps, rows }, Math.max(100, Math.floor(r.width)), h);
