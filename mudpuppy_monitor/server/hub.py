@@ -28,6 +28,7 @@ log = logging.getLogger("mudpuppy_monitor.server")
 PROTOCOL = 1
 MAX_SUBSCRIBE_RUNS = 10_000
 MAX_CLIENT_MESSAGE = 1 << 20
+SNAPSHOT_MAX_AGE_S = 1.0
 
 
 class Client:
@@ -68,6 +69,7 @@ class Hub:
         self.stats = HubStats()
         self.tracker = feed.ChangeTracker(monitor, settings.max_stream_points)
         self._snapshot: str | None = None
+        self._snapshot_at = 0.0
         self._gpus: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -140,7 +142,11 @@ class Hub:
                 self._offer(client, text)
 
     def snapshot_text(self) -> str:
-        if self._snapshot is None:
+        # shared by the clients that connect or resync together, but never older than a
+        # second: summaries carry ages (last_event_age_s) that a quiet root would freeze
+        now = self.clock()
+        if self._snapshot is None or now - self._snapshot_at > SNAPSHOT_MAX_AGE_S:
+            self._snapshot_at = now
             gpus = self._gpus
             if gpus is None:
                 gpus = self.gpus.payload(self.monitor)
