@@ -358,6 +358,10 @@ def test_nan_loss_shows_a_marker(dash):
     assert s["markers"]["nonfinite"] == 1
     assert s["markers"]["checkpoint"] == 4
     assert dash.pixels("loss")["red"] > 10
+    dash.page.click('#run-list li[data-id="sweep/lr-1"] .name')
+    dash.wait_text("#focus-warn", "1 non-finite")
+    href = dash.page.get_attribute("#export-csv", "href")
+    assert href == "api/runs/sweep/lr-1/export?format=csv"
     dash.page.fill("#run-filter", "^sweep/lr-0$")
     dash.wait(
         "s => s.charts.loss.series.length === 2 && s.charts.loss.series[0].key.startsWith('sweep/lr-0')"

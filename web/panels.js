@@ -1,5 +1,6 @@
 // Stat bar, banners, alert toasts and the connection indicator: small DOM-only views.
 
+import { runPath } from "./api.js";
 import {
   fmtClock, fmtDuration, fmtInt, fmtLr, fmtNum, fmtRate, fmtStepOf,
 } from "./format.js";
@@ -15,6 +16,8 @@ export class StatBar {
     this.title = root.querySelector("#focus-name");
     this.meta = root.querySelector("#focus-meta");
     this.bar = root.querySelector("#progress-fill");
+    this.warn = root.querySelector("#focus-warn");
+    this.exports = [...root.querySelectorAll("a.export")];
     this.cells = {};
     const grid = root.querySelector("#stats");
     for (const [key, label] of STAT_FIELDS) {
@@ -35,6 +38,16 @@ export class StatBar {
   // s: the focused run's summary (or null); receivedAt: performance.now() when it arrived,
   // so elapsed and ETA keep moving between messages while the run is live.
   render(s, receivedAt, color) {
+    for (const a of this.exports) {
+      const fmt = a.id.replace("export-", "");
+      if (s) a.href = `api/runs/${runPath(s.id)}/export?format=${fmt}`;
+      else a.removeAttribute("href");
+      a.title = s ? `full-fidelity ${fmt} export of ${s.id}` : "";
+    }
+    const warn = [];
+    if (s && s.nonfinite) warn.push(`${s.nonfinite} non-finite`);
+    if (s && s.bad_lines) warn.push(`${s.bad_lines} bad lines skipped`);
+    this.warn.textContent = warn.join(" \u00b7 ");
     if (!s) {
       this.title.textContent = "no run selected";
       this.meta.textContent = "";
