@@ -235,3 +235,32 @@ def test_rewritten_history_resets_the_run(tmp_path: Path) -> None:
     assert mon.generation("out") != g0
     assert mon.counts("out")["loss"] == 24 - 3
     assert not math.isnan(mon.summary("out").loss)  # type: ignore[union-attr]
+
+
+def test_transformers5_train_rows_with_runtime_keep_their_loss_and_do_not_end_the_run(
+    tmp_path: Path,
+) -> None:
+    # with include_num_input_tokens_seen, transformers 5 adds train_runtime and
+    # train_tokens_per_second to every train row; only the closing row ends the run
+    rows = [
+        {"epoch": 0.1 * s, "grad_norm": 0.5, "learning_rate": 1e-3, "loss": 5.0 - s / 10,
+         "num_input_tokens_seen": 128 * s, "step": s, "train_runtime": 0.01 * s,
+         "train_tokens_per_second": 9000.0}
+        for s in (1, 2, 3)
+    ]  # fmt: skip
+    run = tmp_path / "job"
+    run.mkdir()
+    state = {"log_history": rows, "max_steps": 30, "global_step": 3, "num_train_epochs": 1}
+    (run / "trainer_state.json").write_text(json.dumps(state))
+    mon = Monitor(tmp_path, pid_alive=lambda pid: True)
+    mon.refresh()
+    loss = mon.series("job", ["loss"])["loss"]
+    assert loss["x"] == [1, 2, 3]
+    assert loss["y"] == [4.9, 4.8, 4.7]
+    assert "train_runtime" not in mon.detail("job")["series"]
+    assert mon.summary("job").status != "completed"
+    rows.append({"step": 3, "epoch": 0.3, "train_runtime": 0.05, "train_loss": 4.8,
+                 "train_steps_per_second": 60.0, "total_flos": 1.0})  # fmt: skip
+    (run / "trainer_state.json").write_text(json.dumps(state))
+    mon.refresh()
+    assert mon.summary("job").status == "completed"

@@ -29,7 +29,7 @@ SUMMARY_KEYS = frozenset(
         "train_loss",
     }
 )
-NOT_SERIES = frozenset({"step", EPOCH})
+NOT_SERIES = frozenset({"step", EPOCH, "train_runtime"})
 
 
 def _num(v: Any) -> float | None:
@@ -149,7 +149,9 @@ class HfStateSource:
             epoch = _num(r.get(EPOCH))
             if epoch is not None:
                 run.last_epoch = epoch
-            if SUMMARY_KEYS & r.keys():
+            # transformers 5 puts train_runtime (and train_tokens_per_second) on every train row
+            # when it counts tokens: only a row without a loss, or with train_loss, closes the run
+            if "train_loss" in r or ("loss" not in r and SUMMARY_KEYS & r.keys()):
                 run.finished = True
                 rate = _num(r.get("train_steps_per_second"))
                 if rate:
