@@ -17,9 +17,11 @@ import time
 from typing import Any
 
 # watchfiles settings: an isolated append is seen after ~STEP ms; DEBOUNCE caps the wait when
-# new paths keep appearing (checkpoint writes), instead of the 1.6 s default
-WATCH_DEBOUNCE_MS = 100
-WATCH_STEP_MS = 15
+# new paths keep appearing (checkpoint writes), instead of the 1.6 s default. With many runs
+# writing, changes never pause for a whole step and every batch waits the full debounce: at 100 ms
+# 20 runs at 10 Hz measured p50 77 ms / p99 156 ms write-to-client, at 30 ms 35 / 63 ms.
+WATCH_DEBOUNCE_MS = 30
+WATCH_STEP_MS = 10
 POLL_INTERVAL_S = 0.05  # poll=True: how often the known runs' files are stat'ed
 
 
