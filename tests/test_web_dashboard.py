@@ -325,6 +325,33 @@ def test_debiased_ema_matches_tensorboard(dash):
     assert got[3] == pytest.approx((0.625 + 1.5) / 0.875)
 
 
+def test_backoff_and_formatting_helpers(dash):
+    got = dash.page.evaluate(
+        """async () => {
+          const s = await import('/socket.js');
+          const f = await import('/format.js');
+          const a = await import('/api.js');
+          const mid = () => 0.5;
+          return {
+            backoff: [0, 1, 2, 5, 6, 20].map((n) => s.backoffDelay(n, mid)),
+            jitter: [s.backoffDelay(3, () => 0), s.backoffDelay(3, () => 1), s.backoffDelay(9, () => 1)],
+            dur: [45, 192, 3725, 856000].map(f.fmtDuration),
+            num: [0.123456, 1234.5, 2e-5, NaN, Infinity, null].map((v) => f.fmtNum(v)),
+            bytes: f.fmtBytes(1.5 * 2 ** 30), lr: f.fmtLr(0.0002),
+            col: Array.from(a.column([1, "NaN", "Infinity", "-Infinity"])).map(String),
+            path: a.runPath("sweep/lr 1e-4#a"),
+          };
+        }"""
+    )
+    assert got["backoff"] == [500, 1000, 2000, 16000, 30000, 30000]  # doubling, capped at 30 s
+    assert got["jitter"] == [3200, 4800, 30000]  # +-20 %, never above the cap
+    assert got["dur"] == ["45s", "3m 12s", "1h 02m", "9d 21h"]
+    assert got["num"] == ["0.1235", "1235", "2.00e-5", "NaN", "+Inf", "\u2014"]
+    assert (got["bytes"], got["lr"]) == ("1.50 GiB", "2.0e-4")
+    assert got["col"] == ["1", "NaN", "Infinity", "-Infinity"]
+    assert got["path"] == "sweep/lr%201e-4%23a"
+
+
 def test_series_buffer_is_bounded_and_decimation_keeps_a_lone_spike(dash):
     got = dash.page.evaluate(
         """async () => {

@@ -110,6 +110,9 @@ class App {
       this.ensureLoaded();
     });
     document.getElementById("reset-zoom").addEventListener("click", () => this.resetZoom());
+    window.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && this.view) this.resetZoom();
+    });
     document.getElementById("scanlines").addEventListener("change", (ev) => {
       document.body.classList.toggle("scanlines", ev.target.checked);
     });

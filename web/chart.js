@@ -46,6 +46,8 @@ export class Chart {
     this.plot = document.createElement("div");
     this.plot.className = "plot";
     this.canvas = document.createElement("canvas");
+    this.canvas.setAttribute("role", "img");
+    this.canvas.setAttribute("aria-label", `${title} chart (${unit}); drag to zoom, double-click to reset`);
     this.plot.append(this.canvas);
     this.el.append(head, this.plot);
     host.append(this.el);
