@@ -1,4 +1,5 @@
 """python -m mudpuppy_monitor"""
+
 import sys
 
 from mudpuppy_monitor.cli import main

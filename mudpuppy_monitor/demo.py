@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--root", default="demo-runs", help="where the runs are written (default: ./demo-runs)"
     )
     p.add_argument("--runs", type=int, default=3, help="number of concurrent fine-tunes (1-6)")
-    p.add_argument("--steps", type=int, default=400, help="training steps per run")
+    p.add_argument("--steps", type=int, default=600, help="training steps per run")
     p.add_argument(
         "--step-delay",
         type=float,

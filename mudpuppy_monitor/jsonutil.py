@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-
 from mudpuppy_callback import encode_number
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
