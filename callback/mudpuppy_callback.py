@@ -443,10 +443,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _cuda_uuids(initialize: bool) -> list[str]:
-    """UUIDs ("GPU-...", as NVML spells them) of the CUDA devices this process sees.
+def _cuda_uuids(initialize: bool, indices: Iterable[int] | None = None) -> list[str]:
+    """UUIDs ("GPU-...", as NVML spells them) of CUDA devices this process sees.
 
     NVML numbers devices ignoring CUDA_VISIBLE_DEVICES, so the daemon matches runs by UUID.
+    `indices` limits the answer to the devices in use (default: every visible one).
     With initialize=False nothing is asked unless CUDA is already initialized here.
     """
     torch = sys.modules.get("torch")
@@ -456,12 +457,29 @@ def _cuda_uuids(initialize: bool) -> list[str]:
         if not torch.cuda.is_available() or (not initialize and not torch.cuda.is_initialized()):
             return []
         out = []
-        for i in range(torch.cuda.device_count()):
+        wanted = range(torch.cuda.device_count()) if indices is None else sorted(set(indices))
+        for i in wanted:
             uuid = str(torch.cuda.get_device_properties(i).uuid)
             out.append(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
         return out
     except Exception:
         return []
+
+
+def _cuda_indices_in_use(device: Any, model: Any) -> set[int]:
+    """The CUDA devices a Trainer uses: its own device and wherever the model's weights live.
+
+    Recording only these (not every visible device) keeps a single-process run on a shared
+    multi-GPU box from being attributed to its neighbours' GPUs.
+    """
+    used: set[int] = set()
+    if getattr(device, "type", None) == "cuda":
+        used.add(device.index if device.index is not None else 0)
+    if model is not None and hasattr(model, "parameters"):
+        for p in model.parameters():  # once per run; device_map="auto" spreads a model out
+            if p.device.type == "cuda":
+                used.add(p.device.index if p.device.index is not None else 0)
+    return used
 
 
 def _error_text(exc: BaseException) -> str:
@@ -1154,7 +1172,7 @@ class _MonitorCallbackBase:
             world_size=getattr(args, "world_size", 1),
             max_steps=state.max_steps or None,
             num_train_epochs=state.num_train_epochs or getattr(args, "num_train_epochs", None),
-            gpus=_cuda_uuids(initialize=self._on_cuda),
+            gpus=_cuda_uuids(self._on_cuda, _cuda_indices_in_use(device, model)),
             rank=0,
             progress_every_s=self.progress_every_s,
             clock=self._clock,

@@ -592,7 +592,8 @@ def test_cuda_memory_and_device_uuids_with_a_faked_torch_cuda(
     cb.on_log(args, state, control, logs={"loss": 2.0, "epoch": 0.5})
     cb.on_train_end(args, state, control)
     meta = json.loads((tmp_path / "runs" / "cuda" / "meta.json").read_text())
-    assert meta["gpus"] == ["GPU-5f3c0a1e-0000-1111-2222-333344445555", "GPU-already-prefixed"]
+    # only the device the Trainer uses, not every visible one
+    assert meta["gpus"] == ["GPU-5f3c0a1e-0000-1111-2222-333344445555"]
     metrics = [e for e in read_events(tmp_path / "runs" / "cuda") if e["kind"] == "metrics"]
     assert metrics[0]["values"] == {
         "loss": 2.0,
@@ -600,6 +601,24 @@ def test_cuda_memory_and_device_uuids_with_a_faked_torch_cuda(
         "mem_reserved": 2_000_000,
         "mem_peak": 1_500_000,
     }
+
+
+def test_device_uuids_name_the_device_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    uuids = ["GPU-first", "GPU-second", "GPU-third"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: type("P", (), {"uuid": uuids[i]})()
+    )
+    assert mc._cuda_uuids(True) == uuids
+    assert mc._cuda_uuids(True, mc._cuda_indices_in_use(torch.device("cuda", 1), None)) == [
+        "GPU-second"
+    ]
+    assert mc._cuda_uuids(True, mc._cuda_indices_in_use(torch.device("cpu"), None)) == []
 
 
 def test_lora_norms_of_an_embedding_adapter() -> None:
