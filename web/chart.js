@@ -9,6 +9,7 @@ import { BlockIndex, decimate, emaInto, nearest } from "./series.js";
 import { CrosshairOverlay } from "./overlay.js";
 
 const BG = "#0d1420";
+const GRID = "#1a2a3a";
 const DIM = "#607080";
 // glow is a shadowBlur pass per line; past this many lines only the focused run glows
 const GLOW_MAX_LINES = 8;
@@ -263,7 +264,14 @@ export class Chart {
 
     ctx.fillStyle = BG;
     ctx.fillRect(0, 0, W, H);
-    drawAxes(this, { left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr });
+    if (lines.length) drawAxes(this, { left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr });
+    else {
+      // no ticks for an empty chart: made-up axes would read as data
+      ctx.strokeStyle = GRID;
+      ctx.lineWidth = 1;
+      ctx.setLineDash([]);
+      ctx.strokeRect(left + 0.5, top + 0.5, pw, ph);
+    }
 
     ctx.save();
     ctx.beginPath();
