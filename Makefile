@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The test environment pins a CPU torch; users keep their own (the hf extra does not pin it).
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup browser demo test lint bench gpu-check clean
+.PHONY: setup browser demo test lint bench gpu-check screenshot clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ lint: setup
 
 bench: setup browser
 	$(BIN)/python -m bench
+
+# refresh docs/screenshot.png (the README's picture) from the browser test's 1440x900 capture
+screenshot: setup browser
+	MUDPUPPY_UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest -q tests/test_web_live.py -k screenshots
 
 gpu-check: setup
 	$(BIN)/python -m mudpuppy_monitor.gpu.check

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -212,7 +213,7 @@ def write_showcase(root: Path) -> None:
 @pytest.mark.parametrize(
     ("width", "height", "target"),
     [
-        (1440, 900, REPO / "docs" / "screenshot.png"),
+        (1440, 900, REPO / "artifacts" / "dashboard-1440x900.png"),
         (390, 844, REPO / "artifacts" / "dashboard-390x844.png"),
     ],
 )
@@ -236,3 +237,6 @@ def test_screenshots_of_the_full_page(browser, tmp_path, width, height, target):
         head = fh.read(24)
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(head[16:20], "big") == width
+    if width == 1440 and os.environ.get("MUDPUPPY_UPDATE_SCREENSHOT") == "1":
+        # `make screenshot` refreshes the README's picture; plain test runs leave the tree clean
+        shutil.copyfile(target, REPO / "docs" / "screenshot.png")
