@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,24 +91,49 @@ def trainer_command(run: DemoRun, root: Path, steps: int, step_delay: float) -> 
 
 
 def start_trainers(
-    runs: list[DemoRun], root: Path, steps: int, step_delay: float
+    runs: list[DemoRun], root: Path, steps: int, step_delay: float, log_dir: Path
 ) -> list[subprocess.Popen]:
+    """One process per run; each one's output goes to log_dir/<name>.log (outside the root)."""
     env = dict(os.environ)
     # keep the demo's trainers from fighting over the few cores a laptop has
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     procs = []
     for run in runs:
-        procs.append(
-            subprocess.Popen(
-                trainer_command(run, root, steps, step_delay),
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in the terminal reaches us, we stop them in order
+        with open(log_dir / f"{run.name}.log", "wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    trainer_command(run, root, steps, step_delay),
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Ctrl-C in the terminal reaches only us; we stop the trainers in order
+                    start_new_session=True,
+                )
             )
-        )
     return procs
+
+
+def report_failures(procs: list[subprocess.Popen], runs: list[DemoRun], log_dir: Path) -> None:
+    """Watch the trainers; one that fails says so with the end of its log, not silently."""
+    pending = dict(zip(runs, procs, strict=True))
+    while pending:
+        for run, proc in list(pending.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del pending[run]
+            if code not in (0, -signal.SIGINT, -signal.SIGKILL):
+                log = log_dir / f"{run.name}.log"
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                print(f"demo: trainer {run.name} exited with code {code}; {log}:", file=sys.stderr)
+                for line in tail:
+                    print(f"  {line}", file=sys.stderr)
+        time.sleep(0.5)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: trainers first, no orphans
 
 
 def stop_trainers(procs: list[subprocess.Popen], timeout_s: float = 10.0) -> None:
@@ -144,7 +171,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for run in runs:
         extra = f", eval and checkpoint every {run.eval_every} steps" if run.eval_every else ""
         print(f"  {run.name}: learning rate {run.lr:g}{extra}")
-    procs = start_trainers(runs, root, args.steps, args.step_delay)
+    log_dir = Path(tempfile.mkdtemp(prefix="mudpuppy-demo-logs-"))
+    print(f"  trainer logs: {log_dir}")
+    signal.signal(signal.SIGTERM, _interrupt)
+    procs = start_trainers(runs, root, args.steps, args.step_delay, log_dir)
+    threading.Thread(target=report_failures, args=(procs, runs, log_dir), daemon=True).start()
     try:
         serve(settings)
     except KeyboardInterrupt:

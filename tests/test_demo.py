@@ -6,6 +6,7 @@ a minute and its loss chart must move while the fine-tunes train.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -154,3 +155,44 @@ def test_demo_fills_the_run_list_and_moves_the_loss_chart(tmp_path: Path) -> Non
         last = decode_line(lines[-1])
         assert last["kind"] == "end", last
         assert last["status"] in ("interrupted", "completed")
+
+
+def test_a_failing_trainer_is_reported_with_the_end_of_its_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mudpuppy_monitor.demo import DemoRun, report_failures
+
+    run = DemoRun(name="broken", lr=1e-3, eval_every=None, save_every=None)
+    with open(tmp_path / "broken.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; print('ImportError: no module named x'); sys.exit(3)",
+            ],
+            stdout=log,
+        )
+    report_failures([proc], [run], tmp_path)
+    err = capsys.readouterr().err
+    assert "demo: trainer broken exited with code 3" in err
+    assert "ImportError: no module named x" in err
+
+
+def test_sigterm_stops_the_demo_and_its_trainers(tmp_path: Path) -> None:
+    root = tmp_path / "demo-runs"
+    demo = Demo(root, "--runs", "1", "--steps", "5000", "--step-delay", "0.05", "--gpu", "none")
+    try:
+        demo.wait_for_line(r"serving .* at http://", 60)
+        meta = root / "lora-lr3e-03" / "meta.json"
+        deadline = time.monotonic() + 90
+        while not meta.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pid = json.loads(meta.read_text())["pid"]
+        demo.proc.send_signal(signal.SIGTERM)
+        assert demo.proc.wait(30) == 0
+    finally:
+        demo.interrupt()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the trainer did not outlive the demo
+    last = decode_line((root / "lora-lr3e-03" / EVENTS_FILE).read_bytes().splitlines()[-1])
+    assert (last["kind"], last["status"]) == ("end", "interrupted")
