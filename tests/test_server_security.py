@@ -246,3 +246,23 @@ def test_token_on_the_websocket(token_server):
     cookie = {"Cookie": f"{cookie_name(token_server.port)}={TOKEN}"}
     with connect(token_server.ws_url, proxy=None, open_timeout=5, additional_headers=cookie) as ws:
         assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+
+
+@pytest.mark.parametrize(
+    "other",
+    ['a={"k":1}', "theme=dark mode", 'q="unterminated', "flag", "=x", "x=1;;"],
+)
+def test_token_cookie_is_found_behind_another_apps_malformed_cookie(token_server, other):
+    # cookies are shared by every port of a host: another app's cookie comes along
+    name = cookie_name(token_server.port)
+    for header in (f"{other}; {name}={TOKEN}", f"{name}={TOKEN}; {other}"):
+        assert raw_get(token_server, "/api/runs", {"Cookie": header})[0] == 200, header
+    assert raw_get(token_server, "/api/runs", {"Cookie": f"{other}; {name}=nope"})[0] == 401
+
+
+def test_cookie_values_parses_by_hand():
+    from mudpuppy_monitor.server.security import cookie_values
+
+    header = 'a={"k":1}; t = "v1" ;t=v2; tt=no; t'
+    assert cookie_values(header, "t") == ["v1", "v2"]
+    assert cookie_values("", "t") == []

@@ -11,7 +11,6 @@ import hmac
 import ipaddress
 import socket
 from collections.abc import Iterable
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -125,6 +124,25 @@ def origin_matches(origin: str, host_header: str) -> bool:
     return parts.netloc.lower() == host_header.strip().lower()
 
 
+def cookie_values(header: str, name: str) -> list[str]:
+    """Every value of cookie `name` in a Cookie header, parsed by hand.
+
+    Cookies are shared by every port of a host, so the header also carries other apps' cookies,
+    and `http.cookies.SimpleCookie` stops at the first value it finds malformed (quotes, spaces,
+    JSON such as `a={"k":1}`), losing ours when it comes after. Browsers send `name=value`
+    pairs separated by `;`: split on `;`, then on the first `=`.
+    """
+    out: list[str] = []
+    for part in header.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            out.append(value)
+    return out
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in scope.get("headers", []):
@@ -190,13 +208,7 @@ class SecurityMiddleware:
         if auth[:7].lower() == "bearer ":
             candidates.append(auth[7:].strip())
         if "cookie" in headers:
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(headers["cookie"])
-            except Exception:  # a malformed cookie header is simply no token
-                jar = SimpleCookie()
-            if self.cookie in jar:
-                candidates.append(jar[self.cookie].value)
+            candidates.extend(cookie_values(headers["cookie"], self.cookie))
         if token_in_query is not None:
             candidates.append(token_in_query)
         # every candidate is compared, so the timing does not tell which one was tried
