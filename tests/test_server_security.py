@@ -266,3 +266,20 @@ def test_cookie_values_parses_by_hand():
     header = 'a={"k":1}; t = "v1" ;t=v2; tt=no; t'
     assert cookie_values(header, "t") == ["v1", "v2"]
     assert cookie_values("", "t") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("//evil.example", "/evil.example"),
+        ("///evil.example/x", "/evil.example/x"),
+        ("/\\evil.example", "/%5Cevil.example"),
+        ("/%E2%82%AC/page", "/%E2%82%AC/page"),  # a path that is not latin-1 once decoded
+        ("/a%20b?x=1", "/a%20b?x=1"),
+    ],
+)
+def test_token_redirect_stays_on_this_site(token_server, path, location):
+    sep = "&" if "?" in path else "?"
+    status, headers, _ = raw_get(token_server, f"{path}{sep}token={TOKEN}")
+    assert status == 303
+    assert headers["location"] == location

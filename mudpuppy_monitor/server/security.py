@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from mudpuppy_monitor.server.settings import Settings, is_wildcard
 
@@ -143,6 +143,22 @@ def cookie_values(header: str, name: str) -> list[str]:
     return out
 
 
+# characters kept as they are in a redirect path; everything else (backslash, spaces,
+# non-ASCII, control bytes) is percent-encoded, and "%" stays so existing escapes survive
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def redirect_path(scope: Scope) -> str:
+    """The request path for a same-site `Location`: the raw path, percent-encoded, with exactly
+    one leading `/`. `//evil.example` (or `/\\evil.example`, which browsers read the same way)
+    would otherwise be a network-path reference to another site."""
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        raw = scope.get("path", "").encode("utf-8")
+    raw = raw.split(b"?", 1)[0]
+    return "/" + quote(raw, safe=_PATH_SAFE).lstrip("/")
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in scope.get("headers", []):
@@ -182,7 +198,7 @@ class SecurityMiddleware:
                 if not path.startswith(PROTECTED_PREFIXES) and scope.get("method") == "GET":
                     # a page opened from the printed URL: keep the token out of the address
                     # bar and the history, the cookie carries it from now on
-                    location = path + (f"?{query_rest}" if query_rest else "")
+                    location = redirect_path(scope) + (f"?{query_rest}" if query_rest else "")
                     await self._redirect(send, location, self._set_cookie(scope))
                     return
                 send = self._with_headers(send, scope, [self._set_cookie(scope)])
