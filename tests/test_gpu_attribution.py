@@ -174,8 +174,8 @@ def test_attribution_to_dict() -> None:
     assert out[0].to_dict() == {
         "index": 0,
         "uuid": "GPU-00000000-aaaa-bbbb-cccc-dddddddddddd",
-        "run_ids": ["solo"],
-        "runs": [
+        "runs": ["solo"],
+        "evidence": [
             {
                 "run_id": "solo",
                 "reason": "pid",

@@ -92,11 +92,12 @@ class Attribution:
         object.__setattr__(self, "run_ids", tuple(r.run_id for r in self.runs))
 
     def to_dict(self) -> dict[str, Any]:
+        """The wire shape of docs/protocol.md (`attribution` per device), plus index and uuid."""
         return {
             "index": self.index,
             "uuid": self.uuid,
-            "run_ids": list(self.run_ids),
-            "runs": [r.to_dict() for r in self.runs],
+            "runs": list(self.run_ids),
+            "evidence": [r.to_dict() for r in self.runs],
             "others": [p.to_dict() for p in self.others],
             "others_used_bytes": self.others_used_bytes,
         }
