@@ -427,3 +427,23 @@ def test_a_killed_trainer_raises_a_crashed_alert(tmp_path):
         if trainer.poll() is None:
             trainer.kill()
             trainer.wait()
+
+
+def test_a_run_copied_in_with_many_nan_streaks_does_not_disconnect_clients(tmp_path):
+    root = tmp_path / "runs"
+    RunDir(root, "quiet").metrics(1, loss=1.0)
+    outside = RunDir(tmp_path / "elsewhere", "copied")
+    now = time.time()
+    for k in range(3000):  # 1500 NaN streaks, all recent
+        outside.metrics(k + 1, t=now + k * 0.001, loss=math.nan if k % 2 == 0 else 1.0)
+    with LiveServer(root) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        os.rename(outside.path, root / "copied")
+        last = client.pump(lambda m: m["type"] == "alert" and "more" in m["message"])
+        assert last["message"] == "and 1495 more (nonfinite) up to step 2999"
+        alerts = [m for m in client.messages if m["type"] == "alert"]
+        assert [a["step"] for a in alerts] == [1, 3, 5, 7, 9, 2999]
+        assert "resync" not in [m["type"] for m in client.messages]
+        assert server.ctx.hub.stats.resyncs == 0 and server.ctx.hub.stats.disconnects == 0
+        client.close()

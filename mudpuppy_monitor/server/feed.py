@@ -7,6 +7,7 @@ belongs), the number of markers already seen, and the last status (for alerts).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,12 @@ from typing import Any
 ALERT_STATUSES = frozenset({"stalled", "crashed", "completed", "failed", "interrupted"})
 # markers that are alerts; `end` is told by its status change, checkpoints/restarts are not news
 ALERT_MARKERS = frozenset({"nonfinite", "spike"})
-# a run first seen in a final state long after it ended is history, not news
+# a run first seen in a final state long after it ended is history, not news; so is a marker
+# of a run first seen (or reset) that is older than this
 FRESH_S = 60.0
+# marker alerts per run and change: a run copied in with thousands of NaN streaks must not fill
+# every client's queue in one go (each would be resynced, then dropped); the rest are summed up
+MAX_MARKER_ALERTS = 5
 
 Message = tuple[dict[str, Any], "str | None"]
 
@@ -28,6 +33,9 @@ class RunCursor:
     markers: int = 0
     status: str | None = None
     lora_last: tuple[Any, Any] | None = None  # (step, t) of the last LoRA snapshot sent
+    # markers are read from 0 (a run first seen while serving, or reset): the old ones are
+    # history, only those within FRESH_S of now are alerts
+    catch_up: bool = False
 
 
 class ChangeTracker:
@@ -66,7 +74,9 @@ class ChangeTracker:
         if state is None or state.generation != summary.generation:
             # new run, or reset (truncated, replaced, recreated): stream it from its start
             state = RunCursor(
-                generation=summary.generation, status=None if state is None else state.status
+                generation=summary.generation,
+                status=None if state is None else state.status,
+                catch_up=True,
             )
             self.runs[run_id] = state
         yield from self._points(run_id, state)
@@ -82,6 +92,7 @@ class ChangeTracker:
         if generation != state.generation:
             # reset between the summary and this call: stream the new generation from 0
             state.generation, state.counts, state.markers = generation, {}, 0
+            state.catch_up = True
             generation, grown = self.monitor.points_since(run_id, {}, limit=limit)
         series: dict[str, Any] = {}
         for name, cols in grown.items():
@@ -108,9 +119,19 @@ class ChangeTracker:
         run_id = summary.id
         markers = self.monitor.markers_since(run_id, state.markers) or []
         state.markers += len(markers)
-        for m in markers:
-            if m.get("kind") in ALERT_MARKERS:
-                yield alert(run_id, m["kind"], m.get("step"), m.get("t"), marker_message(m)), None
+        news = [m for m in markers if m.get("kind") in ALERT_MARKERS]
+        if state.catch_up:
+            state.catch_up = False
+            now = _now(summary)
+            news = [m for m in news if now is not None and _age(m.get("t"), now) <= FRESH_S]
+        for m in news[:MAX_MARKER_ALERTS]:
+            yield alert(run_id, m["kind"], m.get("step"), m.get("t"), marker_message(m)), None
+        if len(news) > MAX_MARKER_ALERTS:
+            rest = news[MAX_MARKER_ALERTS:]
+            last = rest[-1]
+            kinds = ", ".join(sorted({str(m["kind"]) for m in rest}))
+            message = f"and {len(rest)} more ({kinds}) up to step {last.get('step')}"
+            yield alert(run_id, last["kind"], last.get("step"), last.get("t"), message), None
         status = summary.status
         if status != state.status:
             recent = (summary.last_event_age_s or 0.0) <= FRESH_S
@@ -121,7 +142,34 @@ class ChangeTracker:
 
 
 def alert(run: str, kind: str, step: Any, t: Any, message: str) -> dict[str, Any]:
-    return {"type": "alert", "run": run, "kind": kind, "step": step, "t": t, "message": message}
+    return {
+        "type": "alert",
+        "run": run,
+        "kind": kind,
+        "step": step,
+        "t": t,
+        "message": message,
+    }
+
+
+def known_time(t: Any) -> float | None:
+    """A unix time, or None when unknown (the core holds an unknown time as NaN)."""
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
+        return float(t)
+    return None
+
+
+def _now(summary: Any) -> float | None:
+    # the clock the summary was made with (the core's, so a test clock works too)
+    t, age = summary.last_event_t, summary.last_event_age_s
+    if t is None or age is None:
+        return None
+    return float(t) + float(age)
+
+
+def _age(t: Any, now: float) -> float:
+    known = known_time(t)
+    return math.inf if known is None else now - known
 
 
 def marker_message(m: dict[str, Any]) -> str:
