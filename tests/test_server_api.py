@@ -193,3 +193,26 @@ def test_metrics_parse_and_carry_the_values(server):
     }
     assert mem == {i: float(d["mem_used_bytes"]) for i, d in devices.items()}
     assert _samples(families, "mudpuppy_gpu_simulated")[0].value == 1.0
+
+
+def test_export_of_a_non_ascii_run_id_names_the_file_in_utf8(tmp_path):
+    from urllib.parse import quote
+
+    run = RunDir(tmp_path, "sweep/lr-é-😀")
+    run.metrics(1, t=1_700_000_001.0, loss=0.5)
+    with LiveServer(tmp_path) as srv:
+        status, headers, body = srv.get("/api/runs/" + quote("sweep/lr-é-😀") + "/export")
+        assert status == 200
+        assert headers["content-disposition"] == (
+            'attachment; filename="sweep_lr-_-_.csv"; '
+            "filename*=UTF-8''sweep_lr-%C3%A9-%F0%9F%98%80.csv"
+        )
+        assert "loss,1,1700000001.0,0.5" in body.decode().splitlines()
+
+
+def test_content_disposition_fallback_has_no_quote_or_backslash():
+    from mudpuppy_monitor.server.app import content_disposition
+
+    assert content_disposition('a"b\\c%d', "jsonl") == (
+        "attachment; filename=\"a_b_c_d.jsonl\"; filename*=UTF-8''a%22b%5Cc%25d.jsonl"
+    )

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -176,11 +177,10 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         if fmt not in EXPORT_TYPES:
             raise BadRequest("format must be csv or jsonl")
         chunks = ctx.monitor.export(run_id, fmt=fmt)
-        filename = run_id.replace("/", "_") + "." + fmt
         return StreamingResponse(
             _drain(chunks),
             media_type=EXPORT_TYPES[fmt],
-            headers={"content-disposition": f'attachment; filename="{filename}"'},
+            headers={"content-disposition": content_disposition(run_id, fmt)},
         )
 
     @app.get("/api/runs/{run_id:path}")
@@ -211,6 +211,17 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     async def ws(websocket: WebSocket) -> None:
         assert ctx.hub is not None
         await ctx.hub.serve_client(websocket)
+
+
+def content_disposition(run_id: str, fmt: str) -> str:
+    """An attachment header for any run id: headers are latin-1, ids are not (RFC 6266).
+
+    `filename` is an ASCII fallback (other characters as `_`, no quote or backslash);
+    `filename*` carries the real name, UTF-8 and percent-encoded, for every current browser.
+    """
+    name = run_id.replace("/", "_") + "." + fmt
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _detail_json(detail: dict[str, Any]) -> dict[str, Any]:
