@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,9 @@ from mudpuppy_monitor.core.export import export_chunks
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources import open_source
 from mudpuppy_monitor.core.summary import RunSummary
+
+log = logging.getLogger(__name__)
+READ_ERROR = "reader"  # the key in RunState.errors of an unexpected reader exception
 
 
 @dataclass
@@ -161,12 +165,25 @@ class Monitor:
             self._runs[f.id] = entry
 
     def _poll(self, entry: _Entry, real: str | None, fresh: bool = False) -> bool:
-        changed, reset = entry.source.poll(entry.state, self._lock)
+        try:
+            changed, reset = entry.source.poll(entry.state, self._lock)
+        except Exception as exc:  # noqa: BLE001 - one run's surprise must not stop the others
+            self._read_failed(entry.state, exc)
+            return True
         if reset and not fresh:
             # truncated or replaced: the run starts over under a new generation
             self._load(entry.found, real)
             return True
         return changed
+
+    def _read_failed(self, run: RunState, exc: BaseException) -> None:
+        """Record an unexpected error of one run's reader; the run and the others go on."""
+        log.warning("reading run %s failed", run.id, exc_info=exc)
+        with self._lock:
+            run.read_failures += 1
+            run.errors[READ_ERROR] = (
+                f"reader error ({run.read_failures}x): {type(exc).__name__}: {exc}"[:500]
+            )
 
     def _status_changes(self, ids: set[str]) -> set[str]:
         now = self.clock()
@@ -188,7 +205,10 @@ class Monitor:
         if self._task is not None:
             return
         self._stop = asyncio.Event()
-        await asyncio.to_thread(self.refresh)
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception:  # noqa: BLE001 - the watch task's passes will try again
+            log.exception("first pass over %s failed", self.root)
         self._task = asyncio.create_task(self._watch_loop(), name="mudpuppy-monitor-watch")
 
     async def stop(self) -> None:

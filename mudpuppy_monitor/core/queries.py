@@ -20,7 +20,8 @@ LR_KEYS = ("learning_rate", "lr")
 def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
     meta = run.meta
     pid = meta.get("pid")
-    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    # a pid outside pid_t would make os.kill raise OverflowError
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     local_pid = pid if pid is not None and (run_host is None or run_host == host) else None
     last_t = run.last_event_t

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mudpuppy_monitor.core import markers as mk
-from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.rows import EPOCH, Rows, as_step
 from mudpuppy_monitor.core.store import LoraStore, Table
 
 STEPS_PER_S = "steps_per_s"
@@ -39,6 +39,7 @@ class RunState:
         self.bad_lines = 0
         self.last_bad: str | None = None  # why the latest bad line was refused
         self.errors: dict[str, str] = {}  # per file: why it could not be read
+        self.read_failures = 0  # unexpected reader exceptions (see Monitor._read_failed)
         self.end: dict[str, Any] | None = None
         self.starts = 0
         self.started_t: float | None = None
@@ -111,7 +112,8 @@ class RunState:
         if self.starts > 1:
             src = event.get("resumed_from")
             detail = f"restarted (resumed from {src})" if src is not None else "restarted"
-            step = src if isinstance(src, int) and not isinstance(src, bool) else self.last_step
+            step = as_step(src) if isinstance(src, int) else None
+            step = step if step is not None else self.last_step
             self.add_marker(mk.marker("restart", step, t, None, detail))
         if self.started_t is None or t < self.started_t:
             # lines are applied kind by kind, so a metrics row may have set it first

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # watchfiles settings: an isolated append is seen after ~STEP ms; DEBOUNCE caps the wait when
 # new paths keep appearing (checkpoint writes), instead of the 1.6 s default. With many runs
@@ -28,6 +32,15 @@ POLL_INTERVAL_S = 0.05  # poll=True: how often the known runs' files are stat'ed
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def guarded(fn: Callable[..., Any], *args: Any) -> None:
+    """Run one pass in a worker thread; an unexpected error is logged and the loop goes on
+    (the Monitor already isolates runs from each other; this keeps the task itself alive)."""
+    try:
+        await asyncio.to_thread(fn, *args)
+    except Exception:  # noqa: BLE001
+        log.exception("monitor pass failed; watching goes on")
 
 
 def dir_key(path: str) -> tuple[int, int] | None:
@@ -45,7 +58,7 @@ async def watch_loop(mon: Any, stop: asyncio.Event) -> None:
         if not os.path.isdir(mon.root):
             # not there yet (or deleted): wait for it, keep the picture in step
             await sleep_unless(stop, mon.scan_interval_s)
-            await asyncio.to_thread(mon.refresh)
+            await guarded(mon.refresh)
             continue
         root_key = dir_key(mon.root)
         last_full = time.monotonic()
@@ -67,13 +80,14 @@ async def watch_loop(mon: Any, stop: asyncio.Event) -> None:
                         break
                     now = time.monotonic()
                     if batch and now - last_full < mon.scan_interval_s:
-                        await asyncio.to_thread(mon._refresh_paths, [p for _, p in batch])
+                        await guarded(mon._refresh_paths, [p for _, p in batch])
                         continue
                     last_full = now
-                    await asyncio.to_thread(mon.refresh)
+                    await guarded(mon.refresh)
                     if dir_key(mon.root) != root_key:
                         break  # the root was deleted or replaced: inotify is silent now
-        except (OSError, RuntimeError):
+        except Exception:  # noqa: BLE001 - a watcher failure must not end watching
+            log.warning("file watcher failed; restarting it", exc_info=True)
             await sleep_unless(stop, mon.scan_interval_s)
 
 
@@ -85,9 +99,9 @@ async def poll_loop(mon: Any, stop: asyncio.Event) -> None:
     while not stop.is_set():
         t0 = time.monotonic()
         if t0 - last_full >= mon.scan_interval_s:
-            await asyncio.to_thread(mon.refresh)
+            await guarded(mon.refresh)
             last_full = t0
         else:
-            await asyncio.to_thread(mon._refresh_known)
+            await guarded(mon._refresh_known)
         cost = time.monotonic() - t0
         await sleep_unless(stop, max(POLL_INTERVAL_S, 10 * cost))

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from mudpuppy_monitor.core.discovery import CHECKPOINT_RE, TRAINER_STATE
-from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.rows import EPOCH, Rows, as_float, as_step
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
 from mudpuppy_monitor.core.sources.native import read_json_file
 
@@ -40,15 +40,10 @@ def _num(v: Any) -> float | None:
             except ValueError:
                 return None
         return None
-    return float(v)
+    return as_float(v)
 
 
-def _int(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return v if isinstance(v, int) else None
+_int = as_step  # step, global_step, max_steps: 0..2**63-1 or nothing (int(1e300) is no step)
 
 
 class HfStateSource:
@@ -66,8 +61,9 @@ class HfStateSource:
             with os.scandir(self.path) as it:
                 for e in it:
                     m = CHECKPOINT_RE.match(e.name)
-                    if m and e.is_dir(follow_symlinks=False):
-                        paths.append((os.path.join(e.path, TRAINER_STATE), int(m.group(1))))
+                    step = as_step(int(m.group(1))) if m else None
+                    if step is not None and e.is_dir(follow_symlinks=False):
+                        paths.append((os.path.join(e.path, TRAINER_STATE), step))
         except OSError:
             pass
         for p, step in paths:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from mudpuppy_monitor.core.discovery import TRAINER_LOG
-from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.rows import EPOCH, Rows, as_float, as_step
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
 from mudpuppy_monitor.core.tail import READ_SLICE_BYTES, FileTail
 
@@ -34,14 +34,19 @@ def parse_duration(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
-        return float(v) if math.isfinite(v) else None
+        x = as_float(v)
+        return x if math.isfinite(x) else None
     if not isinstance(v, str):
         return None
     m = _DURATION.match(v)
     if not m:
         return None
     days, h, mi, s = m.groups()
-    return int(days or 0) * 86400.0 + int(h) * 3600.0 + int(mi) * 60.0 + float(s)
+    try:
+        out = int(days or 0) * 86400.0 + int(h) * 3600.0 + int(mi) * 60.0 + float(s)
+    except OverflowError:  # thousands of digits of days
+        return None
+    return out if math.isfinite(out) else None
 
 
 def number(v: Any) -> float | None:
@@ -49,7 +54,7 @@ def number(v: Any) -> float | None:
     if isinstance(v, bool) or v is None:
         return None
     if isinstance(v, (int, float)):
-        return float(v)
+        return as_float(v)  # an int too large for a float is +-inf, as in the native format
     if isinstance(v, str):
         try:
             return float(v)
@@ -58,12 +63,7 @@ def number(v: Any) -> float | None:
     return None
 
 
-def _int_step(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return v if isinstance(v, int) and v >= 0 else None
+_int_step = as_step  # current_steps / total_steps: 0..2**63-1, else a bad row
 
 
 class LlamaFactorySource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from mudpuppy_callback import (
     META_FILE,
 )
 
+from mudpuppy_monitor.core.rows import as_float, as_step
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
 from mudpuppy_monitor.core.tail import READ_SLICE_BYTES, FileTail
@@ -99,15 +101,16 @@ class NativeSource:
 
 def apply_meta(run: RunState, meta: dict[str, Any]) -> None:
     ms = meta.get("max_steps")
-    if isinstance(ms, int) and not isinstance(ms, bool) and ms > 0:
+    if isinstance(ms, int) and as_step(ms):
         run.max_steps = ms
     ne = meta.get("num_train_epochs")
     if isinstance(ne, (int, float)) and not isinstance(ne, bool) and ne > 0:
-        run.num_train_epochs = float(ne)
+        run.num_train_epochs = as_float(ne)
     created = meta.get("created")
     if isinstance(created, (int, float)) and not isinstance(created, bool):
-        if run.started_t is None or created < run.started_t:
-            run.started_t = float(created)
+        created = as_float(created)
+        if math.isfinite(created) and (run.started_t is None or created < run.started_t):
+            run.started_t = created
 
 
 def apply_batch(run: RunState, batch: NativeBatch) -> None:

@@ -20,7 +20,7 @@ from mudpuppy_callback import (
     decode_number,
 )
 
-from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.rows import EPOCH, STEP_MAX, Rows, as_step
 from mudpuppy_monitor.core.run import EVAL_PREFIX
 
 
@@ -59,7 +59,7 @@ def decode_block(block: bytes, batch: NativeBatch) -> None:
             if (
                 (type(t) is float or type(t) is int)
                 and type(st) is int
-                and st >= 0
+                and 0 <= st <= STEP_MAX
                 and type(o.get("seq")) is int
                 and type(vals) is dict
             ):
@@ -89,13 +89,25 @@ def decode_block(block: bytes, batch: NativeBatch) -> None:
         _slow(line, batch)
 
 
+def _bad(batch: NativeBatch, reason: str) -> None:
+    batch.bad += 1
+    if len(batch.last_errors) < 5:
+        batch.last_errors.append(reason)
+
+
 def _slow(line: bytes, batch: NativeBatch) -> None:
     try:
         event = decode_line(line)
     except FormatError as exc:
-        batch.bad += 1
-        if len(batch.last_errors) < 5:
-            batch.last_errors.append(str(exc))
+        _bad(batch, str(exc))
+        return
+    except (OverflowError, ValueError) as exc:
+        # a number no float can hold (an integer of 400 digits): a bad line, not a dead reader
+        _bad(batch, f"number out of range: {exc}")
+        return
+    if "step" in event and as_step(event["step"]) is None:
+        # steps are stored as int64; the reference decoder refuses these too
+        _bad(batch, f"{event['kind']} needs a non-negative integer step")
         return
     kind = event["kind"]
     if kind == KIND_METRICS:

@@ -1,0 +1,205 @@
+"""Input that must never stop the reader: steps beyond int64, numbers no float holds, a reader
+that raises. Each case is read next to good lines that must all arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import pytest
+from mudpuppy_callback import FormatError, decode_line, encode_line
+
+from mudpuppy_monitor.core import Monitor
+from mudpuppy_monitor.core.sources.native import NativeSource
+
+T0 = 1_700_000_000.0
+
+
+def ev(seq: int, kind: str, **fields: object) -> bytes:
+    return encode_line({"v": 1, "seq": seq, "t": T0 + seq, "kind": kind, **fields})
+
+
+def good(seq: int, step: int, loss: float) -> bytes:
+    return ev(seq, "metrics", step=step, values={"loss": loss})
+
+
+def raw(text: str) -> bytes:
+    return text.encode() + b"\n"
+
+
+HUGE = "1" + "0" * 400  # 10**400: no float holds it
+# a step no int64 column holds, in every kind that carries one
+BAD_STEPS = [
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"metrics","step":9223372036854775808,"values":{"loss":1}}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"metrics","step":18446744073709551615,"values":{"a":1}}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"metrics","step":1e300,"values":{"loss":1}}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"metrics","step":' + HUGE + ',"values":{"loss":1}}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"metrics","step":-9223372036854775809,"values":{"a":1}}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"eval","step":9223372036854775808,"values":{"loss":1}}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"progress","step":1e300}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"lora","step":1e300,"layers":{"q":{"A":1.0}}}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"checkpoint","step":9223372036854775808,"path":"c"}'),
+    raw('{"v":1,"seq":1,"t":1.0,"kind":"end","step":1e300,"status":"completed"}'),
+]
+
+
+def _native_run(root: Path, lines: list[bytes], name: str = "run") -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "events.jsonl").write_bytes(b"".join(lines))
+    return d
+
+
+def test_steps_beyond_int64_are_bad_lines_and_the_rest_is_read(tmp_path: Path) -> None:
+    lines = [good(0, 0, 1.0)]
+    for i, bad in enumerate(BAD_STEPS):
+        lines += [bad, good(i + 1, i + 1, 2.0 + i)]
+    _native_run(tmp_path, lines)
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    assert mon.refresh() == {"run"}
+    s = mon.summary("run")
+    assert s is not None and s.bad_lines == len(BAD_STEPS)
+    assert s.status == "running" and s.error is None
+    got = mon.series("run", ["loss"])["loss"]
+    assert got["x"] == list(range(len(BAD_STEPS) + 1))
+    assert got["y"] == [1.0] + [2.0 + i for i in range(len(BAD_STEPS))]
+    assert mon.detail("run")["markers"] == []  # type: ignore[index]
+
+
+def test_a_value_no_float_holds_never_stops_the_reader(tmp_path: Path) -> None:
+    """10**400 in values: the same outcome as the reference decoder (+inf, or a bad line)."""
+    big = raw('{"v":1,"seq":1,"t":1.5,"kind":"metrics","step":1,"values":{"loss":' + HUGE + "}}")
+    neg = raw('{"v":1,"seq":2,"t":1.5,"kind":"metrics","step":2,"values":{"loss":-' + HUGE + "}}")
+    _native_run(tmp_path, [good(0, 0, 1.0), big, neg, good(3, 3, 0.5)])
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    mon.refresh()
+    expect_x, expect_y, expect_bad = [0], [1.0], 0
+    for step, line in ((1, big), (2, neg)):
+        try:
+            value = decode_line(line)["values"]["loss"]
+        except (FormatError, OverflowError):
+            expect_bad += 1
+        else:
+            assert value == (math.inf if step == 1 else -math.inf)
+            expect_x.append(step)
+            expect_y.append(value)
+    got = mon.series("run", ["loss"])["loss"]
+    assert got["x"] == expect_x + [3]
+    assert got["y"] == expect_y + [0.5]
+    assert mon.summary("run").bad_lines == expect_bad  # type: ignore[union-attr]
+
+
+def test_meta_with_huge_numbers_is_harmless(tmp_path: Path) -> None:
+    d = _native_run(tmp_path, [good(0, 0, 1.0)])
+    (d / "meta.json").write_text(
+        '{"pid": 18446744073709551615, "max_steps": 18446744073709551615, "created": 1e308}'
+    )
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    mon.refresh()
+    s = mon.summary("run")
+    assert s is not None and s.pid is None and s.max_steps is None
+    json.dumps(s.to_dict())
+
+
+def test_llamafactory_huge_steps_are_bad_rows_huge_values_are_infinite(tmp_path: Path) -> None:
+    d = tmp_path / "lf"
+    d.mkdir()
+    rows = [
+        '{"current_steps": 1, "total_steps": 10, "loss": 2.0, "elapsed_time": "0:00:01"}',
+        '{"current_steps": 9223372036854775808, "total_steps": 10, "loss": 3.0}',
+        '{"current_steps": 1e300, "total_steps": 10, "loss": 3.0}',
+        '{"current_steps": ' + HUGE + ', "loss": 3.0}',
+        '{"current_steps": 2, "total_steps": 10, "loss": ' + HUGE + ', "elapsed_time": "0:00:02"}',
+        '{"current_steps": 3, "total_steps": 10, "loss": 1.5, "elapsed_time": "'
+        + "9" * 400
+        + ' days, 0:00:03"}',
+    ]
+    (d / "trainer_log.jsonl").write_text("\n".join(rows) + "\n")
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    assert mon.refresh() == {"lf"}
+    s = mon.summary("lf")
+    assert s is not None and s.bad_lines == 3 and s.step == 3
+    got = mon.series("lf", ["loss"])["loss"]
+    assert got["x"] == [1, 2, 3]
+    assert got["y"] == [2.0, math.inf, 1.5]
+
+
+def test_trainer_state_with_a_step_beyond_int64(tmp_path: Path) -> None:
+    d = tmp_path / "hf"
+    d.mkdir()
+    state = {
+        "global_step": 2,
+        "max_steps": 10,
+        "log_history": [
+            {"step": 1, "loss": 2.0},
+            {"step": 1e300, "loss": 9.0},
+            {"step": 9223372036854775808, "loss": 9.0},
+            {"step": 2, "loss": 1.0},
+        ],
+    }
+    (d / "trainer_state.json").write_text(json.dumps(state))
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    assert mon.refresh() == {"hf"}
+    s = mon.summary("hf")
+    assert s is not None and s.bad_lines == 2 and s.step == 2
+    assert mon.series("hf", ["loss"])["loss"]["y"] == [2.0, 1.0]
+
+
+def test_a_reader_that_raises_is_recorded_and_the_others_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _native_run(tmp_path, [good(0, 0, 1.0)], "a")
+    _native_run(tmp_path, [good(0, 0, 2.0)], "b")
+    real_poll = NativeSource.poll
+
+    def poll(self: NativeSource, run, lock):  # type: ignore[no-untyped-def]
+        if run.id == "a":
+            raise OverflowError("int too large")
+        return real_poll(self, run, lock)
+
+    monkeypatch.setattr(NativeSource, "poll", poll)
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    assert mon.refresh() == {"a", "b"}
+    assert mon.series("b", ["loss"])["loss"]["y"] == [2.0]
+    assert mon.summary("a").error == "reader error (1x): OverflowError: int too large"  # type: ignore[union-attr]
+    mon.refresh()
+    assert mon.detail("a")["errors"] == {  # type: ignore[index]
+        "reader": "reader error (2x): OverflowError: int too large"
+    }
+
+
+def test_watching_survives_a_failing_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass and later passes raise: start() still works, and so does watching."""
+    d = _native_run(tmp_path, [good(0, 0, 1.0)])
+    mon = Monitor(tmp_path, poll=True, scan_interval_s=0.05, clock=lambda: T0, parallel=False)
+    real_full = mon._full_pass
+    fails = {"n": 0}
+
+    def full_pass():  # type: ignore[no-untyped-def]
+        if fails["n"] < 3:
+            fails["n"] += 1
+            raise RuntimeError("surprise")
+        return real_full()
+
+    monkeypatch.setattr(mon, "_full_pass", full_pass)
+
+    async def main() -> list[float]:
+        await mon.start()
+        try:
+            written = False
+            for _ in range(500):
+                if mon.counts("run").get("loss") == 2:
+                    break
+                if not written and mon.counts("run").get("loss") == 1:
+                    with open(d / "events.jsonl", "ab") as f:
+                        f.write(good(1, 1, 0.5))
+                    written = True
+                await asyncio.sleep(0.01)
+            return mon.series("run", ["loss"]).get("loss", {}).get("y", [])
+        finally:
+            await mon.stop()
+
+    assert asyncio.run(main()) == [1.0, 0.5]
+    assert fails["n"] == 3
