@@ -52,6 +52,7 @@ __all__ = [
     "STEP_KINDS",
     "END_STATUSES",
     "MAX_LINE_BYTES",
+    "MAX_STEP",
     "FormatError",
     "encode_line",
     "decode_line",
@@ -95,6 +96,8 @@ END_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED})
 
 # readers skip longer lines; the writer never produces one
 MAX_LINE_BYTES = 1 << 20
+# steps are stored as int64 by readers: a step is an integer in [0, MAX_STEP)
+MAX_STEP = 1 << 63
 
 # Non-finite floats travel as these strings: bare NaN/Infinity tokens are not JSON.
 _NONFINITE_TO_STR = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -119,15 +122,29 @@ def decode_number(v: Any) -> float | None:
     """A value read from a line as a float, or None when it is not a number.
 
     Accepts numbers, the three non-finite strings, and booleans are rejected (JSON `true` is not a
-    metric).
+    metric). An integer too large for a float (beyond about 1.8e308) reads as +-infinity: JSON
+    allows any integer, and one such value must not make a reader raise.
     """
     if isinstance(v, bool):
         return None
-    if isinstance(v, (int, float)):
-        return float(v)
+    if isinstance(v, float):
+        return v
+    if isinstance(v, int):
+        return _int_to_float(v)
     if isinstance(v, str):
         return _STR_TO_NONFINITE.get(v)
     return None
+
+
+# Integers up to here convert to a float exactly or by rounding; larger ones may overflow.
+_FLOAT_INT_MAX = int(sys.float_info.max)
+
+
+def _int_to_float(v: int) -> float:
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def _encode_values(values: Mapping[str, float]) -> dict[str, float | str]:
@@ -217,8 +234,9 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
         step = obj.get("step")
         if isinstance(step, float) and step.is_integer():
             step = int(step)
-        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            raise FormatError(f"{kind} needs a non-negative integer step")
+        # Readers keep steps as int64: a larger one could not be stored.
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < MAX_STEP:
+            raise FormatError(f"{kind} needs a non-negative integer step below 2**63")
         obj["step"] = step
     if "epoch" in obj:
         obj["epoch"] = decode_number(obj["epoch"])
@@ -271,8 +289,12 @@ def _convert_values(values: Mapping[str, Any]) -> tuple[dict[str, Number], list[
     for key, v in values.items():
         key = str(key)
         tv = type(v)
-        if tv is float or tv is int:  # the common case first
+        if tv is float:  # the common case first
             out[key] = v
+        elif tv is int:
+            # Ints stay ints (exact token counts); one no float can hold is written as +-inf,
+            # which is what a reader would make of it anyway.
+            out[key] = v if -_FLOAT_INT_MAX <= v <= _FLOAT_INT_MAX else _int_to_float(v)
         elif isinstance(v, bool) or v is None or isinstance(v, (str, bytes)):
             dropped.append(key)
         elif torch is not None and isinstance(v, torch.Tensor):
@@ -287,7 +309,8 @@ def _convert_values(values: Mapping[str, Any]) -> tuple[dict[str, Number], list[
             else:
                 dropped.append(key)
         elif isinstance(v, numbers.Integral):
-            out[key] = int(v)
+            i = int(v)
+            out[key] = i if -_FLOAT_INT_MAX <= i <= _FLOAT_INT_MAX else _int_to_float(i)
         elif isinstance(v, numbers.Real):
             out[key] = float(v)
         else:
@@ -430,6 +453,14 @@ def _read_events_tail(path: str) -> tuple[int, int | None]:
             last_step = event["step"]
             break
     return (next_seq or 0), last_step
+
+
+def _check_step(step: Any) -> int:
+    # Refused here rather than written as a line every reader would refuse.
+    s = int(step)
+    if not 0 <= s < MAX_STEP:
+        raise ValueError(f"step must be an integer in [0, 2**63), got {s}")
+    return s
 
 
 def _versions() -> dict[str, str]:
@@ -664,7 +695,7 @@ class RunWriter:
                 out[str(path)] = converted
         if not out:
             return False
-        return self._emit(KIND_LORA, {"step": int(step), "layers": out})
+        return self._emit(KIND_LORA, {"step": _check_step(step), "layers": out})
 
     @_never_raises
     def progress(self, step: int) -> bool:
@@ -676,11 +707,11 @@ class RunWriter:
             self._last_write_t = now
         if now - self._last_write_t < self._progress_every_s:
             return False
-        return self._emit(KIND_PROGRESS, {"step": int(step)})
+        return self._emit(KIND_PROGRESS, {"step": _check_step(step)})
 
     @_never_raises
     def checkpoint(self, step: int, path: str | os.PathLike[str]) -> bool:
-        return self._emit(KIND_CHECKPOINT, {"step": int(step), "path": os.fspath(path)})
+        return self._emit(KIND_CHECKPOINT, {"step": _check_step(step), "path": os.fspath(path)})
 
     def close(
         self,
@@ -697,7 +728,7 @@ class RunWriter:
                 raise ValueError(f"status must be one of {sorted(END_STATUSES)}, got {status!r}")
             fields: dict[str, Any] = {"status": status}
             step = step if step is not None else self._last_step
-            if step is not None:
+            if step is not None and 0 <= int(step) < MAX_STEP:  # `end` matters more than its step
                 fields["step"] = int(step)
             if error is not None:
                 fields["error"] = (
@@ -761,7 +792,7 @@ class RunWriter:
             }
         if not converted:
             return None
-        fields: dict[str, Any] = {"step": int(step)}
+        fields: dict[str, Any] = {"step": _check_step(step)}
         if epoch is not None:
             e, _ = _convert_values({"epoch": epoch})
             if "epoch" in e:

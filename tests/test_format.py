@@ -83,6 +83,32 @@ def test_decode_number() -> None:
     assert decode_number(None) is None
 
 
+def test_integers_beyond_float_range_read_as_infinity() -> None:
+    # float(10**400) raises OverflowError: a reader must not die of one such value
+    assert decode_number(10**400) == math.inf
+    assert decode_number(-(10**400)) == -math.inf
+    assert decode_number(2**1023) == float(2**1023)  # large but representable: exact
+    line = (
+        b'{"v":1,"seq":0,"t":1,"kind":"metrics","step":1,"epoch":1' + b"0" * 400 + b","
+        b'"values":{"big":1' + b"0" * 400 + b',"neg":-1' + b"0" * 400 + b',"loss":0.5}}'
+    )
+    event = decode_line(line)
+    assert event["values"] == {"big": math.inf, "neg": -math.inf, "loss": 0.5}
+    assert event["epoch"] == math.inf
+    lora = b'{"v":1,"seq":0,"t":1,"kind":"lora","step":1,"layers":{"m":{"A":1' + b"0" * 400 + b"}}}"
+    assert decode_line(lora)["layers"] == {"m": {"A": math.inf}}
+
+
+def test_step_must_fit_in_int64() -> None:
+    assert mc.MAX_STEP == 2**63
+    ok = b'{"v":1,"seq":0,"t":1,"kind":"progress","step":9223372036854775807}'
+    assert decode_line(ok)["step"] == 2**63 - 1
+    for step in (b"9223372036854775808", b"1" + b"0" * 400, b"1e300"):
+        line = b'{"v":1,"seq":0,"t":1,"kind":"progress","step":' + step + b"}"
+        with pytest.raises(FormatError, match="non-negative integer step below 2\\*\\*63"):
+            decode_line(line)
+
+
 def test_readers_accept_bare_non_finite_tokens() -> None:
     line = b'{"v":1,"seq":0,"t":1.0,"kind":"metrics","step":1,"values":{"loss":NaN,"x":-Infinity}}'
     values = decode_line(line)["values"]
@@ -135,6 +161,9 @@ BAD_LINES = [
     (b'{"v":1,"seq":false,"t":1,"kind":"start"}', "seq must be"),
     (b'{"v":1,"seq":0,"kind":"start"}', "t must be"),
     (b'{"v":1,"seq":0,"t":"NaN","kind":"start"}', "t must be"),
+    (b'{"v":1,"seq":0,"t":1' + b"0" * 400 + b',"kind":"start"}', "t must be"),
+    (b'{"v":1,"seq":-9223372036854775809,"t":1,"kind":"start"}', "seq must be"),
+    (b'{"v":1,"seq":0,"t":1,"kind":"end","status":"completed","step":-1}', "integer step"),
     (b'{"v":1,"seq":0,"t":1,"kind":"metrics","values":{}}', "non-negative integer step"),
     (b'{"v":1,"seq":0,"t":1,"kind":"progress","step":-3}', "non-negative integer step"),
     (b'{"v":1,"seq":0,"t":1,"kind":"progress","step":1.5}', "non-negative integer step"),

@@ -232,6 +232,47 @@ def test_values_numpy_torch_ints_and_non_numeric(
     )
 
 
+def test_integers_beyond_float_range_are_written_as_infinity(tmp_path: Path) -> None:
+    class Huge:  # an Integral that is not an int (a numbers.Integral subclass)
+        def __index__(self) -> int:
+            return -(10**400)
+
+    import numbers
+
+    numbers.Integral.register(Huge)
+    with RunWriter(tmp_path, name="x") as run:
+        assert run.log(1, {"big": 10**400, "neg": Huge(), "max": 2**1023, "n": 7}, epoch=10**400)
+        assert run.log_lora(1, {"m.q": {"A": 10**400}})
+    raw = strict_lines(run.dir)
+    assert raw[1]["values"] == {"big": "Infinity", "neg": "-Infinity", "max": 2**1023, "n": 7}
+    assert raw[1]["epoch"] == "Infinity"
+    assert raw[2]["layers"] == {"m.q": {"A": "Infinity"}}
+    events = read_events(run.dir)  # every line reads back
+    assert events[1]["values"] == {"big": math.inf, "neg": -math.inf, "max": 2.0**1023, "n": 7.0}
+
+
+def test_steps_outside_int64_are_refused_with_one_warning(
+    tmp_path: Path, monitor_warnings: list[warnings.WarningMessage]
+) -> None:
+    with RunWriter(tmp_path, name="x") as run:
+        assert run.log(2**63, {"loss": 1.0}) is False
+        assert run.log(-1, {"loss": 1.0}) is False
+        assert run.checkpoint(2**63, "out/checkpoint-x") is False
+        assert run.log(2**63 - 1, {"loss": 1.0}) is True
+    assert only_monitor(monitor_warnings) == [
+        "mudpuppy: log failed (ValueError: step must be an integer in [0, 2**63), got "
+        "9223372036854775808); nothing recorded",
+        "mudpuppy: checkpoint failed (ValueError: step must be an integer in [0, 2**63), got "
+        "9223372036854775808); nothing recorded",
+    ]
+    events = read_events(run.dir)  # the decoder accepts everything that was written
+    assert [(e["kind"], e.get("step")) for e in events] == [
+        ("start", None),
+        ("metrics", 2**63 - 1),
+        ("end", 2**63 - 1),
+    ]
+
+
 def test_tensor_values_of_mixed_dtypes_in_one_dict() -> None:
     import torch
 
