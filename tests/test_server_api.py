@@ -216,3 +216,35 @@ def test_content_disposition_fallback_has_no_quote_or_backslash():
     assert content_disposition('a"b\\c%d', "jsonl") == (
         "attachment; filename=\"a_b_c_d.jsonl\"; filename*=UTF-8''a%22b%5Cc%25d.jsonl"
     )
+
+
+def test_data_routes_do_their_work_off_the_event_loop(server, monkeypatch):
+    import threading
+
+    monitor = server.ctx.monitor
+    loop_thread = server._thread  # uvicorn's event loop runs in this thread
+    seen: dict[str, list[bool]] = {}
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            seen.setdefault(name, []).append(threading.current_thread() is loop_thread)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(monitor, name, wrapped)
+
+    for name in ("series", "lora", "detail", "summaries"):
+        spy(name, getattr(monitor, name))
+    real_export = monitor.export
+
+    def export(*args, **kwargs):
+        for chunk in real_export(*args, **kwargs):
+            seen.setdefault("export chunk", []).append(threading.current_thread() is loop_thread)
+            yield chunk
+
+    monkeypatch.setattr(monitor, "export", export)
+    for path in ("series", "lora", "export?format=jsonl", ""):
+        status, _, _ = server.get("/api/runs/long/" + path if path else "/api/runs/long")
+        assert status == 200, path
+    assert server.get("/api/runs")[0] == 200
+    assert set(seen) == {"series", "lora", "detail", "summaries", "export chunk"}
+    assert not any(on_loop for calls in seen.values() for on_loop in calls), seen

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 from starlette.staticfiles import StaticFiles
 
 from mudpuppy_monitor import __version__, jsonutil
@@ -136,12 +137,15 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         return JSON({"ok": True, "version": __version__, "runs": len(ctx.monitor.summaries())})
 
     @app.get("/api/runs")
-    async def runs() -> JSON:
+    def runs() -> JSON:
         return JSON({"runs": [s.to_dict() for s in ctx.monitor.summaries()]})
 
+    # The data routes are plain `def`: FastAPI runs them in its threadpool, so decimation,
+    # .tolist() and the JSON encoding of a large answer do not hold up the event loop, which
+    # carries the WebSocket fan-out. The core's queries are thread-safe (they take its lock).
     # The suffix routes come first: {run_id:path} is greedy, and run ids contain "/".
     @app.get("/api/runs/{run_id:path}/series")
-    async def series(run_id: str, request: Request) -> JSON:
+    def series(run_id: str, request: Request) -> JSON:
         summary = known_run(run_id)
         if summary is None:
             return error(404, "no such run")
@@ -160,7 +164,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         return JSON({"run": run_id, "generation": summary.generation, "x": x, "series": got or {}})
 
     @app.get("/api/runs/{run_id:path}/lora")
-    async def lora(run_id: str, request: Request) -> JSON:
+    def lora(run_id: str, request: Request) -> JSON:
         if known_run(run_id) is None:
             return error(404, "no such run")
         points = _int_param(request.query_params, "points", 200, 2, MAX_POINTS)
@@ -170,7 +174,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         return JSON(got)
 
     @app.get("/api/runs/{run_id:path}/export")
-    async def export(run_id: str, request: Request) -> Response:
+    def export(run_id: str, request: Request) -> Response:
         if known_run(run_id) is None:
             return error(404, "no such run")
         fmt = request.query_params.get("format", "csv")
@@ -184,7 +188,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         )
 
     @app.get("/api/runs/{run_id:path}")
-    async def run_detail(run_id: str) -> JSON:
+    def run_detail(run_id: str) -> JSON:
         if known_run(run_id) is None:
             return error(404, "no such run")
         detail = ctx.monitor.detail(run_id)
@@ -193,7 +197,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         return JSON(_detail_json(detail))
 
     @app.get("/api/gpus")
-    async def gpus() -> JSON:
+    def gpus() -> JSON:
         assert ctx.gpus is not None
         return JSON(ctx.gpus.payload(ctx.monitor, history=True))
 
@@ -232,9 +236,15 @@ def _detail_json(detail: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _drain(chunks: Iterator[str]) -> AsyncIterator[bytes]:
-    # The core is read on the event loop (its state changes there); yielding between chunks
-    # keeps a large export from starving the stream.
+def _drain(chunks: Iterator[str]) -> AsyncIterator[bytes]:
+    # The core's export generator formats every stored point: it runs in the threadpool, one
+    # 64 KiB batch per hop, so a large export never blocks the event loop (and with it the
+    # stream). The core changes its state in a worker thread too and copies what it exports
+    # under its lock, so reading from another thread is safe.
+    return iterate_in_threadpool(_batches(chunks))
+
+
+def _batches(chunks: Iterator[str]) -> Iterator[bytes]:
     batch: list[str] = []
     size = 0
     for chunk in chunks:
@@ -243,7 +253,6 @@ async def _drain(chunks: Iterator[str]) -> AsyncIterator[bytes]:
         if size >= 1 << 16:
             yield "".join(batch).encode("utf-8")
             batch, size = [], 0
-            await asyncio.sleep(0)
     if batch:
         yield "".join(batch).encode("utf-8")
 
