@@ -248,3 +248,45 @@ def test_data_routes_do_their_work_off_the_event_loop(server, monkeypatch):
     assert server.get("/api/runs")[0] == 200
     assert set(seen) == {"series", "lora", "detail", "summaries", "export chunk"}
     assert not any(on_loop for calls in seen.values() for on_loop in calls), seen
+
+
+def test_series_generation_is_the_one_of_its_data_across_a_reset(tmp_path, monkeypatch):
+    run = RunDir(tmp_path, "g")
+    for step in (1, 2, 3):
+        run.metrics(step, loss=float(step))
+    with LiveServer(tmp_path) as srv:
+        monitor = srv.ctx.monitor
+        old_generation = monitor.generation("g")
+        real_series = monitor.series
+        resets = []
+
+        def series_after_a_reset(*args, **kwargs):
+            if not resets:  # the run is replaced just before the first query reads it
+                resets.append(True)
+                run.events.unlink()
+                run.seq = 0
+                run.append("start")
+                run.metrics(1, loss=100.0)
+                monitor.refresh()
+            return real_series(*args, **kwargs)
+
+        monkeypatch.setattr(monitor, "series", series_after_a_reset)
+        doc = srv.get_json("/api/runs/g/series?names=loss")
+        assert resets == [True]
+        new_generation = monitor.generation("g")
+        assert new_generation != old_generation
+        assert doc["generation"] == new_generation
+        assert doc["series"]["loss"]["x"] == [1] and doc["series"]["loss"]["y"] == [100.0]
+
+
+def test_lookups_do_not_build_summaries(server, monkeypatch):
+    def no_summary(*args, **kwargs):
+        raise AssertionError("a summary was built")
+
+    monkeypatch.setattr(server.ctx.monitor, "summary", no_summary)
+    monkeypatch.setattr(server.ctx.monitor, "summaries", no_summary)
+    monkeypatch.setattr(server.ctx.monitor, "detail", no_summary)
+    assert server.get_json("/healthz")["runs"] == 3
+    for path in ("series?names=loss", "lora", "export"):
+        assert server.get(f"/api/runs/alpha/{path}")[0] == 200, path
+    assert server.get("/api/runs/nope/series")[0] == 404

@@ -123,10 +123,9 @@ def error(status: int, message: str) -> JSON:
 
 
 def add_routes(app: FastAPI, ctx: Context) -> None:
-    def known_run(run_id: str) -> Any:
-        if not valid_run_id(run_id):
-            return None
-        return ctx.monitor.summary(run_id)
+    def known_run(run_id: str) -> bool:
+        # a dict lookup: no summary is built just to say the run exists
+        return valid_run_id(run_id) and ctx.monitor.generation(run_id) is not None
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSON:
@@ -134,7 +133,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
 
     @app.get("/healthz")
     async def healthz() -> JSON:
-        return JSON({"ok": True, "version": __version__, "runs": len(ctx.monitor.summaries())})
+        return JSON({"ok": True, "version": __version__, "runs": len(ctx.monitor.run_ids())})
 
     @app.get("/api/runs")
     def runs() -> JSON:
@@ -146,8 +145,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     # The suffix routes come first: {run_id:path} is greedy, and run ids contain "/".
     @app.get("/api/runs/{run_id:path}/series")
     def series(run_id: str, request: Request) -> JSON:
-        summary = known_run(run_id)
-        if summary is None:
+        if not known_run(run_id):
             return error(404, "no such run")
         q = request.query_params
         x = q.get("x", "step")
@@ -156,16 +154,24 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         start_x = _float_param(q, "from")
         end_x = _float_param(q, "to")
         points = _int_param(q, "points", 2000, 2, MAX_POINTS)
-        detail = ctx.monitor.detail(run_id) or {}
-        have = list(detail.get("series") or [])
-        wanted = [n for n in q.get("names", "").split(",") if n] if "names" in q else have
-        names = [n for n in wanted if n in have]
-        got = ctx.monitor.series(run_id, names, x=x, start=start_x, end=end_x, points=points)
-        return JSON({"run": run_id, "generation": summary.generation, "x": x, "series": got or {}})
+        wanted = [n for n in q.get("names", "").split(",") if n] if "names" in q else None
+        for _ in range(3):
+            # The generation must be the one of the data: read it before and after the query.
+            # Generations are never reused, so equal readings mean no reset happened in
+            # between; after a reset the query is simply made again.
+            generation = ctx.monitor.generation(run_id)
+            have = ctx.monitor.counts(run_id)
+            names = list(have) if wanted is None else [n for n in wanted if n in have]
+            got = ctx.monitor.series(run_id, names, x=x, start=start_x, end=end_x, points=points)
+            if ctx.monitor.generation(run_id) == generation:
+                break
+        if generation is None:
+            return error(404, "no such run")
+        return JSON({"run": run_id, "generation": generation, "x": x, "series": got or {}})
 
     @app.get("/api/runs/{run_id:path}/lora")
     def lora(run_id: str, request: Request) -> JSON:
-        if known_run(run_id) is None:
+        if not known_run(run_id):
             return error(404, "no such run")
         points = _int_param(request.query_params, "points", 200, 2, MAX_POINTS)
         got = ctx.monitor.lora(run_id, points=points)
@@ -175,7 +181,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
 
     @app.get("/api/runs/{run_id:path}/export")
     def export(run_id: str, request: Request) -> Response:
-        if known_run(run_id) is None:
+        if not known_run(run_id):
             return error(404, "no such run")
         fmt = request.query_params.get("format", "csv")
         if fmt not in EXPORT_TYPES:
@@ -189,7 +195,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
 
     @app.get("/api/runs/{run_id:path}")
     def run_detail(run_id: str) -> JSON:
-        if known_run(run_id) is None:
+        if not known_run(run_id):
             return error(404, "no such run")
         detail = ctx.monitor.detail(run_id)
         if detail is None:
