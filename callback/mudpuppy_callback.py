@@ -1230,12 +1230,9 @@ class _MonitorCallbackBase:
         if not values:
             return
         if self._on_cuda:
-            torch = sys.modules["torch"]
-            # allocator counters: host-side reads, no device sync
-            values["mem_allocated"] = torch.cuda.memory_allocated()
-            values["mem_reserved"] = torch.cuda.memory_reserved()
-            values["mem_peak"] = torch.cuda.max_memory_allocated()
-        if self._count_tokens:
+            values.update(_cuda_memory(sys.modules["torch"]))
+        if self._count_tokens and "num_input_tokens_seen" not in values:
+            # transformers puts the count into the logs itself; the daemon reads either name
             values["tokens_seen"] = state.num_input_tokens_seen
         self.writer.log(state.global_step, values, epoch=epoch)
 
@@ -1285,6 +1282,28 @@ class _MonitorCallbackBase:
             return
         self.writer.log_lora(step, norms)
         self._last_lora_step = step
+
+
+def _cuda_memory(torch: Any) -> dict[str, int]:
+    """Allocator counters of the current CUDA device: host-side reads, no device sync.
+
+    memory_allocated(), memory_reserved() and max_memory_allocated() each flatten and sort the
+    whole statistics tree; the nested form is that tree as the allocator returns it, read once.
+    """
+    try:
+        stats = torch.cuda.memory_stats_as_nested_dict()
+        return {
+            "mem_allocated": stats["allocated_bytes"]["all"]["current"],
+            "mem_reserved": stats["reserved_bytes"]["all"]["current"],
+            "mem_peak": stats["allocated_bytes"]["all"]["peak"],
+        }
+    except (AttributeError, KeyError, TypeError):
+        # another torch layout: the documented one-value functions
+        return {
+            "mem_allocated": torch.cuda.memory_allocated(),
+            "mem_reserved": torch.cuda.memory_reserved(),
+            "mem_peak": torch.cuda.max_memory_allocated(),
+        }
 
 
 def _trainer_config(args: Any, state: Any, model: Any, train_dataloader: Any) -> dict[str, Any]:

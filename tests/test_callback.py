@@ -129,8 +129,9 @@ def test_one_metrics_line_per_train_log_with_the_logged_values(tiny_run: dict[st
         logged = {k: float(v) for k, v in log.items() if k not in ("epoch", "step")}
         assert event["step"] == log["step"]
         assert event["epoch"] == log["epoch"]
-        # everything logged, exactly, plus the callback's own tokens_seen
-        assert event["values"] == {**logged, "tokens_seen": logged["num_input_tokens_seen"]}
+        # everything logged, exactly; the Trainer's own token count is not written twice
+        assert event["values"] == logged
+        assert logged["num_input_tokens_seen"] == 128 * log["step"]
     assert [e["step"] for e in metrics[:20]] == list(range(1, 21))
     assert "train_loss" in metrics[-1]["values"]
 
@@ -581,15 +582,35 @@ def test_cuda_memory_and_device_uuids_with_a_faked_torch_cuda(
     monkeypatch.setattr(
         torch.cuda, "get_device_properties", lambda i: type("P", (), {"uuid": uuids[i]})()
     )
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: 1_000_000)
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 2_000_000)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 1_500_000)
+    calls: list[str] = []
+
+    def nested_stats(*a: Any) -> dict[str, Any]:
+        calls.append("nested")
+        return {
+            "allocated_bytes": {"all": {"current": 1_000_000, "peak": 1_500_000}},
+            "reserved_bytes": {"all": {"current": 2_000_000, "peak": 2_500_000}},
+        }
+
+    def one_value(*a: Any) -> int:
+        raise AssertionError("each one-value call flattens and sorts every statistic")
+
+    monkeypatch.setattr(torch.cuda, "memory_stats_as_nested_dict", nested_stats)
+    for fn in ("memory_stats", "memory_allocated", "memory_reserved", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, fn, one_value)
     state = TrainerState(max_steps=2)
     control = TrainerControl()
     cb = MonitorCallback(tmp_path / "runs", name="cuda", lora_every=None)
     cb.on_train_begin(args, state, control, model=build_tiny_model())
     state.global_step = 1
     cb.on_log(args, state, control, logs={"loss": 2.0, "epoch": 0.5})
+    assert calls == ["nested"]  # one read of the allocator statistics per log
+    # a torch whose statistics are laid out differently: the one-value functions
+    monkeypatch.setattr(torch.cuda, "memory_stats_as_nested_dict", lambda *a: {})
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: 3)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 4)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 5)
+    state.global_step = 2
+    cb.on_log(args, state, control, logs={"loss": 1.0})
     cb.on_train_end(args, state, control)
     meta = json.loads((tmp_path / "runs" / "cuda" / "meta.json").read_text())
     # only the device the Trainer uses, not every visible one
@@ -601,6 +622,38 @@ def test_cuda_memory_and_device_uuids_with_a_faked_torch_cuda(
         "mem_reserved": 2_000_000,
         "mem_peak": 1_500_000,
     }
+    assert metrics[1]["values"] == {
+        "loss": 1.0,
+        "mem_allocated": 3,
+        "mem_reserved": 4,
+        "mem_peak": 5,
+    }
+
+
+def test_tokens_seen_only_when_the_logs_lack_the_trainers_count(tmp_path: Path) -> None:
+    from mudpuppy_callback import MonitorCallback
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "o"),
+        report_to="none",
+        use_cpu=True,
+        include_num_input_tokens_seen="all",
+    )
+    state = TrainerState(max_steps=3)
+    control = TrainerControl()
+    cb = MonitorCallback(tmp_path / "runs", name="tokens", lora_every=None)
+    cb.on_train_begin(args, state, control, model=build_tiny_model(lora=False))
+    state.global_step, state.num_input_tokens_seen = 1, 512
+    cb.on_log(args, state, control, logs={"loss": 2.0, "num_input_tokens_seen": 512})
+    state.global_step, state.num_input_tokens_seen = 2, 1024
+    cb.on_log(args, state, control, logs={"loss": 1.5})  # a log written without the count
+    cb.on_train_end(args, state, control)
+    metrics = [e for e in read_events(tmp_path / "runs" / "tokens") if e["kind"] == "metrics"]
+    assert [e["values"] for e in metrics] == [
+        {"loss": 2.0, "num_input_tokens_seen": 512},
+        {"loss": 1.5, "tokens_seen": 1024},
+    ]
 
 
 def test_device_uuids_name_the_device_in_use(
