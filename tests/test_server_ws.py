@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -447,3 +448,27 @@ def test_a_run_copied_in_with_many_nan_streaks_does_not_disconnect_clients(tmp_p
         assert "resync" not in [m["type"] for m in client.messages]
         assert server.ctx.hub.stats.resyncs == 0 and server.ctx.hub.stats.disconnects == 0
         client.close()
+
+
+def test_shutdown_closes_with_1012_service_restart(tmp_path):
+    from websockets.exceptions import ConnectionClosed
+
+    RunDir(tmp_path, "a").metrics(1, loss=1.0)
+    server = LiveServer(tmp_path)
+    server.start()
+    try:
+        for stop_hub_first in (True, False):
+            ws = ws_connect(server)
+            assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+            if stop_hub_first:  # the app's own shutdown step, with uvicorn still serving
+                hub = server.ctx.hub
+                asyncio.run_coroutine_threadsafe(hub.stop(), hub._loop).result(10)
+            else:  # the whole server, as Ctrl-C does
+                server.stop()
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1012
+            ws.close()
+    finally:
+        server.stop()

@@ -29,6 +29,8 @@ PROTOCOL = 1
 MAX_SUBSCRIBE_RUNS = 10_000
 MAX_CLIENT_MESSAGE = 1 << 20
 SNAPSHOT_MAX_AGE_S = 1.0
+CLOSE_TOO_SLOW = 1013
+CLOSE_RESTART = 1012
 
 
 class Client:
@@ -39,6 +41,10 @@ class Client:
         self.runs: frozenset[str] | None = None  # None: all runs
         self.resync_times: deque[float] = deque()
         self.dropped = False
+        # why the server ends this connection: 1013 (too slow, try again later) or 1012
+        # (service restart, on shutdown); see docs/protocol.md
+        self.close_code = CLOSE_TOO_SLOW
+        self.close_reason = "too slow"
 
     def wants(self, run: str | None) -> bool:
         return run is None or self.runs is None or run in self.runs
@@ -98,7 +104,7 @@ class Hub:
                 await self._task
             self._task = None
         for client in list(self.clients):
-            self._close(client)
+            self._close(client, CLOSE_RESTART, "server shutting down")
 
     async def _consume(self, stream: Any) -> None:
         async for changes in stream:
@@ -180,11 +186,12 @@ class Hub:
         client.queue.put_nowait(jsonutil.dumps({"type": "resync"}).decode("utf-8"))
         client.queue.put_nowait(self.snapshot_text())
 
-    def _close(self, client: Client) -> None:
+    def _close(self, client: Client, code: int = CLOSE_TOO_SLOW, reason: str = "too slow") -> None:
         """Stop sending to a client: its writer ends, which ends its connection."""
         if client.dropped:
             return
         client.dropped = True
+        client.close_code, client.close_reason = code, reason
         _clear(client.queue)
         client.queue.put_nowait(None)
 
@@ -228,7 +235,9 @@ class Hub:
             return  # the client went away; the reader sees it too
         # going away on purpose: say why, but do not wait on a socket that does not drain
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.ws.close(code=1013, reason="too slow"), 1.0)
+            await asyncio.wait_for(
+                client.ws.close(code=client.close_code, reason=client.close_reason), 1.0
+            )
 
     async def _reader(self, client: Client) -> None:
         """Reads client messages; returning means the client disconnected."""
