@@ -290,3 +290,10 @@ def test_lookups_do_not_build_summaries(server, monkeypatch):
     for path in ("series?names=loss", "lora", "export"):
         assert server.get(f"/api/runs/alpha/{path}")[0] == 200, path
     assert server.get("/api/runs/nope/series")[0] == 404
+
+
+def test_lora_of_a_run_without_snapshots_has_the_keys_of_a_full_answer(server):
+    full = server.get_json("/api/runs/alpha/lora")
+    empty = server.get_json("/api/runs/long/lora")
+    assert set(full) == {"layers", "steps", "t", "A", "B", "update"}
+    assert empty == {key: [] for key in full}

@@ -175,8 +175,8 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
             return error(404, "no such run")
         points = _int_param(request.query_params, "points", 200, 2, MAX_POINTS)
         got = ctx.monitor.lora(run_id, points=points)
-        if got is None:
-            got = {"layers": [], "steps": [], "A": [], "B": [], "update": []}
+        if got is None:  # no snapshot yet: the same keys as a full answer, all empty
+            got = {"layers": [], "steps": [], "t": [], "A": [], "B": [], "update": []}
         return JSON(got)
 
     @app.get("/api/runs/{run_id:path}/export")
