@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,65 @@ def test_watching_survives_a_failing_pass(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert asyncio.run(main()) == [1.0, 0.5]
     assert fails["n"] == 3
+
+
+def _refresh_within(mon: Monitor, seconds: float = 10.0) -> set[str]:
+    """refresh() in a thread: a reader blocked on a FIFO fails the test instead of hanging it."""
+    out: list[set[str]] = []
+    th = threading.Thread(target=lambda: out.append(mon.refresh()), daemon=True)
+    th.start()
+    th.join(seconds)
+    assert not th.is_alive(), "refresh() blocked"
+    return out[0]
+
+
+def test_meta_json_symlink_out_of_the_root_is_not_read(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"name": "SECRET", "pid": 4242, "host": "elsewhere"}')
+    d = _native_run(root, [good(0, 0, 1.0)])
+    os.symlink(outside / "secret.json", d / "meta.json")
+    ok = _native_run(root, [good(0, 0, 1.0)], "inside")
+    (root / "shared.json").write_text('{"name": "shared-meta"}')
+    os.symlink(root / "shared.json", ok / "meta.json")
+    mon = Monitor(root, clock=lambda: T0, parallel=False)
+    mon.refresh()
+    s = mon.summary("run")
+    assert s is not None and s.name == "run" and s.pid is None and s.host is None
+    assert s.error == "meta.json: symlink out of the root, not followed"
+    assert mon.detail("run")["meta"] == {}  # type: ignore[index]
+    assert mon.summary("inside").name == "shared-meta"  # type: ignore[union-attr]
+
+
+def test_trainer_files_symlinked_out_of_the_root_are_not_read(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "log.jsonl").write_text('{"current_steps": 1, "loss": 7.0}\n')
+    (outside / "state.json").write_text('{"log_history": [{"step": 1, "loss": 7.0}]}')
+    (root / "lf").mkdir(parents=True)
+    os.symlink(outside / "log.jsonl", root / "lf" / "trainer_log.jsonl")
+    (root / "hf" / "checkpoint-5").mkdir(parents=True)
+    os.symlink(outside / "state.json", root / "hf" / "checkpoint-5" / "trainer_state.json")
+    mon = Monitor(root, clock=lambda: T0, parallel=False)
+    mon.refresh()
+    assert mon.counts("lf") == {} and mon.counts("hf") == {}
+    assert mon.summary("lf").error == "trainer_log.jsonl: symlink out of the root, not followed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "name", ["events.jsonl", "meta.json", "trainer_log.jsonl", "trainer_state.json"]
+)
+def test_a_fifo_in_place_of_a_run_file_does_not_hang_the_reader(tmp_path: Path, name: str) -> None:
+    d = tmp_path / "run"
+    d.mkdir()
+    os.mkfifo(d / name)
+    if name == "meta.json":
+        (d / "events.jsonl").write_bytes(good(0, 0, 1.0))
+    other = _native_run(tmp_path, [good(0, 0, 3.0)], "other")
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    assert _refresh_within(mon) == {"run", "other"}
+    assert mon.summary("run").error == f"{name}: not a regular file"  # type: ignore[union-attr]
+    assert mon.series("other", ["loss"])["loss"]["y"] == [3.0]
+    with open(other / "events.jsonl", "ab") as f:
+        f.write(good(1, 1, 2.0))
+    assert _refresh_within(mon) == {"other"}

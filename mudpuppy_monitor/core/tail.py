@@ -10,14 +10,14 @@ kept open between calls, so thousands of runs cost no file descriptors.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat as stat_mod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from mudpuppy_callback import MAX_LINE_BYTES
+
+from mudpuppy_monitor.core.files import Refused, describe, open_regular
 
 CHUNK_BYTES = 1 << 20
 # a backlog is decoded and stored slice by slice: the Python objects of one slice are freed
@@ -66,12 +66,8 @@ class FileTail:
     def read(self, max_bytes: int | None = None) -> ReadResult:
         """Read what was appended since the last call (at most about `max_bytes` of it)."""
         result = ReadResult(blocks=[])
-        err = self._outside_root()
-        if err:
-            result.error = err
-            return result
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd, st = open_regular(self.path, self.root)
         except FileNotFoundError:
             if self.identity is not None:
                 # the file went away: what we had is stale
@@ -79,14 +75,10 @@ class FileTail:
                 self.reset_position()
                 result.reset = True
             return result
-        except OSError as exc:
-            result.error = f"{os.path.basename(self.path)}: {os.strerror(exc.errno or errno.EIO)}"
+        except (OSError, Refused) as exc:
+            result.error = describe(self.path, exc)
             return result
         try:
-            st = os.fstat(fd)
-            if not stat_mod.S_ISREG(st.st_mode):
-                result.error = f"{os.path.basename(self.path)}: not a regular file"
-                return result
             ident = (st.st_dev, st.st_ino)
             if self.identity is not None and (ident != self.identity or st.st_size < self.offset):
                 # replaced (new inode) or truncated: start over from the beginning
@@ -106,7 +98,7 @@ class FileTail:
                     if budget <= 0:
                         break
         except OSError as exc:
-            result.error = f"{os.path.basename(self.path)}: {os.strerror(exc.errno or errno.EIO)}"
+            result.error = describe(self.path, exc)
         finally:
             os.close(fd)
         return result
@@ -149,13 +141,3 @@ class FileTail:
         keep = [line for line in lines if len(line) <= self.max_line]
         result.skipped += len(lines) - len(keep)
         return b"".join(line + b"\n" for line in keep)
-
-    def _outside_root(self) -> str | None:
-        if self.root is None:
-            return None
-        if not os.path.islink(self.path):
-            return None
-        real = os.path.realpath(self.path)
-        if real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep):
-            return None
-        return f"{os.path.basename(self.path)}: symlink out of the root, not followed"

@@ -14,9 +14,9 @@ import os
 from typing import Any
 
 from mudpuppy_monitor.core.discovery import CHECKPOINT_RE, TRAINER_STATE
+from mudpuppy_monitor.core.files import inside_root, read_json_file
 from mudpuppy_monitor.core.rows import EPOCH, Rows, as_float, as_step
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
-from mudpuppy_monitor.core.sources.native import read_json_file
 
 MAX_STATE_BYTES = 256 << 20
 # keys of the closing row (`train_runtime` ...) and other non-series row keys
@@ -71,16 +71,10 @@ class HfStateSource:
                 st = os.stat(p)
             except OSError:
                 continue
-            if os.path.islink(p) and not self._inside(p):
-                continue
+            if os.path.islink(p) and not inside_root(p, self.root):
+                continue  # not a candidate at all: its mtime must not pick it either
             out.append((st.st_mtime, step, p, st))
         return out
-
-    def _inside(self, p: str) -> bool:
-        if self.root is None:
-            return True
-        real = os.path.realpath(p)
-        return real.startswith(self.root.rstrip(os.sep) + os.sep)
 
     def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
         cands = self._candidates()
@@ -92,7 +86,7 @@ class HfStateSource:
         if key == self.key:
             return changed, False
         self.key = key
-        state, err = read_json_file(path, MAX_STATE_BYTES)
+        state, err = read_json_file(path, MAX_STATE_BYTES, self.root)
         if err or not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
             with lock:
                 run.errors[TRAINER_STATE] = err or "trainer_state.json: no log_history list"

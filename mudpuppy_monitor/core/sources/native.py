@@ -6,7 +6,6 @@ import math
 import os
 from typing import Any
 
-import orjson
 from mudpuppy_callback import (
     EVENTS_FILE,
     KIND_CHECKPOINT,
@@ -17,29 +16,13 @@ from mudpuppy_callback import (
     META_FILE,
 )
 
+from mudpuppy_monitor.core.files import read_json_file
 from mudpuppy_monitor.core.rows import as_float, as_step
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
 from mudpuppy_monitor.core.tail import READ_SLICE_BYTES, FileTail
 
 MAX_META_BYTES = 16 << 20
-
-
-def read_json_file(path: str, limit: int) -> tuple[Any, str | None]:
-    """(parsed JSON or None, error text or None); never raises for a bad or missing file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, f"{os.path.basename(path)}: {exc.strerror or exc}"
-    if len(data) > limit:
-        return None, f"{os.path.basename(path)}: larger than {limit >> 20} MiB, not read"
-    try:
-        return orjson.loads(data), None
-    except orjson.JSONDecodeError:
-        return None, f"{os.path.basename(path)}: not valid JSON (yet)"
 
 
 class NativeSource:
@@ -86,7 +69,7 @@ class NativeSource:
         if key == self.meta_key:
             return False
         self.meta_key = key
-        meta, err = read_json_file(self.meta_path, MAX_META_BYTES)
+        meta, err = read_json_file(self.meta_path, MAX_META_BYTES, self.root)
         with lock:
             if err:
                 run.errors[META_FILE] = err
