@@ -393,6 +393,7 @@ def _json_safe(obj: Any, depth: int = 0) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 _MAX_ERROR_CHARS = 4000
+_NLINK_CHECK_EVERY_S = 1.0
 _TAIL_BYTES = 1 << 16
 
 
@@ -585,6 +586,7 @@ class RunWriter:
         self._retry_at = -math.inf
         self._io_warned = False
         self._deleted = False
+        self._nlink_checked_t = -math.inf
         self._dropped = 0
         self._warned_keys: set[str] = set()
         self._closed = False
@@ -826,10 +828,16 @@ class RunWriter:
             assert self._fd is not None
             try:
                 # A deleted file still accepts writes through an open descriptor; the link count
-                # tells. The run is gone on purpose: stop rather than recreate it.
-                if os.fstat(self._fd).st_nlink == 0:
-                    self._deleted = True
-                    raise FileNotFoundError(errno.ENOENT, "run directory or events file deleted")
+                # tells. The run is gone on purpose: stop rather than recreate it. One fstat a
+                # second (and before `end`) is enough to stop within a second of the deletion.
+                since = now - self._nlink_checked_t
+                if kind == KIND_END or not 0 <= since < _NLINK_CHECK_EVERY_S:
+                    self._nlink_checked_t = now
+                    if os.fstat(self._fd).st_nlink == 0:
+                        self._deleted = True
+                        raise FileNotFoundError(
+                            errno.ENOENT, "run directory or events file deleted"
+                        )
                 _write_all(self._fd, line)
             except OSError as exc:
                 self._dropped += 1

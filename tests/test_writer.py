@@ -405,6 +405,51 @@ def test_deleted_run_directory_gives_one_warning_and_is_not_recreated(
     assert run.dropped == 5  # four metrics and the end
 
 
+def test_link_count_is_checked_at_most_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, monitor_warnings: list[warnings.WarningMessage]
+) -> None:
+    clock = FakeClock()
+    run = RunWriter(tmp_path, name="x", clock=clock)  # `start` checked the link count
+    real_fstat = os.fstat
+    calls: list[int] = []
+
+    def counting_fstat(fd: int) -> os.stat_result:
+        calls.append(fd)
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", counting_fstat)
+    for step in range(1, 101):  # 100 lines within half a second: no syscall for any of them
+        clock.t += 0.005
+        assert run.log(step, {"loss": 1.0}) is True
+    assert calls == []
+    clock.t += 0.5  # a second after the last check
+    assert run.log(101, {"loss": 1.0}) is True
+    assert len(calls) == 1
+    shutil.rmtree(run.dir)
+    calls.clear()  # rmtree itself calls fstat
+    clock.t += 0.5
+    assert run.log(102, {"loss": 1.0}) is True  # into the unlinked file: not checked yet
+    clock.t += 0.5
+    assert run.log(103, {"loss": 1.0}) is False  # stopped within a second of the deletion
+    assert run.log(104, {"loss": 1.0}) is False
+    run.close()
+    assert len(calls) == 1 and run.dropped == 3  # 103, 104 and the end
+    messages = only_monitor(monitor_warnings)
+    assert len(messages) == 1 and "deleted" in messages[0]
+
+
+def test_deletion_is_noticed_before_end_however_soon(
+    tmp_path: Path, monitor_warnings: list[warnings.WarningMessage]
+) -> None:
+    clock = FakeClock()
+    run = RunWriter(tmp_path, name="x", clock=clock)
+    shutil.rmtree(run.dir)
+    run.close()  # no time passed, but `end` always checks
+    assert run.dropped == 1
+    messages = only_monitor(monitor_warnings)
+    assert len(messages) == 1 and "deleted" in messages[0]
+
+
 def _dup_dev_full_over(path: Path) -> None:
     """Point the descriptor this process holds on `path` at /dev/full: writes fail ENOSPC."""
     target = os.path.realpath(path)
