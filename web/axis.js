@@ -1,5 +1,8 @@
 // Tick generation for linear, log and time axes. Pure functions.
 
+// Never more ticks than this, whatever the range (a bound for every loop below).
+const MAX_TICKS = 1000;
+
 // "Nice" ticks (1, 2, 5 x 10^k) covering [lo, hi] with about `count` ticks.
 export function niceTicks(lo, hi, count = 5) {
   if (!(hi > lo)) return [lo];
@@ -7,9 +10,18 @@ export function niceTicks(lo, hi, count = 5) {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const r = raw / mag;
   const step = (r < 1.5 ? 1 : r < 3 ? 2 : r < 7 ? 5 : 10) * mag;
-  const out = [];
   const start = Math.ceil(lo / step) * step;
-  for (let v = start; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  // A step below the float spacing at `start` cannot move a value (a flat line with float
+  // noise, a zoom into nanoseconds of a unix time): `v += step` would never end.
+  if (!Number.isFinite(step) || !(step > 0) || start + step === start) return [lo];
+  // by index, with a cap, so rounding can neither stall nor run away
+  const n = Math.min(MAX_TICKS, Math.floor((hi - start) / step + 1e-9) + 1);
+  const out = [];
+  for (let i = 0; i < n; i += 1) {
+    const v = start + i * step;
+    if (out.length && v === out[out.length - 1]) continue;
+    out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  }
   return out;
 }
 
@@ -19,11 +31,13 @@ export function logTicks(lo, hi, count = 5) {
   if (decades < 1) {
     // less than one decade: linear nice ticks in value space, mapped back to log space
     const vals = niceTicks(10 ** lo, 10 ** hi, count).filter((v) => v > 0);
-    return vals.map((v) => Math.log10(v));
+    // neighbouring values a few ulps apart map to the same log10: one tick each
+    return vals.map((v) => Math.log10(v)).filter((v, i, a) => i === 0 || v !== a[i - 1]);
   }
+  if (!Number.isFinite(decades)) return [lo];
   const every = Math.max(1, Math.ceil(decades / count));
   const out = [];
-  for (let e = Math.ceil(lo); e <= Math.floor(hi); e += every) out.push(e);
+  for (let e = Math.ceil(lo); e <= Math.floor(hi) && out.length < MAX_TICKS; e += every) out.push(e);
   return out;
 }
 
@@ -43,6 +57,10 @@ export function timeTicks(lo, hi, count = 5) {
   const tz = step >= 3600 ? new Date(lo * 1000).getTimezoneOffset() * 60 : 0;
   const out = [];
   const start = Math.ceil((lo - tz) / step) * step + tz;
-  for (let v = start; v <= hi; v += step) out.push(v);
+  for (let i = 0; i < MAX_TICKS; i += 1) {
+    const v = start + i * step;
+    if (v > hi) break;
+    out.push(v);
+  }
   return out;
 }

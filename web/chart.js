@@ -249,7 +249,8 @@ export class Chart {
       ymin = this.logY ? -1 : 0;
       ymax = this.logY ? 0 : 1;
     }
-    if (ymax - ymin < 1e-12) {
+    // flat (relative to the values: a constant 10240 tokens/s with float noise is flat too)
+    if (ymax - ymin < 1e-9 * Math.max(1, Math.abs(ymin), Math.abs(ymax))) {
       const pad = Math.abs(ymax) * 0.1 || 1;
       ymin -= pad;
       ymax += pad;

@@ -1,0 +1,185 @@
+"""The dashboard where it can go wrong: degenerate ranges, selection changes, slow or failing
+answers, compaction and unknown values, in a real browser (Debian chromium via Playwright)
+against a real server.
+
+Pure modules are run in a Web Worker with a deadline (`probe`), so a function that never returns
+fails the test instead of freezing the page. Slow answers are made by `GATE`: the page's fetch
+reads the server's answer when asked (the server's state at that moment) and hands it over only
+when the test releases it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from tests.serverutil import RunDir, LiveServer
+from tests.test_web_dashboard import ARGS, CHROMIUM, Page
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not found (apt-get install chromium)"
+)
+
+T0 = 1_700_000_000.0
+FLAT = 10240.0
+FLAT_UP = math.nextafter(FLAT, math.inf)  # the next float: a flat line with float noise
+
+# a module worker that calls one export of one dashboard module and posts the result
+PROBE_JS = """
+self.onmessage = async (ev) => {
+  const { module, fn, args } = ev.data;
+  try {
+    const m = await import(`./${module}`);
+    self.postMessage({ ok: true, value: m[fn](...args) });
+  } catch (err) {
+    self.postMessage({ ok: false, error: String(err) });
+  }
+};
+"""
+
+PROBE_CALL = """async ([module, fn, args, ms]) => {
+  const w = new Worker('/__probe.js', { type: 'module' });
+  const got = await Promise.race([
+    new Promise((res) => {
+      w.onmessage = (e) => res(e.data);
+      w.onerror = (e) => res({ ok: false, error: `worker: ${e.message}` });
+      w.postMessage({ module, fn, args });
+    }),
+    new Promise((res) => setTimeout(() => res({ ok: false, error: 'timeout' }), ms)),
+  ]);
+  w.terminate();
+  return got;
+}"""
+
+# Installed before the page's own scripts: URLs matching window.__gate.match (a regex source)
+# are answered with what the server said when asked, but only once the test calls release();
+# window.__gate.fail = n answers the next n matching requests with HTTP 500.
+GATE = """
+(() => {
+  const real = window.fetch.bind(window);
+  const gate = { match: null, held: [], fail: 0, failed: [], asked: [] };
+  gate.release = () => { const h = gate.held; gate.held = []; h.forEach((r) => r()); return h.length; };
+  window.__gate = gate;
+  window.fetch = async (url, opts) => {
+    const u = String(url);
+    if (!gate.match || !new RegExp(gate.match).test(u)) return real(url, opts);
+    gate.asked.push(u);
+    if (gate.fail > 0) {
+      gate.fail -= 1;
+      gate.failed.push(u);
+      return new Response('{"error": "test"}', { status: 500 });
+    }
+    const res = await real(url, opts);
+    const body = await res.text();
+    await new Promise((r) => gate.held.push(r));
+    return new Response(body, { status: res.status, headers: { 'content-type': 'application/json' } });
+  };
+})();
+"""
+
+
+def write_root(root):
+    flat = RunDir(root, "flat", max_steps=100, start=False)
+    flat.append("start", t=T0)
+    for s in range(1, 41):
+        flat.metrics(s, t=T0 + s, loss=FLAT if s % 2 else FLAT_UP)
+    calm = RunDir(root, "calm", max_steps=100, start=False)
+    calm.append("start", t=T0)
+    for s in range(1, 11):
+        calm.metrics(s, t=T0 + s, loss=2.0 - s / 10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return write_root(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def server(root):
+    with LiveServer(root, gpu="fake") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+class GatedPage(Page):
+    """A dashboard page with the fetch gate installed before its scripts run."""
+
+    def __init__(self, browser, server, match: str | None = None, fail: int = 0) -> None:
+        self.ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+        self.ctx.add_init_script(GATE)
+        setup = f"window.__gate.match = {match!r}; window.__gate.fail = {fail};" if match else ""
+        if setup:
+            self.ctx.add_init_script(setup)
+        self.ctx.route(
+            "**/__probe.js",
+            lambda route: route.fulfill(
+                status=200, content_type="text/javascript", body=PROBE_JS
+            ),
+        )
+        self.page = self.ctx.new_page()
+        self.errors: list[str] = []
+        self.urls: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(server.url + "/")
+        self.wait("s => s.conn === 'live' && s.runs.length > 0")
+
+    def probe(self, module: str, fn: str, *args, ms: int = 3000):
+        """`module.fn(*args)` in a worker; {"ok": False, "error": "timeout"} if it hangs."""
+        return self.page.evaluate(PROBE_CALL, [module, fn, list(args), ms])
+
+    def xs(self, run: str, series: str = "loss"):
+        return self.page.evaluate("([r, s]) => window.__mudpuppy.xs(r, s)", [run, series])
+
+
+@pytest.fixture
+def dash(browser, server):
+    p = GatedPage(browser, server)
+    p.wait("s => s.pending === 0 && s.charts.loss.lines > 0")
+    yield p
+    p.close()
+
+
+def test_ticks_end_for_ranges_below_the_float_spacing(dash):
+    ulp_t = math.nextafter(T0, math.inf) - T0
+    cases = [
+        ("niceTicks", FLAT, FLAT_UP, 4),  # a flat y range with float noise
+        ("niceTicks", T0, T0 + 2 * ulp_t, 6),  # a zoom into a few ulps of a unix time
+        ("timeTicks", T0, T0 + 5e-7, 6),  # the same through the time axis
+        ("logTicks", math.log10(FLAT), math.nextafter(math.log10(FLAT), math.inf), 4),
+    ]
+    for fn, lo, hi, count in cases:
+        got = dash.probe("axis.js", fn, lo, hi, count)
+        assert got["ok"], (fn, lo, hi, got)
+        assert 1 <= len(got["value"]) <= 2, (fn, got)
+        assert all(lo <= v <= hi for v in got["value"]), (fn, got)
+    # ordinary ranges are unchanged
+    assert dash.probe("axis.js", "niceTicks", 0, 10, 5)["value"] == [0, 2, 4, 6, 8, 10]
+    assert dash.probe("axis.js", "niceTicks", -3, 7, 4)["value"] == [-2, 0, 2, 4, 6]
+    assert dash.probe("axis.js", "logTicks", -1, 3, 4)["value"] == [-1, 0, 1, 2, 3]
+    assert dash.probe("axis.js", "timeTicks", 0, 3600, 6)["value"] == [
+        0, 600, 1200, 1800, 2400, 3000, 3600,
+    ]
+
+
+def test_a_flat_line_with_float_noise_gets_a_padded_range(dash):
+    dash.page.fill("#run-filter", "^flat$")
+    # a draw that never ends would freeze the page: the wait then times out
+    dash.wait("s => s.overlaid.length === 1 && s.charts.loss.lines === 1", timeout=8000)
+    s = dash.stats()["charts"]["loss"]
+    pad = FLAT_UP * 0.1  # flat: 10 % of the value either side
+    assert s["ymin"] == pytest.approx(FLAT - pad, abs=1e-9)
+    assert s["ymax"] == pytest.approx(FLAT_UP + pad, abs=1e-9)
+    assert dash.errors == []
