@@ -267,3 +267,29 @@ def test_a_fifo_in_place_of_a_run_file_does_not_hang_the_reader(tmp_path: Path, 
     with open(other / "events.jsonl", "ab") as f:
         f.write(good(1, 1, 2.0))
     assert _refresh_within(mon) == {"other"}
+
+
+def test_a_first_load_does_not_block_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a new run is being read (not visible yet), queries on other runs answer at once."""
+    import mudpuppy_monitor.core.sources.native as native
+
+    _native_run(tmp_path, [good(0, 0, 1.0)], "known")
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    mon.refresh()
+    answered: list[list[str]] = []
+    real_apply = native.apply_batch
+
+    def apply_batch(run, batch):  # type: ignore[no-untyped-def]
+        if run.id == "new":
+            th = threading.Thread(target=lambda: answered.append(mon.run_ids_and_names()))
+            th.start()
+            th.join(5.0)
+        real_apply(run, batch)
+
+    mon.run_ids_and_names = lambda: [s.id for s in mon.summaries()]  # type: ignore[attr-defined]
+    monkeypatch.setattr(native, "apply_batch", apply_batch)
+    _native_run(tmp_path, [good(0, 0, 2.0)], "new")
+    assert mon.refresh() == {"new"}
+    assert answered == [["known"]]

@@ -9,6 +9,7 @@ root deleted and recreated). Queries take a lock only long enough to read array 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -165,8 +166,11 @@ class Monitor:
             self._runs[f.id] = entry
 
     def _poll(self, entry: _Entry, real: str | None, fresh: bool = False) -> bool:
+        # a run being loaded for the first time is not visible to queries yet: reading it under
+        # the global lock would only block every query for the length of a big attach
+        lock = contextlib.nullcontext() if fresh else self._lock
         try:
-            changed, reset = entry.source.poll(entry.state, self._lock)
+            changed, reset = entry.source.poll(entry.state, lock)
         except Exception as exc:  # noqa: BLE001 - one run's surprise must not stop the others
             self._read_failed(entry.state, exc)
             return True
