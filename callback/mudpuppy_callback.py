@@ -432,18 +432,35 @@ def _claim_dir(root: str, name: str, resume: bool) -> str:
 
 
 def _read_events_tail(path: str) -> tuple[int, int | None]:
-    """(next seq, last step) of an existing events file, read from its last 64 KiB."""
+    """(next seq, last step) of an existing events file, read from its end.
+
+    Starts with the last 64 KiB and widens the window (up to one whole line of MAX_LINE_BYTES)
+    until a complete line decodes, so a long last line (a big `lora` event) still tells the seq
+    to continue from.
+    """
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
         return 0, None
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        window = _TAIL_BYTES
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            pieces = f.read(size - start).split(b"\n")
+            if start > 0:
+                pieces = pieces[1:]  # the window may begin inside a line
+            next_seq, last_step = _scan_tail(pieces)
+            done = next_seq is not None and last_step is not None
+            if done or start == 0 or window > MAX_LINE_BYTES:
+                return (next_seq or 0), last_step
+            window = min(window * 4, MAX_LINE_BYTES + 1)  # a whole line and the newline before
+
+
+def _scan_tail(pieces: list[bytes]) -> tuple[int | None, int | None]:
     next_seq: int | None = None
-    last_step: int | None = None
-    for raw in reversed(tail.split(b"\n")):
+    for raw in reversed(pieces):
         try:
             event = decode_line(raw)
         except FormatError:
@@ -451,9 +468,8 @@ def _read_events_tail(path: str) -> tuple[int, int | None]:
         if next_seq is None:
             next_seq = event["seq"] + 1
         if "step" in event:
-            last_step = event["step"]
-            break
-    return (next_seq or 0), last_step
+            return next_seq, event["step"]
+    return next_seq, None
 
 
 def _check_step(step: Any) -> int:

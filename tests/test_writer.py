@@ -135,6 +135,34 @@ def test_resume_appends_a_new_start_and_continues_seq(tmp_path: Path) -> None:
     assert events[3]["resumed_from"] == 10
 
 
+@pytest.mark.parametrize("lora_bytes", [100_000, 1_040_000])
+def test_resume_after_a_last_line_longer_than_the_first_window(
+    tmp_path: Path, lora_bytes: int
+) -> None:
+    # A process killed right after a big `lora` event: no `end`, and the last line alone is
+    # longer than the 64 KiB read first.
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    n = lora_bytes // 116  # about 114 bytes per module
+    layers = {f"model.layers.{i}.self_attn.{'q' * 60}_proj": {"A": 1.0, "B": 0.5} for i in range(n)}
+    lines = [
+        mc.encode_line({"v": 1, "seq": 0, "t": 1.0, "kind": "start", "run_id": "ab" * 16}),
+        mc.encode_line({"v": 1, "seq": 1, "t": 2.0, "kind": "metrics", "step": 10, "values": {}}),
+        mc.encode_line({"v": 1, "seq": 2, "t": 3.0, "kind": "lora", "step": 12, "layers": layers}),
+    ]
+    assert 1 << 16 < 0.95 * lora_bytes < len(lines[2]) <= mc.MAX_LINE_BYTES
+    (run_dir / "events.jsonl").write_bytes(b"".join(lines))
+    with RunWriter(tmp_path, name="r", resume=True) as run:
+        run.log(13, {"loss": 0.5})
+    events = read_events(run_dir)
+    assert [(e["seq"], e["kind"], e.get("step")) for e in events[3:]] == [
+        (3, "start", None),
+        (4, "metrics", 13),
+        (5, "end", 13),
+    ]
+    assert events[3]["resumed_from"] == 12
+
+
 def test_resume_after_a_torn_last_line_starts_on_a_fresh_line(tmp_path: Path) -> None:
     with RunWriter(tmp_path, name="r") as run:
         run.log(1, {"loss": 1.0})
