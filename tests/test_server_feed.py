@@ -74,11 +74,61 @@ def test_a_reset_run_does_not_replay_its_old_markers(tmp_path):
     write_nan_streaks(run, 3, t0=time.time() - 7200)
     run.metrics(100, loss=1.0)
     monitor, tracker = tracker_over(root)
-    # replaced by a file with the same old history and one fresh NaN
-    os.unlink(run.events)
+    # replaced by a file with the same old history and one fresh NaN (written aside, then
+    # renamed over: a new inode, as a restarted trainer's new file has)
+    old = run.events
+    run.events = run.path / "events.jsonl.new"
     run.seq = 0
     run.append("start")
     write_nan_streaks(run, 3, t0=time.time() - 7200)
     run.metrics(100, loss=math.nan)
+    os.replace(run.events, old)
     alerts = alerts_after_refresh(monitor, tracker)
     assert [(a["kind"], a["step"]) for a in alerts] == [("nonfinite", 100)]
+
+
+def write_trainer_state(path, losses: list[float]) -> None:
+    """A transformers trainer_state.json: log_history rows carry no wall time."""
+    import json
+
+    rows = [{"step": i + 1, "epoch": 0.1 * (i + 1), "loss": v} for i, v in enumerate(losses)]
+    doc = {"global_step": len(losses), "max_steps": 100, "log_history": rows}
+    tmp = path / "trainer_state.json.tmp"
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path / "trainer_state.json")
+
+
+FLAT = [1.0 + (i % 3) / 100 for i in range(70)]  # a quiet loss, then a spike at step 71
+
+
+def test_unknown_times_are_null_and_nonfinite_values_strings(tmp_path):
+    from mudpuppy_monitor import jsonutil
+
+    run = tmp_path / "hf"
+    run.mkdir()
+    write_trainer_state(run, FLAT)
+    monitor, tracker = tracker_over(tmp_path)
+    write_trainer_state(run, [*FLAT, 100.0, 0.5])
+    ids = monitor.refresh()
+    msgs = [m for m, _ in tracker.messages(Changes(updated=frozenset(ids)))]
+    wire = [jsonutil.loads(jsonutil.dumps(m)) for m in msgs]
+    points = [m for m in wire if m["type"] == "points"]
+    assert points[0]["series"]["loss"] == {
+        "i0": 70,
+        "step": [71, 72],
+        "t": [None, None],  # unknown: null (a non-finite value would be a string)
+        "y": [100.0, 0.5],
+    }
+    alerts = [(a["kind"], a["step"], a["t"]) for a in wire if a["type"] == "alert"]
+    assert alerts == [("spike", 71, None)]
+
+
+def test_unknown_marker_times_are_null_over_http(tmp_path):
+    from tests.serverutil import LiveServer
+
+    run = tmp_path / "hf"
+    run.mkdir()
+    write_trainer_state(run, [*FLAT, 100.0])
+    with LiveServer(tmp_path) as server:
+        detail = server.get_json("/api/runs/hf")
+        assert [(m["kind"], m["step"], m["t"]) for m in detail["markers"]] == [("spike", 71, None)]

@@ -177,6 +177,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         got = ctx.monitor.lora(run_id, points=points)
         if got is None:  # no snapshot yet: the same keys as a full answer, all empty
             got = {"layers": [], "steps": [], "t": [], "A": [], "B": [], "update": []}
+        got["t"] = feed.known_times(got.get("t") or [])
         return JSON(got)
 
     @app.get("/api/runs/{run_id:path}/export")
@@ -239,6 +240,8 @@ def _detail_json(detail: dict[str, Any]) -> dict[str, Any]:
     summary = out.get("summary")
     if summary is not None and hasattr(summary, "to_dict"):
         out["summary"] = summary.to_dict()
+    # an unknown marker time is null on the wire, as everywhere (the core holds NaN)
+    out["markers"] = [{**m, "t": feed.known_time(m.get("t"))} for m in out.get("markers") or []]
     return out
 
 

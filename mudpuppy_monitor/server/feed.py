@@ -100,7 +100,7 @@ class ChangeTracker:
             held = state.counts.get(name, 0)
             state.counts[name] = i0 + n
             if n and i0 == held and n <= self.max_stream_points:
-                series[name] = cols
+                series[name] = {**cols, "t": known_times(cols["t"])}
         if series:
             yield (
                 {"type": "points", "run": run_id, "generation": generation, "series": series},
@@ -147,7 +147,7 @@ def alert(run: str, kind: str, step: Any, t: Any, message: str) -> dict[str, Any
         "run": run,
         "kind": kind,
         "step": step,
-        "t": t,
+        "t": known_time(t),
         "message": message,
     }
 
@@ -157,6 +157,17 @@ def known_time(t: Any) -> float | None:
     if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
         return float(t)
     return None
+
+
+def known_times(values: list[Any]) -> list[Any]:
+    """A time column with unknown times (NaN in the core) as None: `null` on the wire, unlike a
+    non-finite value, which stays a string."""
+    try:
+        if math.isfinite(sum(values, 0.0)):  # the common case: every time known, no copy
+            return values
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return [known_time(t) for t in values]
 
 
 def _now(summary: Any) -> float | None:
