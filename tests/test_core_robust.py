@@ -293,3 +293,31 @@ def test_a_first_load_does_not_block_queries(
     _native_run(tmp_path, [good(0, 0, 2.0)], "new")
     assert mon.refresh() == {"new"}
     assert answered == [["known"]]
+
+
+def test_export_during_live_writes_is_a_consistent_prefix(tmp_path: Path) -> None:
+    def rows(lo: int, hi: int) -> list[bytes]:
+        out = [
+            ev(i, "metrics", step=i, values={"loss": 1.0 / (i + 1), "learning_rate": 1e-4})
+            for i in range(lo, hi)
+        ]
+        out.append(ev(hi, "lora", step=hi, layers={f"q{lo}": {"A": 1.0, "B": 2.0}}))
+        return out
+
+    first = b"".join(rows(0, 10_000))
+    d = _native_run(tmp_path / "live", [first])
+    _native_run(tmp_path / "copy", [first])
+    copy = Monitor(tmp_path / "copy", parallel=False)
+    copy.refresh()
+    expect = "".join(copy.export("run"))
+    mon = Monitor(tmp_path / "live", parallel=False)
+    mon.refresh()
+    it = mon.export("run")
+    got = [next(it)]
+    with open(d / "events.jsonl", "ab") as f:
+        f.write(b"".join(rows(10_001, 12_000)))
+        f.write(ev(20_000, "metrics", step=20_000, values={"grad_norm": 3.0}))
+    assert mon.refresh() == {"run"}
+    got += list(it)
+    assert "".join(got) == expect
+    assert expect.count("\n") == 1 + 2 * 10_000 + 9_999 + 2  # header, loss, lr, steps/s, lora

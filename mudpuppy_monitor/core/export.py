@@ -6,6 +6,7 @@ import csv
 import io
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from mudpuppy_callback import encode_number
@@ -22,11 +23,11 @@ def _num(x: float) -> str:
     return repr(x) if math.isfinite(x) else str(encode_number(x))
 
 
-def export_chunks(run: RunState, fmt: str) -> Iterator[str]:
+def export_chunks(run: RunState, fmt: str, lock: Any = None) -> Iterator[str]:
     """CSV (`series,step,t,value`; t empty when unknown) or JSONL (one object per point)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    rows = export_rows(run)
+    rows = export_rows(run, lock)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

@@ -375,4 +375,4 @@ class Monitor:
         run = self._state(run_id)
         if run is None:
             raise KeyError(run_id)
-        return export_chunks(run, fmt)
+        return export_chunks(run, fmt, self._lock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -174,11 +175,31 @@ def lora(run: RunState, points: int) -> dict[str, Any] | None:
     return out
 
 
-def export_rows(run: RunState) -> Iterator[tuple[str, int, float, float]]:
-    """(series, step, t, value) for every stored point, series by series, in file order."""
-    for name in run.series_names():
-        table = run.table_of(name)
-        steps, ts, ys = table.series(name)  # type: ignore[union-attr,misc]
+def export_rows(run: RunState, lock: Any = None) -> Iterator[tuple[str, int, float, float]]:
+    """(series, step, t, value) for every stored point, series by series, in file order.
+
+    Every series is cut under `lock` at one moment (views of what is stored: arrays are only
+    appended to, so they never change below their length), then rows are produced from those
+    cuts without the lock: an export during live writes is a consistent prefix of the run and
+    never sees a dict or an array change under it.
+    """
+    with lock if lock is not None else contextlib.nullcontext():
+        cuts = [(name, run.table_of(name).series(name)) for name in run.series_names()]  # type: ignore[union-attr]
+        store = run.lora
+        n = store.n
+        lora_steps, lora_t = store.steps[:n], store.t[:n]
+        lora_cols = [
+            (f"lora/{layer}/{key}", mat[:n, j])
+            for layer, j in list(store.layers.items())
+            for key, mat in list(store.data.items())
+        ]
+    return _rows_from(cuts, lora_steps, lora_t, lora_cols)
+
+
+def _rows_from(
+    cuts: list, lora_steps: np.ndarray, lora_t: np.ndarray, lora_cols: list
+) -> Iterator[tuple[str, int, float, float]]:
+    for name, (steps, ts, ys) in cuts:
         for i in range(0, len(ys), 65536):
             yield from zip(
                 [name] * len(ys[i : i + 65536]),
@@ -187,18 +208,11 @@ def export_rows(run: RunState) -> Iterator[tuple[str, int, float, float]]:
                 ys[i : i + 65536].tolist(),
                 strict=True,
             )
-    store = run.lora
-    for layer, j in store.layers.items():
-        for key, mat in store.data.items():
-            col = mat[: store.n, j]
-            for s, t, v in zip(
-                store.steps[: store.n].tolist(),
-                store.t[: store.n].tolist(),
-                col.tolist(),
-                strict=True,
-            ):
-                if not math.isnan(v):
-                    yield (f"lora/{layer}/{key}", s, t, v)
+    s_list, t_list = lora_steps.tolist(), lora_t.tolist()
+    for name, col in lora_cols:
+        for s, t, v in zip(s_list, t_list, col.tolist(), strict=True):
+            if not math.isnan(v):
+                yield (name, s, t, v)
 
 
 def run_name(path: str) -> str:
