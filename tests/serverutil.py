@@ -332,7 +332,8 @@ class ProtocolClient:
 
     Holds per run and series the columns `step` and `y`, fetched over HTTP at full fidelity and
     extended by `points` messages by the `i0` rule: append points with index >= held count;
-    refetch the run when `i0` is past the end (a gap) or the generation changed.
+    refetch the run when `i0` is past the end (a gap) or the generation changed, in a `points`
+    message or in a summary (`runs`, `snapshot`: a reset that streams no points).
     """
 
     def __init__(self, server: _Base, subscribe: list[str] | None = None) -> None:
@@ -374,13 +375,22 @@ class ProtocolClient:
         kind = msg["type"]
         if kind == "snapshot":
             self.summaries = {r["id"]: r for r in msg["runs"]}
+            self._check_generations(msg["runs"])
         elif kind == "runs":
             self.summaries.update({r["id"]: r for r in msg["runs"]})
+            self._check_generations(msg["runs"])
         elif kind == "run_removed":
             self.summaries.pop(msg["id"], None)
             self.held.pop(msg["id"], None)
         elif kind == "points" and msg["run"] in self.held:
             self._points(msg)
+
+    def _check_generations(self, runs: list[dict[str, Any]]) -> None:
+        # a reset is announced by the summary's generation even when the new generation has
+        # no points yet (no `points` message would tell): what is held is void, refetch
+        for r in runs:
+            if r["id"] in self.held and r["generation"] != self.generation.get(r["id"]):
+                self.fetch(r["id"])
 
     def _points(self, msg: dict[str, Any]) -> None:
         run = msg["run"]

@@ -472,3 +472,30 @@ def test_shutdown_closes_with_1012_service_restart(tmp_path):
             ws.close()
     finally:
         server.stop()
+
+
+def test_a_reset_without_new_points_is_announced_by_the_generation(tmp_path):
+    run = RunDir(tmp_path, "t")
+    for step in range(1, 6):
+        run.metrics(step, loss=float(step))
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        client.fetch("t")
+        old_generation = client.generation["t"]
+        assert client.held["t"]["loss"]["step"] == [1, 2, 3, 4, 5]
+        # replaced by a file that holds only its start: the new generation has no points
+        new = run.path / "events.jsonl.new"
+        new.write_bytes(run.fmt.encode_line({"v": 1, "seq": 0, "t": time.time(), "kind": "start"}))
+        os.replace(new, run.events)
+        msg = client.pump(
+            lambda m: (
+                m["type"] == "runs"
+                and any(r["id"] == "t" and r["generation"] != old_generation for r in m["runs"])
+            )
+        )
+        assert client.generation["t"] != old_generation
+        assert client.held["t"] == {}  # refetched: nothing from the old generation is left
+        assert not [m for m in client.messages if m["type"] == "points"]
+        assert msg["runs"][0]["step"] is None
+        client.close()
