@@ -321,3 +321,21 @@ def test_export_during_live_writes_is_a_consistent_prefix(tmp_path: Path) -> Non
     got += list(it)
     assert "".join(got) == expect
     assert expect.count("\n") == 1 + 2 * 10_000 + 9_999 + 2  # header, loss, lr, steps/s, lora
+
+
+@pytest.mark.parametrize("name", ["trainer_log.jsonl", "events.jsonl"])
+def test_a_read_error_clears_once_the_file_reads_again(tmp_path: Path, name: str) -> None:
+    d = tmp_path / "run"
+    d.mkdir()
+    os.mkfifo(d / name)
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    _refresh_within(mon)
+    assert mon.summary("run").error == f"{name}: not a regular file"  # type: ignore[union-attr]
+    os.unlink(d / name)
+    if name == "events.jsonl":
+        (d / name).write_bytes(good(0, 1, 2.5))
+    else:
+        (d / name).write_text('{"current_steps": 1, "total_steps": 9, "loss": 2.5}\n')
+    assert _refresh_within(mon) == {"run"}
+    s = mon.summary("run")
+    assert s is not None and s.error is None and s.loss == 2.5 and s.step == 1

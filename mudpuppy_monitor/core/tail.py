@@ -11,8 +11,9 @@ kept open between calls, so thousands of runs cost no file descriptors.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from mudpuppy_callback import MAX_LINE_BYTES
@@ -141,3 +142,35 @@ class FileTail:
         keep = [line for line in lines if len(line) <= self.max_line]
         result.skipped += len(lines) - len(keep)
         return b"".join(line + b"\n" for line in keep)
+
+
+def poll_tail(
+    tail: FileTail, errors: dict[str, str], key: str, lock: Any, apply: Callable[[ReadResult], None]
+) -> tuple[bool, bool]:
+    """The read loop shared by the tailed sources (events.jsonl, trainer_log.jsonl).
+
+    Reads slice by slice (READ_SLICE_BYTES), handing each to `apply` (which decodes it and stores
+    the result under `lock`). A read error is kept in `errors[key]` and cleared by the next read
+    that works. Returns (changed, reset: the run must start over).
+    """
+    changed = False
+    while True:
+        res = tail.read(max_bytes=READ_SLICE_BYTES)
+        if res.reset:
+            return True, True
+        if res.error:
+            if errors.get(key) != res.error:
+                with lock:
+                    errors[key] = res.error
+                changed = True
+            return changed, False
+        if key in errors:
+            with lock:
+                errors.pop(key, None)
+            changed = True
+        if not res.blocks and not res.skipped:
+            return changed, False
+        apply(res)
+        changed = True
+        if not res.blocks or tail.offset >= tail.size:
+            return changed, False

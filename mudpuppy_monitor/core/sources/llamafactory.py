@@ -20,7 +20,7 @@ import orjson
 from mudpuppy_monitor.core.discovery import TRAINER_LOG
 from mudpuppy_monitor.core.rows import EPOCH, Rows, as_float, as_step
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
-from mudpuppy_monitor.core.tail import READ_SLICE_BYTES, FileTail
+from mudpuppy_monitor.core.tail import FileTail, ReadResult, poll_tail
 
 BOOKKEEPING = frozenset(
     {"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"}
@@ -73,25 +73,13 @@ class LlamaFactorySource:
         self.base_t: float | None = None
 
     def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
-        changed = False
-        while True:
-            res = self.log.read(max_bytes=READ_SLICE_BYTES)
-            if res.reset:
-                return True, True
-            if res.error:
-                changed = run.errors.get(TRAINER_LOG) != res.error
-                with lock:
-                    run.errors[TRAINER_LOG] = res.error
-                return changed, False
-            if not res.blocks and not res.skipped:
-                return changed, False
+        def apply(res: ReadResult) -> None:
             rows = [r for block in res.blocks for r in block.split(b"\n")[:-1]]
             with lock:
                 run.bad_lines += res.skipped
                 self._apply(run, rows)
-            changed = True
-            if self.log.offset >= self.log.size:
-                return changed, False
+
+        return poll_tail(self.log, run.errors, TRAINER_LOG, lock, apply)
 
     def _apply(self, run: RunState, lines: list[bytes]) -> None:
         parsed: list[dict[str, Any]] = []

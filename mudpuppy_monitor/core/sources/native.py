@@ -20,7 +20,7 @@ from mudpuppy_monitor.core.files import read_json_file
 from mudpuppy_monitor.core.rows import as_float, as_step
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
-from mudpuppy_monitor.core.tail import READ_SLICE_BYTES, FileTail
+from mudpuppy_monitor.core.tail import FileTail, ReadResult, poll_tail
 
 MAX_META_BYTES = 16 << 20
 
@@ -36,29 +36,17 @@ class NativeSource:
     def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
         """Read what is new into `run`. Returns (changed, reset: the run must start over)."""
         changed = self._poll_meta(run, lock)
-        while True:
-            res = self.events.read(max_bytes=READ_SLICE_BYTES)
-            if res.reset:
-                return True, True
-            if res.error:
-                if run.errors.get(EVENTS_FILE) != res.error:
-                    with lock:
-                        run.errors[EVENTS_FILE] = res.error
-                    changed = True
-                return changed, False
-            if run.errors.pop(EVENTS_FILE, None):
-                changed = True
-            if not res.blocks and not res.skipped:
-                return changed, False
+
+        def apply(res: ReadResult) -> None:
             batch = NativeBatch()
             batch.bad += res.skipped
             for block in res.blocks:
-                decode_block(block, batch)
+                decode_block(block, batch)  # outside the lock: decoding is the slow part
             with lock:
                 apply_batch(run, batch)
-            changed = True
-            if len(res.blocks) == 0 or self.events.offset >= self.events.size:
-                return changed, False
+
+        tail_changed, reset = poll_tail(self.events, run.errors, EVENTS_FILE, lock, apply)
+        return changed or tail_changed, reset
 
     def _poll_meta(self, run: RunState, lock: Any) -> bool:
         try:
