@@ -22,6 +22,8 @@ def json_safe(obj: Any) -> Any:
         return obj if math.isfinite(obj) else encode_number(obj)
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list) and _all_finite_numbers(obj):
+        return obj  # the common case (a column of finite numbers): no copy, no walk
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
@@ -31,6 +33,16 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
+
+
+def _all_finite_numbers(values: list[Any]) -> bool:
+    """True when every item is a finite int or float, in one C-level pass: a NaN or an infinity
+    makes the sum non-finite, anything that is not a number (None, str, a nested list or dict)
+    raises. A sum that overflows only means the slow path, which is exact."""
+    try:
+        return math.isfinite(sum(values, 0.0))
+    except (TypeError, OverflowError):
+        return False
 
 
 def floats_to_json(values: np.ndarray) -> list[Any]:
