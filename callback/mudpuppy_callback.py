@@ -10,6 +10,7 @@ Public surface:
                      transformers only when first used)
     lora_norms       norms of every LoRA adapter of a model, one device sync (LoraProbe keeps
                      the module walk for repeated calls)
+    LoraNotMeasurable  raised by lora_norms when adapter weights are sharded (FSDP, DTensor)
     MonitorWarning   the warning category for anything the monitor could not record
     encode_line / decode_line / the constants: the run format, shared with the daemon
 
@@ -62,6 +63,7 @@ __all__ = [
     "MonitorCallback",
     "lora_norms",
     "LoraProbe",
+    "LoraNotMeasurable",
     "MonitorWarning",
 ]
 
@@ -962,16 +964,44 @@ def _read_json(path: str) -> dict[str, Any]:
 DEFAULT_ADAPTER = "default"
 
 
+# Attribute names that wrappers put between a module and its children: FSDP's and activation
+# checkpointing's wrapper modules, and torch.compile's OptimizedModule. Not part of the user's
+# module path.
+_WRAPPER_SEGMENTS = frozenset({"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"})
+_OUTER_WRAPPERS = {
+    "DistributedDataParallel": "module",
+    "DataParallel": "module",
+    "FullyShardedDataParallel": "module",
+    "OptimizedModule": "_orig_mod",
+}
+
+
 def _unwrap_model(model: Any) -> Any:
-    """The model whose module names are the user's: without DDP's `module.` and PEFT's wrapper."""
-    while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(
-        model, "module"
-    ):
-        model = model.module
+    """The model whose module names are the user's: without DDP's `module.`, FSDP's and
+    torch.compile's wrappers, and PEFT's wrapper."""
+    for _ in range(16):  # wrappers nest (a compiled DDP model); no loop forever on odd ones
+        attr = _OUTER_WRAPPERS.get(type(model).__name__)
+        inner = getattr(model, attr, None) if attr else None
+        if inner is None:
+            break
+        model = inner
     get_base = getattr(model, "get_base_model", None)
     if callable(get_base):
         return get_base()
     return model
+
+
+def _module_path(name: str) -> str:
+    """A module name without wrapper segments: `model.layers.0._checkpoint_wrapped_module.mlp`
+    is `model.layers.0.mlp`, as the user's model names it."""
+    if "_wrapped_module" not in name and "_orig_mod" not in name:
+        return name
+    return ".".join(p for p in name.split(".") if p not in _WRAPPER_SEGMENTS)
+
+
+class LoraNotMeasurable(RuntimeError):
+    """The adapter weights in this process are not whole (sharded), so their norms would be
+    wrong: a DTensor (FSDP2, tensor parallel) or an empty local shard (FSDP)."""
 
 
 class _LoraEntry:
@@ -993,15 +1023,23 @@ class _LoraEntry:
         else:
             a = m.lora_A[self.adapter].weight
             b = m.lora_B[self.adapter].weight
-        a = a.detach()
-        b = b.detach()
-        a = a.reshape(a.shape[0], -1)  # conv kernels: (r, in, k, k) -> (r, in*k*k)
-        b = b.reshape(b.shape[0], -1)
         mag = None
         mags = getattr(m, "lora_magnitude_vector", None)
         if mags is not None and self.adapter in mags:
             mag = mags[self.adapter]
             mag = getattr(mag, "weight", mag).detach()  # peft >= 0.12 wraps it in a module
+        for t in (a, b, mag):
+            if t is None:
+                continue
+            # By class name: importing torch.distributed to check would cost startup time.
+            if type(t).__name__ == "DTensor":
+                raise LoraNotMeasurable(f"the LoRA weights of {self.path} are sharded (DTensor)")
+            if t.numel() == 0:
+                raise LoraNotMeasurable(f"a LoRA weight of {self.path} is empty in this process")
+        a = a.detach()
+        b = b.detach()
+        a = a.reshape(a.shape[0], -1)  # conv kernels: (r, in, k, k) -> (r, in*k*k)
+        b = b.reshape(b.shape[0], -1)
         return a, b, mag
 
 
@@ -1026,7 +1064,7 @@ class LoraProbe:
                     continue
                 for adapter in container.keys():
                     if adapter in scaling:
-                        found.append((path, adapter, module, embedding))
+                        found.append((_module_path(path), adapter, module, embedding))
         adapters = {adapter for _, adapter, _, _ in found}
         single = len(adapters) == 1
         self.entries = [
@@ -1299,6 +1337,11 @@ class _MonitorCallbackBase:
             return
         try:
             norms = self._probe.norms()
+        except LoraNotMeasurable as exc:
+            # Sharded weights (FSDP, tensor parallel): a shard's norms would be wrong.
+            self.lora_every = None
+            _warn(f"mudpuppy: {exc}; LoRA norms are not measured, no more lora events")
+            return
         except Exception as exc:
             # An adapter layout this code does not know: stop measuring, keep recording.
             self.lora_every = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -692,3 +693,91 @@ def test_lora_norms_of_an_embedding_adapter() -> None:
     assert rec["A"] == pytest.approx(a.norm().item(), rel=1e-6)
     assert rec["B"] == pytest.approx(b.norm().item(), rel=1e-6)
     assert rec["update"] == pytest.approx((2.0 * (b @ a)).norm().item(), rel=1e-5)
+
+
+def test_lora_module_names_without_fsdp_checkpoint_and_compile_wrappers() -> None:
+    import torch
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing,
+    )
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    class FsdpWrapped(torch.nn.Module):  # names its child as FSDP (1) does
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self._fsdp_wrapped_module = inner
+
+    plain = mc.lora_norms(build_tiny_model())
+    model = build_tiny_model()  # the same seed: the same weights
+    apply_activation_checkpointing(model, check_fn=lambda m: isinstance(m, LlamaDecoderLayer))
+    layers = model.get_base_model().model.layers
+    layers[0] = torch.compile(layers[0])  # compiling block by block
+    layers[1] = FsdpWrapped(layers[1])
+    wrapped = torch.compile(model)
+    raw_names = [
+        n for n, m in wrapped.named_modules() if isinstance(getattr(m, "scaling", 0), dict)
+    ]
+    assert raw_names[0] == (
+        "_orig_mod.base_model.model.model.layers.0._orig_mod._checkpoint_wrapped_module"
+        ".self_attn.q_proj"
+    )
+    assert "model.layers.1._fsdp_wrapped_module._checkpoint_wrapped_module" in raw_names[2]
+    norms = mc.lora_norms(wrapped)
+    assert sorted(norms) == LORA_PATHS
+    assert norms == plain
+
+
+@pytest.mark.parametrize("layout", ["dtensor", "empty shard"])
+def test_sharded_lora_weights_stop_the_norms_with_one_warning(tmp_path: Path, layout: str) -> None:
+    import torch
+    import torch.distributed as dist
+    from mudpuppy_callback import MonitorCallback
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True)
+    state = TrainerState(max_steps=3)
+    control = TrainerControl()
+    model = build_tiny_model()
+    cb = MonitorCallback(tmp_path / "runs", name="sharded", lora_every=1)
+    q = model.get_base_model().model.layers[1].self_attn.q_proj
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cb.on_train_begin(args, state, control, model=model)
+        state.global_step = 1
+        cb.on_step_end(args, state, control, model=model)  # whole weights: measured
+        if layout == "dtensor":  # a real DTensor, as FSDP2 or tensor parallelism leave them
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.tensor import Shard, distribute_tensor
+
+            dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+        try:
+            if layout == "dtensor":
+                mesh = init_device_mesh("cpu", (1,))
+                sharded = distribute_tensor(q.lora_A["default"].weight.detach(), mesh, [Shard(0)])
+                q.lora_A["default"].weight = torch.nn.Parameter(sharded)
+                message = (
+                    "the LoRA weights of model.layers.1.self_attn.q_proj are sharded (DTensor)"
+                )
+            else:  # FSDP with use_orig_params: a rank's view of a weight it holds no part of
+                q.lora_B["default"].weight = torch.nn.Parameter(torch.empty(0))
+                message = (
+                    "a LoRA weight of model.layers.1.self_attn.q_proj is empty in this process"
+                )
+            with pytest.raises(mc.LoraNotMeasurable, match=re.escape(message)):
+                mc.lora_norms(model)
+            for step in (2, 3):
+                state.global_step = step
+                cb.on_step_end(args, state, control, model=model)
+            cb.on_train_end(args, state, control, model=model)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    assert monitor_warnings(caught) == [
+        f"mudpuppy: {message}; LoRA norms are not measured, no more lora events"
+    ]
+    events = read_events(tmp_path / "runs" / "sharded")
+    assert [(e["kind"], e.get("step")) for e in events] == [
+        ("start", None),
+        ("lora", 1),
+        ("end", 3),
+    ]
