@@ -132,3 +132,31 @@ def test_unknown_marker_times_are_null_over_http(tmp_path):
     with LiveServer(tmp_path) as server:
         detail = server.get_json("/api/runs/hf")
         assert [(m["kind"], m["step"], m["t"]) for m in detail["markers"]] == [("spike", 71, None)]
+
+
+def test_lora_is_looked_at_only_when_the_run_has_a_new_event(tmp_path, monkeypatch):
+    run = RunDir(tmp_path, "l")
+    layers = {"model.layers.0.q_proj": {"A": 1.0, "B": 0.5}}
+    run.metrics(1, loss=1.0)
+    run.lora(1, layers)
+    monitor, tracker = tracker_over(tmp_path)
+    calls = []
+    real = monitor.lora
+    monkeypatch.setattr(monitor, "lora", lambda *a, **k: calls.append(a) or real(*a, **k))
+
+    def change() -> list[dict]:
+        monitor.refresh()
+        return [m for m, _ in tracker.messages(Changes(updated=frozenset({"l"})))]
+
+    run.metrics(2, loss=0.9)
+    assert [m["type"] for m in change()] == ["runs", "points"]
+    assert len(calls) == 1  # a new event: looked at, nothing new
+    for _ in range(3):  # changes that carry no new event (a status pass, a meta rewrite)
+        assert [m["type"] for m in change()] == ["runs"]
+    assert len(calls) == 1
+    run.lora(2, {"model.layers.0.q_proj": {"A": 2.0, "B": 0.25}})
+    (lora,) = [m for m in change() if m["type"] == "lora"]
+    assert (lora["run"], lora["step"], list(lora["layers"])) == ("l", 2, ["model.layers.0.q_proj"])
+    cell = lora["layers"]["model.layers.0.q_proj"]
+    assert (cell["A"], cell["B"]) == (2.0, 0.25) and math.isnan(cell["update"])
+    assert len(calls) == 2

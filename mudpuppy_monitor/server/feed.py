@@ -33,6 +33,9 @@ class RunCursor:
     markers: int = 0
     status: str | None = None
     lora_last: tuple[Any, Any] | None = None  # (step, t) of the last LoRA snapshot sent
+    # (last_event_t, step) when LoRA was last looked at: a new snapshot is a new event, so a
+    # change that moved neither (a status change, a meta rewrite) cannot hold one
+    lora_seen: tuple[Any, Any] | None = None
     # markers are read from 0 (a run first seen while serving, or reset): the old ones are
     # history, only those within FRESH_S of now are alerts
     catch_up: bool = False
@@ -80,7 +83,10 @@ class ChangeTracker:
             )
             self.runs[run_id] = state
         yield from self._points(run_id, state)
-        yield from self._lora(run_id, state)
+        seen = (summary.last_event_t, summary.step)
+        if seen != state.lora_seen:
+            state.lora_seen = seen
+            yield from self._lora(run_id, state)
         yield from self._alerts(summary, state, fresh)
 
     def _points(self, run_id: str, state: RunCursor) -> Iterator[Message]:
@@ -108,7 +114,8 @@ class ChangeTracker:
             )
 
     def _lora(self, run_id: str, state: RunCursor) -> Iterator[Message]:
-        # points=2 picks the first and the last snapshot: the last is the news
+        # points=2 picks the first and the last snapshot: the last is the news. The core has
+        # no cheaper "how many snapshots" query; the caller skips changes without a new event.
         last, layers = _last_lora(self.monitor.lora(run_id, points=2))
         if last is None or last == state.lora_last:
             return
