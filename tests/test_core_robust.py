@@ -339,3 +339,75 @@ def test_a_read_error_clears_once_the_file_reads_again(tmp_path: Path, name: str
     assert _refresh_within(mon) == {"run"}
     s = mon.summary("run")
     assert s is not None and s.error is None and s.loss == 2.5 and s.step == 1
+
+
+def _batch_picture(batch) -> dict:  # type: ignore[no-untyped-def]
+    def rows(r) -> dict:  # type: ignore[no-untyped-def]
+        return {
+            "steps": r.steps,
+            "ts": [repr(float(t)) for t in r.ts],
+            "cols": {k: (rr, [repr(float(v)) for v in vv]) for k, (rr, vv) in r.cols.items()},
+            "order": list(r.cols),
+        }
+
+    return {
+        "train": rows(batch.train),
+        "eval": rows(batch.eval),
+        "events": repr(batch.events),
+        "bad": batch.bad,
+    }
+
+
+M1 = '{"v":1,"seq":1,"t":1.5,"kind":"metrics","step":3'
+ODD_FAST: list[bytes] = [
+    raw(M1.replace('"seq":1', '"seq":-1') + ',"values":{"loss":1}}'),
+    raw(M1.replace('"seq":1', '"seq":true') + ',"values":{"loss":1}}'),
+    raw(M1.replace('"seq":1', '"seq":1.0') + ',"values":{"loss":1}}'),
+    raw(M1.replace('"v":1', '"v":true') + ',"values":{"loss":1}}'),
+    raw(M1.replace('"v":1', '"v":1.0') + ',"values":{"loss":1}}'),
+    raw(M1.replace('"t":1.5', '"t":true') + ',"values":{"loss":1}}'),
+    raw(M1 + ',"epoch":0.5,"values":{"epoch":9,"loss":1}}'),
+    raw(M1 + ',"epoch":"NaN","values":{"loss":1,"epoch":9}}'),
+    raw(M1 + ',"epoch":"soon","values":{"epoch":9,"loss":1}}'),
+    raw(M1 + ',"epoch":true,"values":{"loss":1}}'),
+    raw(M1 + ',"epoch":0.25,"values":{"epoch":"x","loss":2}}'),
+    raw(M1 + ',"values":{"epoch":7,"loss":1,"b":true,"n":null,"s":"Infinity","d":{}}}'),
+    raw(M1 + ',"values":{}}'),
+    raw(M1.replace('"step":3', '"step":9223372036854775807') + ',"values":{"loss":1}}'),
+    raw(M1.replace('"step":3', '"step":9223372036854775808') + ',"values":{"loss":1}}'),
+    raw(M1 + ',"values":{"loss":18446744073709551615}}'),
+    raw(M1 + ',"values":{"loss":-9223372036854775809}}'),
+]
+
+
+def test_fast_and_reference_decoders_agree_line_by_line() -> None:
+    """Every line of the bad-input corpus and the odd cases above, through decode_block (the
+    fast path) and through the reference path alone: the same rows, events and bad count."""
+    from mudpuppy_monitor.core.sources.native_decode import NativeBatch, _slow, decode_block
+    from tests.test_core_badinput import BAD, GOOD_ODD
+
+    lines = [line for _, line in BAD] + [line for _, line, _ in GOOD_ODD] + ODD_FAST + BAD_STEPS
+    lines.append(good(5, 5, 0.5))
+    for line in lines:
+        if len(line) > 1 << 20:
+            continue  # FileTail drops these before any decoder sees them
+        fast, slow = NativeBatch(), NativeBatch()
+        decode_block(line if line.endswith(b"\n") else line + b"\n", fast)
+        _slow(line.rstrip(b"\n"), slow)
+        assert _batch_picture(fast) == _batch_picture(slow), line[:120]
+    # and all of them as one block, as a file read delivers them
+    fast, slow = NativeBatch(), NativeBatch()
+    block = b"".join(ln for ln in lines if len(ln) <= 1 << 20)
+    decode_block(block, fast)
+    for ln in block.split(b"\n")[:-1]:
+        _slow(ln, slow)
+    assert _batch_picture(fast) == _batch_picture(slow)
+    # the odd cases alone, exactly: one epoch per row, the top-level one winning
+    fast = NativeBatch()
+    decode_block(b"".join(ODD_FAST), fast)
+    assert fast.bad == 7
+    assert fast.train.steps == [3] * 7 + [2**63 - 1, 3, 3]
+    rows, values = fast.train.cols["epoch"]
+    assert rows == [0, 1, 2, 4, 5]
+    assert [repr(float(v)) for v in values] == ["0.5", "nan", "9.0", "0.25", "7.0"]
+    assert fast.train.cols["loss"][1][-2:] == [18446744073709551615, -9.223372036854776e18]

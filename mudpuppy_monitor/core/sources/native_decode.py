@@ -52,30 +52,32 @@ def decode_block(block: bytes, batch: NativeBatch) -> None:
         except orjson.JSONDecodeError:
             _slow(line, batch)
             continue
-        if type(o) is dict and o.get("kind") == metrics and o.get("v") == version:
+        # `v` and `seq` by type: `True == 1` and `1.0 == 1`, but decode_line refuses both
+        if type(o) is dict and o.get("kind") == metrics and type(o.get("v")) is int:
             t = o.get("t")
             st = o.get("step")
             vals = o.get("values")
+            seq = o.get("seq")
             if (
-                (type(t) is float or type(t) is int)
+                o["v"] == version
+                and (type(t) is float or type(t) is int)
                 and type(st) is int
                 and 0 <= st <= STEP_MAX
-                and type(o.get("seq")) is int
+                and type(seq) is int
+                and seq >= 0
                 and type(vals) is dict
             ):
                 r = len(steps)
                 steps.append(st)
                 ts.append(t)
                 ep = o.get("epoch")
-                if ep is not None:
-                    ep = ep if (type(ep) is float or type(ep) is int) else decode_number(ep)
-                    if ep is not None:
-                        c = cols.get(EPOCH)
-                        if c is None:
-                            c = cols[EPOCH] = ([], [])
-                        c[0].append(r)
-                        c[1].append(ep)
+                if ep is not None and not (type(ep) is float or type(ep) is int):
+                    ep = decode_number(ep)
+                # as in _slow: a top-level epoch replaces values["epoch"] and comes after the
+                # values; one epoch per row either way
                 for k, v in vals.items():
+                    if k == EPOCH and ep is not None:
+                        continue
                     if not (type(v) is float or type(v) is int):
                         v = decode_number(v)
                         if v is None:
@@ -85,6 +87,12 @@ def decode_block(block: bytes, batch: NativeBatch) -> None:
                         c = cols[k] = ([], [])
                     c[0].append(r)
                     c[1].append(v)
+                if ep is not None:
+                    c = cols.get(EPOCH)
+                    if c is None:
+                        c = cols[EPOCH] = ([], [])
+                    c[0].append(r)
+                    c[1].append(ep)
                 continue
         _slow(line, batch)
 
@@ -113,6 +121,7 @@ def _slow(line: bytes, batch: NativeBatch) -> None:
     if kind == KIND_METRICS:
         values = dict(event["values"])
         if event.get("epoch") is not None:
+            values.pop(EPOCH, None)  # the top-level epoch wins, placed last (as the fast path)
             values[EPOCH] = event["epoch"]
         batch.train.add(event["step"], event["t"], values)
     elif kind == KIND_EVAL:
