@@ -411,3 +411,29 @@ def test_fast_and_reference_decoders_agree_line_by_line() -> None:
     assert rows == [0, 1, 2, 4, 5]
     assert [repr(float(v)) for v in values] == ["0.5", "nan", "9.0", "0.25", "7.0"]
     assert fast.train.cols["loss"][1][-2:] == [18446744073709551615, -9.223372036854776e18]
+
+
+def test_hints_inside_a_root_that_is_a_run_need_no_full_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _native_run(tmp_path, [good(0, 0, 1.0)], "my-run")
+    mon = Monitor(root, clock=lambda: T0, parallel=False)
+    assert mon.refresh() == {"my-run"}
+    passes: list[int] = []
+    real_full = mon._full_pass
+    monkeypatch.setattr(mon, "_full_pass", lambda: passes.append(1) or real_full())
+    with open(root / "events.jsonl", "ab") as f:
+        f.write(good(1, 1, 0.5))
+    assert mon._refresh_paths([str(root / "events.jsonl")]) == {"my-run"}
+    (root / "checkpoint-1").mkdir()
+    assert mon._refresh_paths([str(root / "checkpoint-1"), str(root)]) == set()
+    assert passes == []
+    assert mon.series("my-run", ["loss"])["loss"]["y"] == [1.0, 0.5]
+    # a root holding runs still sends an unknown path to a full pass
+    mon2 = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    mon2.refresh()
+    passes2: list[int] = []
+    real_full2 = mon2._full_pass
+    monkeypatch.setattr(mon2, "_full_pass", lambda: passes2.append(1) or real_full2())
+    mon2._refresh_paths([str(tmp_path / "elsewhere.txt")])
+    assert passes2 == [1]

@@ -127,10 +127,18 @@ class Monitor:
                     if run_id in self._runs:
                         # a new directory inside a known run is part of it (checkpoints)
                         return run_id
-                return None
-        if path in (real, self.root) and len(self._runs) == 1:
-            return next(iter(self._runs))  # the root is itself the run
+                return self._root_run(real)
+        if path in (real, self.root):
+            return self._root_run(real)
         return None
+
+    def _root_run(self, real: str) -> str | None:
+        """The id of the root itself when it is a run (then it is the only one: a run directory
+        is not searched further)."""
+        if len(self._runs) != 1:
+            return None
+        run_id, entry = next(iter(self._runs.items()))
+        return run_id if entry.found.path == real else None
 
     def _load_many(self, fresh: list[Found], real: str | None) -> None:
         """Load new runs; a large backlog is decoded on several cores (see prefetch)."""
