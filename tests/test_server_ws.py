@@ -499,3 +499,27 @@ def test_a_reset_without_new_points_is_announced_by_the_generation(tmp_path):
         assert not [m for m in client.messages if m["type"] == "points"]
         assert msg["runs"][0]["step"] is None
         client.close()
+
+
+def test_metrics_count_accepted_and_connected_clients(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mudpuppy_monitor.core.summary import STATUSES
+    from mudpuppy_monitor.server import metrics
+
+    assert metrics.STATUSES is STATUSES  # one list of statuses, the core's
+    RunDir(tmp_path, "a").metrics(1, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        first, second = ws_connect(server), ws_connect(server)
+        for ws in (first, second):
+            assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
+        first.close()
+        deadline = time.monotonic() + 10
+        while len(server.ctx.hub.clients) != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        families = text_string_to_metric_families(server.get("/metrics")[2].decode())
+        values = {s.name: s.value for f in families for s in f.samples}
+        assert values["mudpuppy_ws_connections_total"] == 2.0
+        assert values["mudpuppy_ws_clients"] == 1.0
+        second.close()

@@ -236,10 +236,7 @@ def content_disposition(run_id: str, fmt: str) -> str:
 
 
 def _detail_json(detail: dict[str, Any]) -> dict[str, Any]:
-    out = dict(detail)
-    summary = out.get("summary")
-    if summary is not None and hasattr(summary, "to_dict"):
-        out["summary"] = summary.to_dict()
+    out = dict(detail)  # the core's detail is plain data already (summary as a dict)
     # an unknown marker time is null on the wire, as everywhere (the core holds NaN)
     out["markers"] = [{**m, "t": feed.known_time(m.get("t"))} for m in out.get("markers") or []]
     return out

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-STATUSES = ("running", "stalled", "completed", "failed", "interrupted", "crashed", "unknown")
+from mudpuppy_monitor.core.summary import STATUSES
 
 # (metric suffix, RunSummary field, help)
 RUN_GAUGES = (
@@ -149,6 +149,7 @@ def hub_metrics(hub: Any) -> Iterator[Metric]:
         ("mudpuppy_ws_deliveries", "deliveries", "Messages queued to clients."),
         ("mudpuppy_ws_resyncs", "resyncs", "Clients resynced for being too slow."),
         ("mudpuppy_ws_slow_disconnects", "disconnects", "Clients disconnected for being too slow."),
+        ("mudpuppy_ws_connections", "connections", "WebSocket clients accepted since start."),
     ):
         c = CounterMetricFamily(name, doc)
         c.add_metric([], float(getattr(hub.stats, attr)))
