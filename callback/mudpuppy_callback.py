@@ -334,37 +334,57 @@ def _tensors_to_numbers(torch: Any, tensors: list[Any]) -> list[Number]:
     by_device: dict[Any, list[int]] = {}
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
-    result: list[Any] = [None] * len(tensors)
-    device_parts: list[tuple[list[int], Any]] = []
+    stacks = []
     with torch.no_grad():
         for device, idxs in by_device.items():
             parts = [tensors[i].detach().reshape(()) for i in idxs]
             if len({p.dtype for p in parts}) > 1:
-                # Mixed dtypes cannot be stacked; float64 holds ints and floats exactly enough
-                # (MPS has no float64).
-                wide = torch.float32 if device.type == "mps" else torch.float64
-                parts = [p.to(wide) for p in parts]
-            stacked = torch.stack(parts)
-            if device.type == "cpu":
-                result_vals = stacked.tolist()  # no sync on the CPU
-                for i, x in zip(idxs, result_vals, strict=True):
-                    result[i] = x
-            else:
-                device_parts.append((idxs, stacked))
-        if device_parts:
-            first = device_parts[0][1].device
-            wide = torch.float32 if first.type == "mps" else torch.float64
-            if len(device_parts) == 1:
-                joined = device_parts[0][1]
-            else:
-                joined = torch.cat([p.to(device=first, dtype=wide) for _, p in device_parts])
-            flat = joined.tolist()  # the one sync
-            pos = 0
-            for idxs, _ in device_parts:
-                for i in idxs:
-                    result[i] = flat[pos]
-                    pos += 1
+                # Mixed dtypes cannot be stacked; float64 holds ints and floats exactly enough.
+                parts = [p.to(_wide_dtype(torch, device)) for p in parts]
+            stacks.append(torch.stack(parts))
+        lists = _host_lists(torch, stacks)
+    result: list[Any] = [None] * len(tensors)
+    for idxs, values in zip(by_device.values(), lists, strict=True):
+        for i, x in zip(idxs, values, strict=True):
+            result[i] = x
     return result
+
+
+def _wide_dtype(torch: Any, device: Any) -> Any:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
+def _host_lists(torch: Any, flats: list[Any]) -> list[list[Number]]:
+    """1-D tensors, on any devices, as Python lists with at most one device-to-host sync.
+
+    CPU tensors are read directly (no sync); the others are concatenated on the first one's
+    device and copied with a single `.tolist()`, then split by length (known on the host).
+    """
+    out: list[list[Number]] = [[] for _ in flats]
+    on_device = []
+    for i, f in enumerate(flats):
+        if f.device.type == "cpu":
+            out[i] = f.tolist()
+        else:
+            on_device.append(i)
+    if not on_device:
+        return out
+    parts = [flats[i] for i in on_device]
+    if len(parts) == 1:
+        joined = parts[0]
+    else:
+        first = parts[0].device
+        if len({p.dtype for p in parts}) > 1:
+            wide = _wide_dtype(torch, first)
+            parts = [p.to(dtype=wide) for p in parts]
+        joined = torch.cat([p.to(device=first) for p in parts])
+    values = joined.tolist()  # the one sync
+    pos = 0
+    for i in on_device:
+        n = flats[i].numel()
+        out[i] = values[pos : pos + n]
+        pos += n
+    return out
 
 
 def _json_safe(obj: Any, depth: int = 0) -> Any:
@@ -813,7 +833,9 @@ class RunWriter:
         if not converted:
             return None
         fields: dict[str, Any] = {"step": _check_step(step)}
-        if epoch is not None:
+        if type(epoch) is float:  # what the Trainer logs: no conversion needed
+            fields["epoch"] = epoch
+        elif epoch is not None:
             e, _ = _convert_values({"epoch": epoch})
             if "epoch" in e:
                 fields["epoch"] = float(e["epoch"])
@@ -1106,20 +1128,7 @@ class LoraProbe:
                 if mags:
                     parts.append(_foreach_norm(torch, mags))
                 flats.append((items, has_update, torch.cat(parts)))
-            host: list[list[float]] = [[] for _ in flats]
-            on_device = [i for i, (_, _, f) in enumerate(flats) if f.device.type != "cpu"]
-            for i, (_, _, f) in enumerate(flats):
-                if f.device.type == "cpu":
-                    host[i] = f.tolist()  # no device sync for CPU tensors
-            if on_device:
-                first = flats[on_device[0]][2].device
-                joined = torch.cat([flats[i][2].to(first) for i in on_device])
-                values = joined.tolist()  # the one device sync
-                pos = 0
-                for i in on_device:
-                    n = flats[i][2].numel()  # shapes are known on the host: no sync
-                    host[i] = values[pos : pos + n]
-                    pos += n
+            host = _host_lists(torch, [f for _, _, f in flats])
         out: dict[str, dict[str, float]] = {}
         for (items, has_update, _), vals in zip(flats, host, strict=True):
             n = len(items)

@@ -315,6 +315,42 @@ def test_tensor_values_of_mixed_dtypes_in_one_dict() -> None:
     assert dropped == []
 
 
+def test_host_lists_reads_many_vectors_in_order() -> None:
+    import torch
+
+    flats = [
+        torch.tensor([1.5, 2.5]),
+        torch.tensor([], dtype=torch.float32),
+        torch.tensor([7, 8, 9]),
+        torch.tensor([0.25], dtype=torch.bfloat16),
+    ]
+    assert mc._host_lists(torch, flats) == [[1.5, 2.5], [], [7, 8, 9], [0.25]]
+    assert mc._host_lists(torch, []) == []
+
+
+def test_a_float_epoch_is_not_converted_a_second_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    calls: list[list[str]] = []
+    convert = mc._convert_values
+
+    def counting(values: Any) -> Any:
+        calls.append(list(values))
+        return convert(values)
+
+    monkeypatch.setattr(mc, "_convert_values", counting)
+    with RunWriter(tmp_path, name="x") as run:
+        run.log(1, {"loss": 1.0}, epoch=0.5)  # what the Trainer passes: a float
+        run.log(2, {"loss": 1.0}, epoch=torch.tensor(0.75))  # anything else is converted
+        run.log(3, {"loss": 1.0}, epoch=2)
+    assert calls == [["loss"], ["loss"], ["epoch"], ["loss"], ["epoch"]]
+    assert [e.get("epoch") for e in read_events(run.dir)] == [None, 0.5, 0.75, 2.0, None]
+    raw = strict_lines(run.dir)
+    assert type(raw[3]["epoch"]) is float  # an int epoch is written as a float
+
+
 def test_nan_and_infinity_are_strict_json_and_read_back(tmp_path: Path) -> None:
     with RunWriter(tmp_path, name="x") as run:
         run.log(1, {"loss": math.nan, "grad_norm": math.inf, "m": -math.inf}, epoch=math.nan)
