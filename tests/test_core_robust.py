@@ -10,6 +10,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mudpuppy_callback import FormatError, decode_line, encode_line
 
@@ -437,3 +438,17 @@ def test_hints_inside_a_root_that_is_a_run_need_no_full_pass(
     monkeypatch.setattr(mon2, "_full_pass", lambda: passes2.append(1) or real_full2())
     mon2._refresh_paths([str(tmp_path / "elsewhere.txt")])
     assert passes2 == [1]
+
+
+@pytest.mark.parametrize("nan_at", [0, 5, 32, 63])
+def test_a_nan_in_the_spike_window_gives_no_verdict_on_both_paths(nan_at: int) -> None:
+    from mudpuppy_monitor.core.markers import spike_indices
+
+    window = [1.0 + 0.01 * (i % 3) for i in range(64)]
+    window[nan_at] = math.nan
+    live = np.array(window + [100.0])  # one new value: the small path
+    batch = np.array(window + [100.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # six: the vectorized path
+    assert spike_indices(live, 64).tolist() == []
+    assert spike_indices(batch, 64).tolist() == []
+    clean = np.array([1.0 + 0.01 * (i % 3) for i in range(64)] + [100.0])
+    assert spike_indices(clean, 64).tolist() == [64]

@@ -62,12 +62,17 @@ def spike_indices(values: np.ndarray, start: int) -> np.ndarray:
 def _spikes_small(values: np.ndarray, first: int) -> np.ndarray:
     """The same rule for a few new values (live appends), without numpy's per-call overhead."""
     w = SPIKE_WINDOW
-    ref = sorted(values[first - w : first].tolist())
+    ref = values[first - w : first].tolist()
+    if any(x != x for x in ref):
+        # a NaN in the window: no verdict (np.median gives NaN there too); sorting a list with
+        # NaN would give an arbitrary order and a made-up median
+        return np.empty(0, dtype=np.int64)
+    ref.sort()
     med = (ref[w // 2 - 1] + ref[w // 2]) / 2
     dev = sorted(abs(x - med) for x in ref)
     mad = (dev[w // 2 - 1] + dev[w // 2]) / 2
     thr = med + max(SPIKE_K * MAD_TO_SIGMA * mad, SPIKE_REL * abs(med))
-    if thr != thr:  # a NaN in the window: no verdict
+    if thr != thr:  # infinities in the window (inf - inf): no verdict either
         return np.empty(0, dtype=np.int64)
     hits = [i for i, x in enumerate(values[first:].tolist()) if x > thr]
     return np.array(hits, dtype=np.int64) + first
