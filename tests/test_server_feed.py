@@ -160,3 +160,39 @@ def test_lora_is_looked_at_only_when_the_run_has_a_new_event(tmp_path, monkeypat
     cell = lora["layers"]["model.layers.0.q_proj"]
     assert (cell["A"], cell["B"]) == (2.0, 0.25) and math.isnan(cell["update"])
     assert len(calls) == 2
+
+
+def test_gpu_attribution_wire_shape_is_written_by_the_server(monkeypatch):
+    from mudpuppy_monitor.gpu import records
+    from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
+
+    def not_the_wire(self):
+        raise AssertionError("the GPU records' to_dict is not the protocol")
+
+    for cls in (records.Attribution, records.RunOnDevice, records.GpuProcess):
+        monkeypatch.setattr(cls, "to_dict", not_the_wire)
+    gib = 1024**3
+    sample = GpuSample(
+        index=0,
+        name="NVIDIA H100",
+        uuid="GPU-0",
+        t=1.0,
+        processes=(GpuProcess(4242, 2 * gib), GpuProcess(999, gib)),
+    )
+    run = {"id": "a", "pid": 4242, "gpus": [], "host": "box", "status": "running"}
+    got = feed.attribution_dict([sample], [run], hostname="box", ppid_of=lambda pid: None)
+    assert got == {
+        "0": {
+            "runs": ["a"],
+            "evidence": [
+                {
+                    "run_id": "a",
+                    "reason": "pid",
+                    "processes": [{"pid": 4242, "used_bytes": 2 * gib}],
+                    "used_bytes": 2 * gib,
+                }
+            ],
+            "others": [{"pid": 999, "used_bytes": gib}],
+            "others_used_bytes": gib,
+        }
+    }

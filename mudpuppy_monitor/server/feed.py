@@ -274,17 +274,32 @@ def history_columns(samples: list[Any]) -> dict[str, list[Any]]:
     return {f: [getattr(s, f, None) for s in samples] for f in HISTORY_FIELDS}
 
 
-def attribution_dict(samples: list[Any], runs: Any) -> dict[str, Any]:
+def attribution_dict(samples: list[Any], runs: Any, **attribute_kw: Any) -> dict[str, Any]:
     """Per device index (as a string key): `runs` (ids), `evidence` (how each run was found,
-    its processes and memory), `others` (processes of no run) and their memory."""
+    its processes and memory), `others` (processes of no run) and their memory.
+
+    The wire shape of docs/protocol.md is written here, field by field, and nowhere else: the
+    GPU records' own `to_dict` methods are not part of the protocol."""
     from mudpuppy_monitor.gpu import attribute
 
     out: dict[str, Any] = {}
-    for index, attr in attribute(samples, runs).items():
+    for index, attr in attribute(samples, runs, **attribute_kw).items():
         out[str(index)] = {
-            "runs": list(attr.run_ids),
-            "evidence": [r.to_dict() for r in attr.runs],
-            "others": [p.to_dict() for p in attr.others],
+            "runs": [r.run_id for r in attr.runs],
+            "evidence": [
+                {
+                    "run_id": r.run_id,
+                    "reason": r.reason,
+                    "processes": [_process(p) for p in r.processes],
+                    "used_bytes": r.used_bytes,
+                }
+                for r in attr.runs
+            ],
+            "others": [_process(p) for p in attr.others],
             "others_used_bytes": attr.others_used_bytes,
         }
     return out
+
+
+def _process(p: Any) -> dict[str, Any]:
+    return {"pid": p.pid, "used_bytes": p.used_bytes}
