@@ -452,3 +452,27 @@ def test_a_nan_in_the_spike_window_gives_no_verdict_on_both_paths(nan_at: int) -
     assert spike_indices(batch, 64).tolist() == []
     clean = np.array([1.0 + 0.01 * (i % 3) for i in range(64)] + [100.0])
     assert spike_indices(clean, 64).tolist() == [64]
+
+
+def test_end_restart_and_checkpoint_markers_survive_the_marker_cap(tmp_path: Path) -> None:
+    from mudpuppy_monitor.core.markers import MAX_MARKERS
+
+    lines = [ev(0, "start")]
+    n = 2 * MAX_MARKERS + 100
+    for i in range(n):  # NaN, 1.0, NaN, 1.0 ...: one nonfinite streak per pair
+        lines.append(ev(i + 1, "metrics", step=i, values={"x": math.nan if i % 2 == 0 else 1.0}))
+    lines += [
+        ev(n + 1, "checkpoint", step=n, path="ckpt"),
+        ev(n + 2, "end", step=n, status="interrupted"),
+        ev(n + 3, "start", resumed_from=n),
+        ev(n + 4, "metrics", step=n + 1, values={"x": math.nan}),
+        ev(n + 5, "end", step=n + 1, status="completed"),
+    ]
+    _native_run(tmp_path, lines)
+    mon = Monitor(tmp_path, clock=lambda: T0, parallel=False)
+    mon.refresh()
+    markers = mon.detail("run")["markers"]  # type: ignore[index]
+    kinds = [m["kind"] for m in markers]
+    assert kinds.count("nonfinite") == MAX_MARKERS
+    assert kinds[MAX_MARKERS:] == ["checkpoint", "end", "restart", "end"]
+    assert [m["step"] for m in markers[MAX_MARKERS:]] == [n, n, n, n + 1]

@@ -16,7 +16,10 @@ SPIKE_WINDOW = 64
 SPIKE_K = 6.0
 SPIKE_REL = 0.10
 MAD_TO_SIGMA = 1.4826
-MAX_MARKERS = 10_000  # per run; a series flapping NaN/finite must not grow this without bound
+# per run, nonfinite + spike markers: a series flapping NaN/finite must not grow the list without
+# bound; end, restart and checkpoint markers are never capped
+MAX_MARKERS = 10_000
+CAPPED_KINDS = frozenset({"nonfinite", "spike"})
 
 
 def marker(kind: str, step: int | None, t: float | None, series: str | None, detail: str) -> dict:

@@ -36,6 +36,7 @@ class RunState:
         self.progress = Table()  # step and time only: keeps step/ETA moving between logs
         self.lora = LoraStore()
         self.markers: list[dict[str, Any]] = []
+        self._capped_markers = 0  # nonfinite + spike markers held (at most MAX_MARKERS)
         self.bad_lines = 0
         self.last_bad: str | None = None  # why the latest bad line was refused
         self.errors: dict[str, str] = {}  # per file: why it could not be read
@@ -149,8 +150,13 @@ class RunState:
             self.add_marker(m)
 
     def add_marker(self, m: dict[str, Any]) -> None:
-        if len(self.markers) < mk.MAX_MARKERS:
-            self.markers.append(m)
+        # only the kinds a value stream can produce without bound are capped; end, restart and
+        # checkpoint markers are few (one per event or directory) and must never be dropped
+        if m["kind"] in mk.CAPPED_KINDS:
+            if self._capped_markers >= mk.MAX_MARKERS:
+                return
+            self._capped_markers += 1
+        self.markers.append(m)
 
     def _note(self, step: int | None, t: float | None) -> None:
         if step is not None:
