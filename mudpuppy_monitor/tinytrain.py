@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,13 +105,16 @@ def build_tiny_trainer(
     """A ready `transformers.Trainer` that records into `<root>/<name>` via MonitorCallback.
 
     `output_dir` (checkpoints) defaults to a fresh temporary directory outside `root`, so the
-    monitor does not also discover the checkpoints as an HF output directory.
+    monitor does not also discover the checkpoints as an HF output directory. That directory
+    belongs to the trainer: it is removed when the trainer is garbage-collected, or at
+    interpreter exit at the latest. A given `output_dir` belongs to the caller and is kept.
     """
     from mudpuppy_callback import MonitorCallback
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
+    temporary = None
     if output_dir is None:
-        output_dir = tempfile.mkdtemp(prefix="mudpuppy-tiny-")
+        output_dir = temporary = tempfile.mkdtemp(prefix="mudpuppy-tiny-")
     model = build_tiny_model(lora=lora, seed=seed)
     args = TrainingArguments(
         output_dir=os.fspath(output_dir),
@@ -148,6 +152,9 @@ def build_tiny_trainer(
     )
     # With the progress bar off, transformers prints every log dict; the run dir has them.
     trainer.remove_callback(PrinterCallback)
+    if temporary is not None:
+        # Not at the end of train(): checkpoints stay readable while the trainer is in use.
+        weakref.finalize(trainer, shutil.rmtree, temporary, ignore_errors=True)
     return trainer
 
 
@@ -169,25 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-lora", action="store_true", help="full fine-tune instead of LoRA")
     ns = parser.parse_args(argv)
     _quiet_libraries()
-    output_dir = ns.output_dir or tempfile.mkdtemp(prefix="mudpuppy-tiny-")
-    try:
-        trainer = build_tiny_trainer(
-            ns.root,
-            ns.name,
-            steps=ns.steps,
-            lr=ns.lr,
-            eval_every=ns.eval_every,
-            save_every=ns.save_every,
-            lora=not ns.no_lora,
-            lora_every=ns.lora_every,
-            seed=ns.seed,
-            output_dir=output_dir,
-            step_delay_s=ns.step_delay,
-        )
-        trainer.train()
-    finally:
-        if ns.output_dir is None:
-            shutil.rmtree(output_dir, ignore_errors=True)
+    trainer = build_tiny_trainer(
+        ns.root,
+        ns.name,
+        steps=ns.steps,
+        lr=ns.lr,
+        eval_every=ns.eval_every,
+        save_every=ns.save_every,
+        lora=not ns.no_lora,
+        lora_every=ns.lora_every,
+        seed=ns.seed,
+        output_dir=ns.output_dir,  # None: a temporary directory, removed with the trainer
+        step_delay_s=ns.step_delay,
+    )
+    trainer.train()
     return 0
 
 

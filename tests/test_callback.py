@@ -450,6 +450,25 @@ def test_tinytrain_command_line(tmp_path: Path) -> None:
     assert not Path(meta["config"]["output_dir"]).exists()
 
 
+def test_default_output_dir_is_removed_with_the_trainer(tmp_path: Path) -> None:
+    import gc
+
+    trainer = build_tiny_trainer(tmp_path / "runs", "t", steps=2, save_every=2, lora_every=0)
+    out = Path(trainer.args.output_dir)
+    assert out.name.startswith("mudpuppy-tiny-") and tmp_path not in out.parents
+    trainer.train()
+    assert (out / "checkpoint-2").is_dir()  # still there while the trainer is in use
+    del trainer
+    gc.collect()
+    assert not out.exists()
+    given = tmp_path / "mine"
+    trainer = build_tiny_trainer(tmp_path / "runs", "u", steps=1, lora_every=0, output_dir=given)
+    trainer.train()
+    del trainer
+    gc.collect()
+    assert given.is_dir()  # a directory the caller named is the caller's
+
+
 def test_resumed_training_appends_to_the_same_run(tmp_path: Path) -> None:
     first = build_tiny_trainer(
         tmp_path / "runs", "r", steps=4, save_every=4, output_dir=tmp_path / "o"
