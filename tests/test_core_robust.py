@@ -476,3 +476,29 @@ def test_end_restart_and_checkpoint_markers_survive_the_marker_cap(tmp_path: Pat
     assert kinds.count("nonfinite") == MAX_MARKERS
     assert kinds[MAX_MARKERS:] == ["checkpoint", "end", "restart", "end"]
     assert [m["step"] for m in markers[MAX_MARKERS:]] == [n, n, n, n + 1]
+
+
+def test_meta_ppid_and_world_size_reach_the_summary_and_gpu_attribution(tmp_path: Path) -> None:
+    from mudpuppy_monitor.gpu.attribution import attribute
+    from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
+
+    single = _native_run(tmp_path, [good(0, 0, 1.0)], "single")
+    (single / "meta.json").write_text(
+        json.dumps({"pid": 100, "ppid": 50, "world_size": 1, "host": "h"})
+    )
+    odd = _native_run(tmp_path, [good(0, 0, 1.0)], "odd")
+    (odd / "meta.json").write_text(json.dumps({"pid": 7, "ppid": True, "world_size": "2"}))
+    mon = Monitor(tmp_path, clock=lambda: T0, pid_alive=lambda pid: True, host="h")
+    mon.refresh()
+    s = mon.summary("single")
+    assert s is not None and (s.pid, s.ppid, s.world_size) == (100, 50, 1)
+    d = s.to_dict()
+    assert (d["ppid"], d["world_size"]) == (50, 1)
+    o = mon.summary("odd")
+    assert o is not None and (o.ppid, o.world_size) == (None, None)
+    # another program started from the same shell (parent 50) is not this run's sibling
+    sample = GpuSample(
+        index=0, name="x", uuid="GPU-0", t=T0, processes=(GpuProcess(pid=300, used_bytes=1),)
+    )
+    got = attribute([sample], [s], hostname="h", ppid_of={300: 50, 100: 50}.get)
+    assert got[0].runs == () and [p.pid for p in got[0].others] == [300]

@@ -18,11 +18,18 @@ from mudpuppy_monitor.core.summary import RunSummary
 LR_KEYS = ("learning_rate", "lr")
 
 
+def _pid(v: object) -> int | None:
+    # a pid outside pid_t would make os.kill raise OverflowError
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 else None
+
+
+def _count(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 else None
+
+
 def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
     meta = run.meta
-    pid = meta.get("pid")
-    # a pid outside pid_t would make os.kill raise OverflowError
-    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
+    pid = _pid(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     local_pid = pid if pid is not None and (run_host is None or run_host == host) else None
     last_t = run.last_event_t
@@ -87,6 +94,8 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
         bad_lines=run.bad_lines,
         host=run_host,
         pid=pid,
+        ppid=_pid(meta.get("ppid")),
+        world_size=_count(meta.get("world_size")),
         gpus=gpus,
         error=error,
         nonfinite=run.nonfinite,

@@ -37,6 +37,8 @@ class RunSummary:
     bad_lines: int = 0
     host: str | None = None
     pid: int | None = None
+    ppid: int | None = None  # meta `ppid`: the writer's parent (torchrun's agent under torchrun)
+    world_size: int | None = None  # meta `world_size`: 1 = a single process, no sibling workers
     gpus: list[str] = field(default_factory=list)
     error: str | None = None
     nonfinite: int = 0
