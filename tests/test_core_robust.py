@@ -502,3 +502,23 @@ def test_meta_ppid_and_world_size_reach_the_summary_and_gpu_attribution(tmp_path
     )
     got = attribute([sample], [s], hostname="h", ppid_of={300: 50, 100: 50}.get)
     assert got[0].runs == () and [p.pid for p in got[0].others] == [300]
+
+
+def test_a_run_without_events_or_pid_is_unknown_not_running(tmp_path: Path) -> None:
+    (tmp_path / "meta-only").mkdir()
+    (tmp_path / "meta-only" / "meta.json").write_text('{"name": "m", "created": 1700000000.0}')
+    _native_run(tmp_path, [b"garbage\n", b"{not json\n"], "garbage")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "events.jsonl").write_bytes(b"")
+    alive = _native_run(tmp_path, [], "alive-no-events")
+    (alive / "meta.json").write_text('{"pid": 100, "host": "h"}')
+    mon = Monitor(tmp_path, clock=lambda: T0, pid_alive=lambda pid: True, host="h")
+    mon.refresh()
+    got = {s.id: s.status for s in mon.summaries()}
+    assert got == {
+        "meta-only": "unknown",
+        "garbage": "unknown",
+        "empty": "unknown",
+        "alive-no-events": "running",  # its writer is alive on this host: just starting
+    }
+    assert mon.summary("garbage").bad_lines == 2  # type: ignore[union-attr]

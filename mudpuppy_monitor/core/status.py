@@ -6,7 +6,7 @@
 - `stalled`: alive (or unknowable) but silent for longer than the stall window:
   max(60 s, 10 x the median gap between its recent events).
 - `unknown`: no pid to check (another host, or a foreign source) and silent for much longer:
-  max(15 min, 3 x the stall window).
+  max(15 min, 3 x the stall window), or no event read at all (only meta.json, only bad lines).
 - `running`: everything else.
 """
 
@@ -70,7 +70,9 @@ def run_status(
             return "crashed"
         return "stalled" if silence_s is not None and silence_s > window else "running"
     if silence_s is None:
-        return "running"
+        # no event ever read (only meta.json, an empty or all-garbage events file) and no pid to
+        # check: nothing says it is running
+        return "unknown"
     if silence_s > max(MIN_UNKNOWN_S, UNKNOWN_WINDOWS * window):
         return "unknown"
     return "stalled" if silence_s > window else "running"
