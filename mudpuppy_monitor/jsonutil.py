@@ -17,7 +17,8 @@ _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def json_safe(obj: Any) -> Any:
-    """A copy of obj in which every non-finite float is a string."""
+    """obj with every non-finite float as a string. Containers are copied, except a list of
+    finite numbers, which is returned as it is (the caller must not change it afterwards)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else encode_number(obj)
     if isinstance(obj, dict):
