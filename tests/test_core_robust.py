@@ -522,3 +522,25 @@ def test_a_run_without_events_or_pid_is_unknown_not_running(tmp_path: Path) -> N
         "alive-no-events": "running",  # its writer is alive on this host: just starting
     }
     assert mon.summary("garbage").bad_lines == 2  # type: ignore[union-attr]
+
+
+def test_the_periodic_status_check_builds_no_summaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mudpuppy_monitor.core import queries
+
+    _native_run(tmp_path, [good(0, 0, 1.0), good(1, 1, 0.5)])
+    now = {"t": T0 + 1}
+    mon = Monitor(tmp_path, clock=lambda: now["t"], parallel=False)
+    built: list[str] = []
+    real = queries.make_summary
+    monkeypatch.setattr(
+        queries, "make_summary", lambda run, *a: built.append(run.id) or real(run, *a)
+    )
+    assert mon.refresh() == {"run"}
+    now["t"] = T0 + 3600  # silent for an hour: stalled -> unknown
+    assert mon.refresh() == {"run"}
+    assert mon.refresh() == set()
+    assert built == []
+    assert mon.summary("run").status == "unknown"  # type: ignore[union-attr]
+    assert built == ["run"]

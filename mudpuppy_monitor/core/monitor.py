@@ -204,8 +204,12 @@ class Monitor:
             entry = self._runs.get(run_id)
             if entry is None:
                 continue
-            with self._lock:
-                status = queries.make_summary(entry.state, now, self.pid_alive, self.host).status
+            try:
+                with self._lock:
+                    status = queries.run_status(entry.state, now, self.pid_alive, self.host)
+            except Exception as exc:  # noqa: BLE001 - see _poll
+                self._read_failed(entry.state, exc)
+                continue
             if self._statuses.get(run_id) != status:
                 self._statuses[run_id] = status
                 out.add(run_id)

@@ -27,18 +27,31 @@ def _count(v: object) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 else None
 
 
-def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
+def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> str:
+    """The status alone: what the periodic pass compares every second, without a summary."""
     meta = run.meta
     pid = _pid(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     local_pid = pid if pid is not None and (run_host is None or run_host == host) else None
     last_t = run.last_event_t
     silence = None if last_t is None else max(0.0, now - last_t)
-    gap = run.typical_gap()
     ended = run.end["status"] if run.end else ("completed" if run.finished else None)
-    status = st.run_status(
-        ended=ended, silence_s=silence, gap_s=gap, local_pid=local_pid, pid_alive=pid_alive
+    return st.run_status(
+        ended=ended,
+        silence_s=silence,
+        gap_s=run.typical_gap(),  # cached until more events arrive
+        local_pid=local_pid,
+        pid_alive=pid_alive,
     )
+
+
+def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
+    meta = run.meta
+    pid = _pid(meta.get("pid"))
+    run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
+    last_t = run.last_event_t
+    silence = None if last_t is None else max(0.0, now - last_t)
+    status = run_status(run, now, pid_alive, host)
     steps_per_s, tokens_per_s = run.rates()
     if steps_per_s is None:
         steps_per_s = run.rate_hint
