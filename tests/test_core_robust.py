@@ -544,3 +544,30 @@ def test_the_periodic_status_check_builds_no_summaries(
     assert built == []
     assert mon.summary("run").status == "unknown"  # type: ignore[union-attr]
     assert built == ["run"]
+
+
+def test_an_unchanged_file_costs_one_stat_not_an_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mudpuppy_monitor.core.tail as tail
+
+    d = _native_run(tmp_path, [good(0, 0, 1.0)])
+    lf = tmp_path / "lf"
+    lf.mkdir()
+    (lf / "trainer_log.jsonl").write_text('{"current_steps": 1, "loss": 2.0}\n')
+    opened: list[str] = []
+    real_open = tail.open_regular
+    monkeypatch.setattr(
+        tail, "open_regular", lambda p, r: opened.append(os.path.basename(p)) or real_open(p, r)
+    )
+    mon = Monitor(tmp_path, poll=True, clock=lambda: T0, parallel=False)
+    mon.refresh()
+    assert sorted(opened) == ["events.jsonl", "trainer_log.jsonl"]
+    opened.clear()
+    assert mon._refresh_known() == set()
+    assert opened == []
+    with open(d / "events.jsonl", "ab") as f:
+        f.write(good(1, 1, 0.5))
+    assert mon._refresh_known() == {"run"}
+    assert opened == ["events.jsonl"]
+    assert mon.series("run", ["loss"])["loss"]["y"] == [1.0, 0.5]
