@@ -23,7 +23,6 @@ MAX_DEPTH = 4
 TRAINER_STATE = "trainer_state.json"
 TRAINER_LOG = "trainer_log.jsonl"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_ID_PART = re.compile(r"^[^/\\\x00]+$")
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,3 @@ def discover(root: str, root_name: str | None = None) -> dict[str, Found]:
         for name, sub in dirs:
             stack.append((sub, f"{rel}/{name}" if rel else name, depth + 1))
     return found
-
-
-def valid_run_id(run_id: str) -> bool:
-    parts = run_id.split("/")
-    return 0 < len(parts) <= MAX_DEPTH and all(
-        _ID_PART.match(p) and p not in (".", "..") for p in parts
-    )

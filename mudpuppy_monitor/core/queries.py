@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -235,7 +234,3 @@ def _rows_from(
         for s, t, v in zip(s_list, t_list, col.tolist(), strict=True):
             if not math.isnan(v):
                 yield (name, s, t, v)
-
-
-def run_name(path: str) -> str:
-    return os.path.basename(path.rstrip(os.sep))

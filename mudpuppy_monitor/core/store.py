@@ -9,8 +9,6 @@ that is 8 bytes per value plus 16 shared bytes per row (4 per point).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 _GROWTH = 1.5  # capacity factor: 1.5 keeps the slack at <= 50 %, still amortized O(1)
@@ -65,9 +63,6 @@ class Column:
         if self.rows is None:
             return slice(self.row0, self.row0 + self.n)
         return self.rows[: self.n]
-
-    def nbytes(self) -> int:
-        return self.values.nbytes + (self.rows.nbytes if self.rows is not None else 0)
 
 
 class Table:
@@ -132,12 +127,6 @@ class Table:
         col = self.columns.get(name)
         return 0 if col is None else col.n
 
-    def names(self) -> Iterator[str]:
-        return iter(self.columns)
-
-    def nbytes(self) -> int:
-        return self.step.nbytes + self.t.nbytes + sum(c.nbytes() for c in self.columns.values())
-
 
 class LoraStore:
     """LoRA norm snapshots: per key ("A", "B", "update", ...) a snapshot x layer matrix.
@@ -177,9 +166,3 @@ class LoraStore:
                     got = self.data[key] = np.full((cap, width), np.nan)
                 got[n, j] = value
         self.n = n + 1
-
-    def snapshot(self, i: int) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        for name, j in self.layers.items():
-            out[name] = {key: float(mat[i, j]) for key, mat in self.data.items()}
-        return out

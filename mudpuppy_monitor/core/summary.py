@@ -9,7 +9,6 @@ from typing import Any
 from mudpuppy_monitor.jsonutil import json_safe
 
 STATUSES = ("running", "stalled", "completed", "failed", "interrupted", "crashed", "unknown")
-SOURCES = ("native", "hf-trainer-state", "llamafactory")
 
 
 @dataclass(frozen=True)
