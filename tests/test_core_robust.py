@@ -56,6 +56,9 @@ def _native_run(root: Path, lines: list[bytes], name: str = "run") -> Path:
 
 
 def test_steps_beyond_int64_are_bad_lines_and_the_rest_is_read(tmp_path: Path) -> None:
+    for bad in BAD_STEPS:  # the reference decoder refuses them too: both paths agree
+        with pytest.raises(FormatError):
+            decode_line(bad)
     lines = [good(0, 0, 1.0)]
     for i, bad in enumerate(BAD_STEPS):
         lines += [bad, good(i + 1, i + 1, 2.0 + i)]
