@@ -264,3 +264,20 @@ def test_transformers5_train_rows_with_runtime_keep_their_loss_and_do_not_end_th
     (run / "trainer_state.json").write_text(json.dumps(state))
     mon.refresh()
     assert mon.summary("job").status == "completed"
+
+
+def test_trainer_state_with_bare_nan_tokens_keeps_updating(tmp_path: Path) -> None:
+    # json.dump (as transformers writes trainer_state.json) puts bare NaN for a NaN loss
+    run = tmp_path / "job"
+    run.mkdir()
+    rows = [{"step": 1, "loss": 2.5, "epoch": 0.1}, {"step": 2, "loss": math.nan, "epoch": 0.2}]
+    state = {"log_history": rows, "max_steps": 10, "global_step": 2}
+    (run / "trainer_state.json").write_text(json.dumps(state))
+    assert "NaN" in (run / "trainer_state.json").read_text()
+    mon = Monitor(tmp_path, pid_alive=lambda pid: True)
+    mon.refresh()
+    loss = mon.series("job", ["loss"])["loss"]
+    assert loss["x"] == [1, 2]
+    assert loss["y"][0] == 2.5 and math.isnan(loss["y"][1])
+    assert not mon.detail("job")["errors"]
+    assert mon.summary("job").nonfinite == 1

@@ -10,6 +10,7 @@ trainer_state.json, trainer_log.jsonl).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat as stat_mod
 from typing import Any
@@ -87,4 +88,10 @@ def read_json_file(path: str, limit: int, root: str | None) -> tuple[Any, str | 
     try:
         return orjson.loads(data), None
     except orjson.JSONDecodeError:
+        pass
+    # Python's json.dump (so transformers' trainer_state.json) writes bare NaN/Infinity for a
+    # NaN loss; orjson refuses those tokens, the standard parser takes them.
+    try:
+        return json.loads(data), None
+    except (ValueError, RecursionError):
         return None, f"{os.path.basename(path)}: not valid JSON (yet)"
