@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from tests.serverutil import RunDir, LiveServer
+from tests.serverutil import LiveServer, RunDir
 from tests.test_web_dashboard import ARGS, CHROMIUM, Page
 
 pytestmark = pytest.mark.skipif(
@@ -80,7 +80,7 @@ GATE = """
 """
 
 
-def write_root(root):
+def write_root(root) -> dict[str, RunDir]:
     flat = RunDir(root, "flat", max_steps=100, start=False)
     flat.append("start", t=T0)
     for s in range(1, 41):
@@ -89,17 +89,22 @@ def write_root(root):
     calm.append("start", t=T0)
     for s in range(1, 11):
         calm.metrics(s, t=T0 + s, loss=2.0 - s / 10)
-    return root
+    grower = RunDir(root, "grower", max_steps=100)
+    for s in range(1, 21):
+        grower.metrics(s, loss=1.0 + 1.0 / s)
+    return {r.id: r for r in (flat, calm, grower)}
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return write_root(tmp_path_factory.mktemp("runs"))
+def runs(tmp_path_factory):
+    """The runs of the module's server, to append to (each test appends to its own run)."""
+    root = tmp_path_factory.mktemp("runs")
+    return root, write_root(root)
 
 
 @pytest.fixture(scope="module")
-def server(root):
-    with LiveServer(root, gpu="fake") as srv:
+def server(runs):
+    with LiveServer(runs[0], gpu="fake") as srv:
         yield srv
 
 
@@ -124,9 +129,7 @@ class GatedPage(Page):
             self.ctx.add_init_script(setup)
         self.ctx.route(
             "**/__probe.js",
-            lambda route: route.fulfill(
-                status=200, content_type="text/javascript", body=PROBE_JS
-            ),
+            lambda route: route.fulfill(status=200, content_type="text/javascript", body=PROBE_JS),
         )
         self.page = self.ctx.new_page()
         self.errors: list[str] = []
@@ -170,7 +173,13 @@ def test_ticks_end_for_ranges_below_the_float_spacing(dash):
     assert dash.probe("axis.js", "niceTicks", -3, 7, 4)["value"] == [-2, 0, 2, 4, 6]
     assert dash.probe("axis.js", "logTicks", -1, 3, 4)["value"] == [-1, 0, 1, 2, 3]
     assert dash.probe("axis.js", "timeTicks", 0, 3600, 6)["value"] == [
-        0, 600, 1200, 1800, 2400, 3000, 3600,
+        0,
+        600,
+        1200,
+        1800,
+        2400,
+        3000,
+        3600,
     ]
 
 
@@ -183,3 +192,56 @@ def test_a_flat_line_with_float_noise_gets_a_padded_range(dash):
     assert s["ymin"] == pytest.approx(FLAT - pad, abs=1e-9)
     assert s["ymax"] == pytest.approx(FLAT_UP + pad, abs=1e-9)
     assert dash.errors == []
+
+
+def test_a_run_checked_again_is_fetched_with_what_was_written_while_it_was_off(dash, runs):
+    dash.page.click('#run-list li[data-id="calm"] .name')  # the focused run stays subscribed
+    dash.wait("s => s.focused === 'calm' && s.held.includes('grower') && s.pending === 0")
+    assert dash.xs("grower") == list(range(1, 21))
+    dash.page.uncheck('#run-list li[data-id="grower"] input')
+    dash.wait("s => !s.overlaid.includes('grower')")
+    assert "grower" not in dash.stats()["held"]  # no stream for it: nothing stale is kept
+    run = runs[1]["grower"]
+    for s in range(21, 26):
+        run.metrics(s, loss=1.0 + 1.0 / s)
+    dash.page.wait_for_function(
+        "() => window.__mudpuppy.app.store.summaries.get('grower')?.step === 25"
+    )
+    dash.page.check('#run-list li[data-id="grower"] input')
+    dash.page.wait_for_function(
+        "() => (window.__mudpuppy.xs('grower', 'loss') || []).length === 25", timeout=5000
+    )
+    assert dash.xs("grower") == list(range(1, 26))
+    dash.wait("s => s.charts.loss.series.some(x => x.key === 'grower\\u0000loss' && x.last === 25)")
+
+
+def test_a_load_in_flight_across_a_restart_is_asked_again(browser, tmp_path):
+    run = RunDir(tmp_path, "survivor", max_steps=100)
+    for s in range(1, 21):
+        run.metrics(s, loss=1.0 + 1.0 / s)
+    with LiveServer(tmp_path) as server:
+        dash = GatedPage(browser, server)
+        dash.wait("s => s.pending === 0 && s.loads === 1")
+        assert dash.xs("survivor") == list(range(1, 21))
+        # a reload asked before the outage and answered late: it holds the 20 points of then
+        dash.page.evaluate("window.__gate.match = 'api/runs/survivor'")
+        dash.page.evaluate("() => { window.__mudpuppy.app.store.load('survivor', 'step'); }")
+        dash.page.wait_for_function("() => window.__gate.held.length === 1")
+        server.stop()
+        dash.wait("s => s.conn === 'reconnecting' || s.conn === 'disconnected'")
+        for s in range(21, 26):  # written while the daemon is down
+            run.metrics(s, loss=1.0 + 1.0 / s)
+        server.start()
+        dash.wait("s => s.conn === 'live' && s.snapshots === 2", timeout=20_000)
+        # the snapshot's reload is a new request (the gate reads the server's answer then)
+        dash.page.wait_for_function("() => window.__gate.asked.length >= 2", timeout=5000)
+        dash.page.evaluate("window.__gate.match = null; window.__gate.release()")
+        dash.page.wait_for_function(
+            "() => window.__mudpuppy.stats().pending === 0 && window.__gate.release() === 0"
+        )
+        dash.page.wait_for_function(
+            "() => window.__mudpuppy.xs('survivor', 'loss').length === 25", timeout=5000
+        )
+        assert dash.xs("survivor") == list(range(1, 26))
+        assert dash.errors == []
+        dash.close()

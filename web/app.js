@@ -172,17 +172,16 @@ class App {
       this.gpu.setAll({ ...m.gpus, history: null });
       this.mark("gpu");
     }
-    for (const id of [...this.selected]) if (!this.store.summaries.has(id)) this.selected.delete(id);
-    this.autoSelect(runs);
     if (this.snapshots > 1) {
-      // reconnect or resync: the picture must equal a fresh load, so refetch what is shown
-      for (const id of [...this.store.data.keys()]) {
-        if (this.store.summaries.has(id)) this.store.load(id, this.xKind());
-        else this.store.data.delete(id);
-      }
+      // Reconnect or resync: the picture must equal a fresh load, so refetch what is held (the
+      // runs of the subscription the socket re-sent on open; removed runs are gone already).
+      // Forced: a load still in flight was asked of the old connection and misses the outage.
+      for (const id of [...this.store.data.keys()]) this.store.load(id, this.xKind(), { force: true });
       this.loadGpus();
       this.lora.focus(this.focused, this.hasLora(this.focused));
     }
+    for (const id of [...this.selected]) if (!this.store.summaries.has(id)) this.selected.delete(id);
+    this.autoSelect(runs);
     this.selectionChanged();
   }
 
@@ -194,7 +193,7 @@ class App {
       const old = this.store.summaries.get(s.id);
       if (!old) fresh.push(s);
       const d = this.store.data.get(s.id);
-      if (old && d && old.generation !== s.generation && d.xKind) this.store.load(s.id, d.xKind);
+      if (old && d && old.generation !== s.generation && d.xKind) this.store.load(s.id, d.xKind, { force: true });
       this.store.summaries.set(s.id, s);
       this.receivedAt.set(s.id, now);
       this.sidebar.pushSpark(s.id, s.loss);
@@ -241,7 +240,7 @@ class App {
   focus(id, byUser) {
     if (byUser) this.focusTouched = true;
     this.focused = id;
-    this.ensureLoaded();
+    this.selectionChanged(); // the focused run is subscribed (its LoRA columns stream) and loaded
     this.lora.focus(id, this.hasLora(id));
     this.mark("sidebar");
     this.mark("stat");
@@ -254,6 +253,13 @@ class App {
     return !d || !d.detail ? null : (d.detail.lora_layers || []).length > 0;
   }
 
+  // The runs the page streams and holds: the overlaid ones and the focused one.
+  wantedRuns() {
+    const ids = new Set(this.overlaid());
+    if (this.focused) ids.add(this.focused);
+    return ids;
+  }
+
   overlaid() {
     const out = [];
     for (const id of this.selected) {
@@ -264,10 +270,14 @@ class App {
   }
 
   selectionChanged() {
-    this.ensureLoaded();
-    const subs = new Set(this.overlaid());
-    if (this.focused) subs.add(this.focused);
+    const subs = this.wantedRuns();
+    // The server streams only subscribed runs and sends no catch-up when the subscription
+    // changes, so what is held of a run it stops streaming goes stale: drop it, and fetch it
+    // afresh when it is wanted again.
+    for (const id of [...this.store.data.keys()]) if (!subs.has(id)) this.store.data.delete(id);
+    // subscribe first: the stream then covers whatever follows the HTTP answers of the loads
     this.socket.subscribe([...subs].sort());
+    this.ensureLoaded();
     this.mark("sidebar");
     this.mark("charts");
     this.mark("stat");
@@ -279,9 +289,7 @@ class App {
 
   ensureLoaded() {
     const kind = this.xKind();
-    const ids = new Set(this.overlaid());
-    if (this.focused) ids.add(this.focused);
-    for (const id of ids) {
+    for (const id of this.wantedRuns()) {
       const d = this.store.data.get(id);
       if (!d || (d.xKind !== kind && !(d.loading && d.loadingKind === kind))) {
         this.store.load(id, kind);
@@ -379,7 +387,8 @@ class App {
       banner: this.banner.dataset.kind || "",
       zoomFetches: this.store.zoomFetches,
       droppedPoints: this.store.dropped,
-      loads: [...this.store.data.values()].reduce((a, d) => a + d.fetches, 0),
+      loads: this.store.loads,
+      held: [...this.store.data.keys()].sort(),
       pending: [...this.store.data.values()].filter((d) => d.loading).length,
       view: this.view,
       opts: { ...this.opts },

@@ -99,8 +99,10 @@ export class Socket {
   }
 
   subscribe(runs) {
+    const same = JSON.stringify(runs) === JSON.stringify(this.subscription);
     this.subscription = runs;
-    if (this.state === "live") this.sendSubscription();
+    // (re)sent on every open; while live only when it changed
+    if (this.state === "live" && !same) this.sendSubscription();
   }
 
   sendSubscription() {

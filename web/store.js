@@ -29,6 +29,7 @@ export class Store {
     this.points = 2000;
     this.zoomFetches = 0;
     this.dropped = 0; // streamed points skipped because we already had them
+    this.loads = 0; // loads completed, over the page's life
   }
 
   setSummaries(list, replace = false) {
@@ -55,9 +56,13 @@ export class Store {
 
   // Load (or reload) the series of a run at the requested x kind. Points arriving meanwhile are
   // queued and replayed after, so nothing is lost between the HTTP answer and the stream.
-  load(id, xKind) {
+  // A load already in flight for the same kind is reused unless `force`: after a reconnect that
+  // one may have been answered before the outage, and would miss what was written during it.
+  load(id, xKind, { force = false } = {}) {
     const d = this.runData(id);
-    if (d.loading && d.loadingKind === xKind) return d.loading;
+    if (!force && d.loading && d.loadingKind === xKind) return d.loading;
+    // what was queued so far arrived before this request was sent: its answer holds it
+    if (force) d.queued = [];
     d.loadingKind = xKind;
     const p = (async () => {
       try {
@@ -83,6 +88,7 @@ export class Store {
         }));
         d.zoom = null;
         d.fetches += 1;
+        this.loads += 1;
       } catch (err) {
         if (d.loading === p) console.warn(`mudpuppy: could not load ${id}: ${err.message}`);
       } finally {
