@@ -245,3 +245,44 @@ def test_a_load_in_flight_across_a_restart_is_asked_again(browser, tmp_path):
         assert dash.xs("survivor") == list(range(1, 26))
         assert dash.errors == []
         dash.close()
+
+
+def test_compaction_keeps_every_lone_non_finite_value_and_the_spikes(dash):
+    got = dash.page.evaluate(
+        """async () => {
+          const m = await import('/series.js');
+          const special = {1001: NaN, 2002: NaN, 3000: NaN, 3002: 99, 4003: -Infinity,
+                           5000: NaN, 5001: NaN, 5002: NaN, 5003: NaN, 6001: -5};
+          const b = new m.SeriesBuf();
+          for (let i = 0; i <= m.MAX_POINTS; i++) b.push(i, i in special ? special[i] : 1 + (i % 3) / 10);
+          const bad = [];
+          let hi = -Infinity, lo = Infinity, hiX = null, loX = null;
+          for (let i = 0; i < b.n; i++) {
+            const v = b.y[i];
+            if (!Number.isFinite(v)) bad.push([b.x[i], String(v)]);
+            else {
+              if (v > hi) { hi = v; hiX = b.x[i]; }
+              if (v < lo) { lo = v; loX = b.x[i]; }
+            }
+          }
+          let sorted = true;
+          for (let i = 1; i < b.n; i++) if (!(b.x[i] > b.x[i - 1])) sorted = false;
+          return {n: b.n, version: b.version, bad, hi, hiX, lo, loX, sorted};
+        }"""
+    )
+    assert got["version"] == 1  # compacted once
+    # the older 125,000 points are 31,250 groups of 4: 2 kept of an ordinary group, 3 of the
+    # five groups with a non-finite value; the newer 125,001 points are untouched
+    assert got["n"] == 31_250 * 2 + 5 + 125_001
+    assert got["bad"] == [
+        [1001, "NaN"],
+        [2002, "NaN"],
+        [3000, "NaN"],
+        [4003, "-Infinity"],
+        [5000, "NaN"],  # an all-NaN group keeps 3 of its 4
+        [5001, "NaN"],
+        [5002, "NaN"],
+    ]
+    assert (got["hi"], got["hiX"]) == (99, 3002)  # the spike beside a NaN
+    assert (got["lo"], got["loX"]) == (-5, 6001)
+    assert got["sorted"]

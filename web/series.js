@@ -55,26 +55,46 @@ export class SeriesBuf {
     this.y = ny;
   }
 
-  // Halve the older half by keeping the min and max of each run of 4 points (spikes survive).
+  // Shrink the older half: of each group of 4 points keep the finite min and max (spikes
+  // survive) and the first non-finite value (its marker and the break in the line survive),
+  // then any further non-finite ones while fewer than 3 are kept, so every compaction frees
+  // at least a quarter of the older half even when it is all NaN.
   compact() {
     const half = this.n >> 1;
+    const { x, y } = this;
     let w = 0;
     for (let i = 0; i + 3 < half; i += 4) {
-      let lo = i;
-      let hi = i;
-      for (let k = i + 1; k < i + 4; k += 1) {
-        const v = this.y[k];
-        if (!(v >= this.y[lo])) lo = k; // NaN wins "min" so non-finite points are kept
-        if (v > this.y[hi]) hi = k;
+      let lo = -1;
+      let hi = -1;
+      let bad = -1;
+      for (let k = i; k < i + 4; k += 1) {
+        const v = y[k];
+        if (v - v !== 0) {
+          if (bad < 0) bad = k;
+        } else {
+          if (lo < 0 || v < y[lo]) lo = k;
+          if (hi < 0 || v > y[hi]) hi = k;
+        }
       }
-      const a = Math.min(lo, hi);
-      const b = Math.max(lo, hi);
-      this.x[w] = this.x[a];
-      this.y[w] = this.y[a];
-      w += 1;
-      if (b !== a) {
-        this.x[w] = this.x[b];
-        this.y[w] = this.y[b];
+      const pick = [false, false, false, false];
+      let m = 0;
+      for (let k = i; k < i + 4; k += 1) {
+        if (k === lo || k === hi || k === bad) {
+          pick[k - i] = true;
+          m += 1;
+        }
+      }
+      for (let k = i; k < i + 4 && m < 3; k += 1) {
+        if (!pick[k - i] && y[k] - y[k] !== 0) {
+          pick[k - i] = true;
+          m += 1;
+        }
+      }
+      // in index order: w <= i, so a kept point is read before anything is written over it
+      for (let k = i; k < i + 4; k += 1) {
+        if (!pick[k - i]) continue;
+        x[w] = x[k];
+        y[w] = y[k];
         w += 1;
       }
     }
