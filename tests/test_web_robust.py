@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(
 T0 = 1_700_000_000.0
 FLAT = 10240.0
 FLAT_UP = math.nextafter(FLAT, math.inf)  # the next float: a flat line with float noise
+LAYERS = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]
 
 # a module worker that calls one export of one dashboard module and posts the result
 PROBE_JS = """
@@ -92,7 +93,16 @@ def write_root(root) -> dict[str, RunDir]:
     grower = RunDir(root, "grower", max_steps=100)
     for s in range(1, 21):
         grower.metrics(s, loss=1.0 + 1.0 / s)
-    return {r.id: r for r in (flat, calm, grower)}
+    adapters = RunDir(root, "adapters", max_steps=100)
+    for s in range(1, 41):
+        adapters.metrics(s, loss=2.0 - s / 40)
+        if s % 10 == 0:
+            adapters.lora(s, lora_norms(s))
+    return {r.id: r for r in (flat, calm, grower, adapters)}
+
+
+def lora_norms(step: int) -> dict[str, dict[str, float]]:
+    return {n: {"A": 1.0 + step / 100, "B": step / 1000, "update": step / 1e4} for n in LAYERS}
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +296,25 @@ def test_compaction_keeps_every_lone_non_finite_value_and_the_spikes(dash):
     assert (got["hi"], got["hiX"]) == (99, 3002)  # the spike beside a NaN
     assert (got["lo"], got["loX"]) == (-5, 6001)
     assert got["sorted"]
+
+
+def test_a_lora_column_streamed_while_the_matrix_is_fetched_is_kept(browser, server, runs):
+    dash = GatedPage(browser, server, match="api/runs/adapters/lora")
+    try:
+        dash.page.click('#run-list li[data-id="adapters"] .name')
+        dash.page.wait_for_function("() => window.__gate.held.length === 1")  # 4 columns, held
+        run = runs[1]["adapters"]
+        run.lora(50, lora_norms(50))  # streamed while the answer is on its way
+        run.metrics(51, loss=0.5)
+        dash.page.wait_for_function(
+            "() => window.__mudpuppy.app.store.summaries.get('adapters')?.step === 51"
+        )
+        dash.page.evaluate("window.__gate.release()")
+        dash.wait("s => s.lora.run === 'adapters' && s.lora.fetches === 1 && s.lora.steps > 0")
+        lora = dash.stats()["lora"]
+        assert (lora["layers"], lora["steps"]) == (2, 5)
+        steps = dash.page.evaluate("window.__mudpuppy.app.lora.m.steps")
+        assert steps == [10, 20, 30, 40, 50]
+        assert dash.errors == []
+    finally:
+        dash.close()

@@ -23,6 +23,8 @@ export class LoraPanel {
     this.seq = 0;
     this.fetches = 0;
     this.hasLora = null;
+    this.fetching = false; // a fetch of the matrix is in flight
+    this.queued = []; // lora messages that arrived meanwhile
     for (const b of root.querySelectorAll("[data-lora-mode]")) {
       b.addEventListener("click", () => {
         this.mode = b.dataset.loraMode;
@@ -42,8 +44,11 @@ export class LoraPanel {
     this.hasLora = hasLora;
     if (!same) this.m = null;
     const seq = ++this.seq;
+    this.fetching = false;
+    this.queued = [];
     this.schedule();
     if (!runId || !hasLora) return;
+    this.fetching = true;
     try {
       const got = await fetchLora(runId, MAX_COLUMNS);
       if (seq !== this.seq) return;
@@ -56,7 +61,15 @@ export class LoraPanel {
       };
       this.fetches += 1;
     } catch (err) {
-      console.warn(`mudpuppy: LoRA norms of ${runId}: ${err.message}`);
+      if (seq === this.seq) console.warn(`mudpuppy: LoRA norms of ${runId}: ${err.message}`);
+    } finally {
+      if (seq === this.seq) {
+        this.fetching = false;
+        // columns streamed while the answer was on its way: those past its last step are new
+        const q = this.queued;
+        this.queued = [];
+        if (this.m) for (const msg of q) this.addColumn(msg);
+      }
     }
     this.schedule();
   }
@@ -76,10 +89,12 @@ export class LoraPanel {
   // A `lora` message for the focused run: one new column.
   addColumn(msg) {
     if (msg.run !== this.runId) return;
-    if (!this.m) {
-      if (!this.hasLora) this.focus(this.runId, true); // the first norms of this run
+    if (!this.fetching && !this.m) this.focus(this.runId, true); // the first norms of this run
+    if (this.fetching) {
+      this.queued.push(msg); // replayed once the matrix is here
       return;
     }
+    if (!this.m) return;
     const names = Object.keys(msg.layers || {});
     if (names.some((n) => !this.m.layers.includes(n))) {
       this.focus(this.runId, true); // new layers: take the server's matrix
