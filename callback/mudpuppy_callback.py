@@ -153,6 +153,11 @@ def _encode_values(values: Mapping[str, float]) -> dict[str, float | str]:
     return {k: encode_number(v) for k, v in values.items()}
 
 
+# Configuration only (no state between calls): json.dumps with these options would build a new
+# encoder for every line, a measurable part of a log call.
+_LINE_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_line(event: Mapping[str, Any]) -> bytes:
     """One event as one line of strict JSON, newline included.
 
@@ -161,7 +166,7 @@ def encode_line(event: Mapping[str, Any]) -> bytes:
     """
     try:
         # Fast path: all numbers finite, nothing to rewrite (the C encoder does all the work).
-        text = json.dumps(event, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _LINE_ENCODER.encode(event)
     except ValueError:
         out = dict(event)
         if "values" in out:
@@ -170,7 +175,7 @@ def encode_line(event: Mapping[str, Any]) -> bytes:
             out["epoch"] = encode_number(out["epoch"])
         if "layers" in out:
             out["layers"] = {name: _encode_values(norms) for name, norms in out["layers"].items()}
-        text = json.dumps(out, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _LINE_ENCODER.encode(out)
     return text.encode("utf-8") + b"\n"
 
 
@@ -560,10 +565,12 @@ def _error_text(exc: BaseException) -> str:
 def _write_all(fd: int, data: bytes) -> None:
     # One write() for the whole line; the loop only runs when the kernel took part of it
     # (disk nearly full), and the next line then starts on a fresh line (see _reopen).
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    n = os.write(fd, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
 
 
 def _never_raises(method: Any) -> Any:
@@ -1120,20 +1127,20 @@ class LoraProbe:
             for (device, _, _, a_shape, b_shape), items in groups.items():
                 as_ = [a for _, a, _, _ in items]
                 bs = [b for _, _, b, _ in items]
-                parts = [_foreach_norm(torch, as_), _foreach_norm(torch, bs)]
+                mags = [m for *_, m in items if m is not None]
+                # every plain norm of the group in one call: A's, then B's, then magnitudes
+                parts = [_foreach_norm(torch, as_ + bs + mags)]
                 has_update = a_shape[0] == b_shape[1]
                 if has_update:
                     parts.append(_update_sq_norms(torch, device, as_, bs))
-                mags = [m for *_, m in items if m is not None]
-                if mags:
-                    parts.append(_foreach_norm(torch, mags))
                 flats.append((items, has_update, torch.cat(parts)))
             host = _host_lists(torch, [f for _, _, f in flats])
         out: dict[str, dict[str, float]] = {}
         for (items, has_update, _), vals in zip(flats, host, strict=True):
             n = len(items)
-            upd_sq = vals[2 * n : 3 * n] if has_update else []
-            mag_norms = iter(vals[(3 if has_update else 2) * n :])
+            n_mags = sum(1 for *_, mag in items if mag is not None)
+            mag_norms = iter(vals[2 * n : 2 * n + n_mags])
+            upd_sq = vals[2 * n + n_mags :] if has_update else []
             for i, (e, _, _, mag) in enumerate(items):
                 rec = out.setdefault(e.path, {})
                 p = e.prefix
@@ -1154,14 +1161,16 @@ def _update_sq_norms(torch: Any, device: Any, as_: list[Any], bs: list[Any]) -> 
     product. Both are symmetric, so the trace of their product is the sum of their elementwise
     product. It is also more accurate in float32 than the norm of the dense product.
     """
-    if device.type == "cpu":
-        # No kernel launches to save on the CPU, and stacking would copy the whole adapter set.
+    group_elements = len(as_) * (as_[0].numel() + bs[0].numel())  # one shape per group
+    if device.type == "cpu" and group_elements > 1 << 20:
+        # Large adapters on the CPU: stacking would copy the whole set, and there are no kernel
+        # launches to save. (Small ones are stacked below: fewer operator calls.)
         out = []
         for a, b in zip(as_, bs, strict=True):
             a, b = a.float(), b.float()
             out.append(((a @ a.T) * (b.T @ b)).sum())
         return torch.stack(out)
-    # On an accelerator: a few batched kernels per shape instead of several per module.
+    # A few batched kernels per shape instead of several per module.
     a3 = torch.stack(as_).float()
     b3 = torch.stack(bs).float()
     gram_a = torch.bmm(a3, a3.transpose(1, 2))

@@ -800,3 +800,40 @@ def test_sharded_lora_weights_stop_the_norms_with_one_warning(tmp_path: Path, la
         ("lora", 1),
         ("end", 3),
     ]
+
+
+def test_update_norms_of_large_and_small_cpu_groups_agree() -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    # 2 x (4 x 150000 + 8 x 4) elements: over the size where the CPU path stops stacking
+    as_ = [torch.randn(4, 150_000, generator=g) for _ in range(2)]
+    bs = [torch.randn(8, 4, generator=g) for _ in range(2)]
+    cpu = torch.device("cpu")
+    large = mc._update_sq_norms(torch, cpu, as_, bs).tolist()
+    small = [mc._update_sq_norms(torch, cpu, [a], [b]).item() for a, b in zip(as_, bs, strict=True)]
+    dense = [float((b.double() @ a.double()).norm() ** 2) for a, b in zip(as_, bs, strict=True)]
+    assert large == pytest.approx(dense, rel=1e-5)
+    assert small == pytest.approx(dense, rel=1e-5)
+
+
+def test_norms_of_a_small_adapter_set_take_few_operator_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    model = build_tiny_model()  # 4 modules of one shape: one group
+    probe = mc.LoraProbe(model)
+    expected = probe.norms()
+    calls: list[str] = []
+    for name in ("_foreach_norm", "bmm"):
+        real = getattr(torch, name)
+
+        def counting(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, counting)
+    assert probe.norms() == expected
+    # one norm call for every A and B, and two batched Gram products for the whole group
+    assert calls == ["_foreach_norm", "bmm", "bmm"]

@@ -195,3 +195,17 @@ def test_lines_over_one_mib_are_refused_as_bytes_and_str() -> None:
 def test_encode_refuses_a_bare_nan_outside_the_number_fields() -> None:
     with pytest.raises(ValueError):
         encode_line(_event("start", extra=math.nan))
+
+
+def test_encode_line_builds_no_encoder_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[int] = []
+    init = json.JSONEncoder.__init__
+
+    def counting_init(self: json.JSONEncoder, *args: object, **kwargs: object) -> None:
+        built.append(1)
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(json.JSONEncoder, "__init__", counting_init)
+    for i in range(10):
+        encode_line(_event("metrics", step=i, values={"loss": 0.5, "nan": math.nan}))
+    assert built == []
