@@ -56,11 +56,12 @@ PROBE_CALL = """async ([module, fn, args, ms]) => {
 
 # Installed before the page's own scripts: URLs matching window.__gate.match (a regex source)
 # are answered with what the server said when asked, but only once the test calls release();
-# window.__gate.fail = n answers the next n matching requests with HTTP 500.
+# window.__gate.fail = n answers the next n matching requests with HTTP 500 (and with
+# window.__gate.hold = false the others go through at once).
 GATE = """
 (() => {
   const real = window.fetch.bind(window);
-  const gate = { match: null, held: [], fail: 0, failed: [], asked: [] };
+  const gate = { match: null, hold: true, held: [], fail: 0, failed: [], asked: [] };
   gate.release = () => { const h = gate.held; gate.held = []; h.forEach((r) => r()); return h.length; };
   window.__gate = gate;
   window.fetch = async (url, opts) => {
@@ -73,6 +74,7 @@ GATE = """
       return new Response('{"error": "test"}', { status: 500 });
     }
     const res = await real(url, opts);
+    if (!gate.hold) return res;
     const body = await res.text();
     await new Promise((r) => gate.held.push(r));
     return new Response(body, { status: res.status, headers: { 'content-type': 'application/json' } });
@@ -134,7 +136,12 @@ class GatedPage(Page):
     def __init__(self, browser, server, match: str | None = None, fail: int = 0) -> None:
         self.ctx = browser.new_context(viewport={"width": 1440, "height": 900})
         self.ctx.add_init_script(GATE)
-        setup = f"window.__gate.match = {match!r}; window.__gate.fail = {fail};" if match else ""
+        setup = (
+            f"window.__gate.match = {match!r}; window.__gate.fail = {fail};"
+            f" window.__gate.hold = {'false' if fail else 'true'};"
+            if match
+            else ""
+        )
         if setup:
             self.ctx.add_init_script(setup)
         self.ctx.route(
@@ -315,6 +322,21 @@ def test_a_lora_column_streamed_while_the_matrix_is_fetched_is_kept(browser, ser
         assert (lora["layers"], lora["steps"]) == (2, 5)
         steps = dash.page.evaluate("window.__mudpuppy.app.lora.m.steps")
         assert steps == [10, 20, 30, 40, 50]
+        assert dash.errors == []
+    finally:
+        dash.close()
+
+
+def test_a_failed_first_load_is_retried(browser, server):
+    dash = GatedPage(browser, server, match="api/runs/calm$", fail=1)
+    try:
+        dash.page.wait_for_function("() => window.__gate.failed.length === 1")
+        dash.page.wait_for_function(
+            "() => (window.__mudpuppy.xs('calm', 'loss') || []).length === 10", timeout=5000
+        )
+        assert dash.xs("calm") == list(range(1, 11))
+        assert dash.page.evaluate("window.__gate.asked.length") == 2  # one retry
+        dash.wait("s => s.charts.loss.series.some(x => x.key === 'calm\\u0000loss')")
         assert dash.errors == []
     finally:
         dash.close()

@@ -4,6 +4,7 @@
 
 import { fetchDetail, fetchSeries, num } from "./api.js";
 import { SeriesBuf } from "./series.js";
+import { backoffDelay } from "./socket.js";
 
 export class RunData {
   constructor(id) {
@@ -17,6 +18,18 @@ export class RunData {
     this.loading = null; // a Promise while a fetch is in flight
     this.queued = []; // points messages that arrived during the fetch
     this.fetches = 0;
+    this.failures = 0; // failed loads in a row (the retry backoff)
+  }
+
+  // Forget what was loaded: after a failed load it cannot be trusted to be complete.
+  clear() {
+    this.detail = null;
+    this.generation = null;
+    this.xKind = null;
+    this.base = new Map();
+    this.zoom = null;
+    this.markers = [];
+    this.queued = [];
   }
 }
 
@@ -89,8 +102,18 @@ export class Store {
         d.zoom = null;
         d.fetches += 1;
         this.loads += 1;
+        d.failures = 0;
       } catch (err) {
-        if (d.loading === p) console.warn(`mudpuppy: could not load ${id}: ${err.message}`);
+        if (d.loading === p) {
+          console.warn(`mudpuppy: could not load ${id}: ${err.message}`);
+          // The queued points cannot be placed without an answer and nothing else would ask
+          // again: drop what is held (the run is not drawn meanwhile) and retry with backoff.
+          d.clear();
+          d.failures += 1;
+          setTimeout(() => {
+            if (this.data.get(id) === d && !d.loading && d.xKind === null) this.load(id, xKind);
+          }, backoffDelay(d.failures - 1));
+        }
       } finally {
         if (d.loading === p) {
           d.loading = null;
