@@ -340,3 +340,27 @@ def test_a_failed_first_load_is_retried(browser, server):
         assert dash.errors == []
     finally:
         dash.close()
+
+
+def test_vram_gauge_shows_unknown_when_the_used_memory_is_unknown(dash):
+    got = dash.page.evaluate(
+        """async () => {
+          const g = await import('/gpupanel.js');
+          const dev = (used, total) => ({index: 7, name: 'x', util_pct: 50, mem_used_bytes: used,
+            mem_total_bytes: total, temperature_c: null, power_w: null, power_limit_w: null});
+          const mem = (d) => g.gaugeReadings(d).find((r) => r.key === 'mem');
+          const panel = window.__mudpuppy.app.gpu;
+          panel.addSample({devices: [dev(null, 80 * 2 ** 30)]});
+          panel.addSample({devices: [dev(40 * 2 ** 30, 80 * 2 ** 30)]});
+          return {
+            unknown: mem(dev(null, 80 * 2 ** 30)), half: mem(dev(40 * 2 ** 30, 80 * 2 ** 30)),
+            noTotal: mem(dev(2 ** 30, null)), zeroUsed: mem(dev(0, 80 * 2 ** 30)),
+            history: panel.history.get('7').mem,
+          };
+        }"""
+    )
+    assert got["unknown"] == {"key": "mem", "frac": None, "text": "\u2014", "sub": "?/80.0 GiB"}
+    assert got["half"] == {"key": "mem", "frac": 0.5, "text": "50%", "sub": "40.0/80.0 GiB"}
+    assert got["noTotal"] == {"key": "mem", "frac": None, "text": "\u2014", "sub": ""}
+    assert (got["zeroUsed"]["frac"], got["zeroUsed"]["text"]) == (0, "0%")
+    assert got["history"] == [None, 50]  # the unknown sample is a gap, not 0 %

@@ -15,8 +15,8 @@ const METRICS = [
   },
   {
     key: "mem", label: "VRAM",
-    frac: (d) => (d.mem_total_bytes ? d.mem_used_bytes / d.mem_total_bytes : null),
-    text: (d) => (d.mem_total_bytes ? fmtPct((100 * d.mem_used_bytes) / d.mem_total_bytes) : "\u2014"),
+    frac: (d) => pct(memPct(d)),
+    text: (d) => (memPct(d) === null ? "\u2014" : fmtPct(memPct(d))),
     sub: (d) => (d.mem_total_bytes ? `${gib(d.mem_used_bytes)}/${gib(d.mem_total_bytes)} GiB` : ""),
     warn: 0.8, crit: 0.95, color: "#00ffff",
   },
@@ -43,6 +43,20 @@ function pct(v) {
   return v === null || v === undefined ? null : v / 100;
 }
 
+// VRAM used as a percentage of the total, or null when either is unknown (null/0 would read 0 %).
+export function memPct(d) {
+  const used = d.mem_used_bytes;
+  const total = d.mem_total_bytes;
+  if (typeof used !== "number" || !Number.isFinite(used)) return null;
+  if (typeof total !== "number" || !(total > 0)) return null;
+  return (100 * used) / total;
+}
+
+// What each gauge of a device shows: [{key, frac (null = unknown), text, sub}].
+export function gaugeReadings(d) {
+  return METRICS.map((m) => ({ key: m.key, frac: m.frac(d), text: m.text(d), sub: m.sub ? m.sub(d) : "" }));
+}
+
 export class GpuPanel {
   constructor(root, { runName, runColor }) {
     this.root = root;
@@ -67,7 +81,7 @@ export class GpuPanel {
       for (const [idx, h] of Object.entries(g.history)) {
         const dev = this.devices.find((d) => String(d.index) === idx);
         const total = dev ? dev.mem_total_bytes : null;
-        const mem = (h.mem_used_bytes || []).map((v) => (total && v !== null ? (100 * v) / total : null));
+        const mem = (h.mem_used_bytes || []).map((v) => memPct({ mem_used_bytes: v, mem_total_bytes: total }));
         this.history.set(String(idx), {
           util: (h.util_pct || []).slice(-HISTORY_MAX),
           mem: mem.slice(-HISTORY_MAX),
@@ -86,7 +100,7 @@ export class GpuPanel {
       const k = String(d.index);
       const h = this.history.get(k) || { util: [], mem: [], temp: [], power: [] };
       h.util.push(d.util_pct);
-      h.mem.push(d.mem_total_bytes ? (100 * d.mem_used_bytes) / d.mem_total_bytes : null);
+      h.mem.push(memPct(d));
       h.temp.push(d.temperature_c);
       h.power.push(d.power_w);
       for (const a of Object.values(h)) if (a.length > HISTORY_MAX) a.splice(0, a.length - HISTORY_MAX);
@@ -114,14 +128,16 @@ export class GpuPanel {
       const card = this.card(k);
       card.title.textContent = `GPU ${d.index} \u00b7 ${d.name || "unknown"}`;
       const h = this.history.get(k) || {};
-      for (const m of METRICS) {
+      const readings = gaugeReadings(d);
+      METRICS.forEach((m, i) => {
         const g = card.gauges[m.key];
-        drawGauge(g.canvas, { frac: m.frac(d), text: m.text(d), label: m.label, warn: m.warn, crit: m.crit });
-        g.sub.textContent = m.sub ? m.sub(d) : "";
+        const r = readings[i];
+        drawGauge(g.canvas, { frac: r.frac, text: r.text, label: m.label, warn: m.warn, crit: m.crit });
+        g.sub.textContent = r.sub;
         drawSparkline(g.spark, (h[m.key] || []).map((v) => (v === null ? NaN : v)), m.color, {
           width: 78, height: 18, min: 0, max: m.key === "power" || m.key === "temp" ? undefined : 100,
         });
-      }
+      });
       this.renderUsers(card.users, this.attribution[k]);
     }
     for (const [k, card] of this.cards) {
