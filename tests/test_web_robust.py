@@ -364,3 +364,32 @@ def test_vram_gauge_shows_unknown_when_the_used_memory_is_unknown(dash):
     assert got["noTotal"] == {"key": "mem", "frac": None, "text": "\u2014", "sub": ""}
     assert (got["zeroUsed"]["frac"], got["zeroUsed"]["text"]) == (0, "0%")
     assert got["history"] == [None, 50]  # the unknown sample is a gap, not 0 %
+
+
+def test_summaries_are_decoded_by_one_function_that_leaves_names_alone(dash):
+    got = dash.page.evaluate(
+        """async () => {
+          const a = await import('/api.js');
+          const s = a.decodeSummary({id: 'constructor', name: 'toString', host: '__proto__',
+            loss: 'NaN', best_loss: 'Infinity', eval_loss: '-Infinity', grad_norm: null, step: 3});
+          return {
+            s: Object.fromEntries(Object.entries(s).map(([k, v]) => [k, typeof v === 'number' ? String(v) : v])),
+            num: ['constructor', 'hasOwnProperty', 'NaN', null].map((v) => String(a.num(v))),
+            col: Array.from(a.column(['toString', null, 'Infinity', 2])).map(String),
+            exports: Object.keys(a).sort(),
+          };
+        }"""
+    )
+    assert got["s"] == {
+        "id": "constructor",
+        "name": "toString",
+        "host": "__proto__",
+        "loss": "NaN",
+        "best_loss": "Infinity",
+        "eval_loss": "-Infinity",
+        "grad_norm": None,
+        "step": "3",
+    }
+    assert got["num"] == ["constructor", "hasOwnProperty", "NaN", "null"]
+    assert got["col"] == ["NaN", "NaN", "Infinity", "2"]
+    assert "fetchRuns" not in got["exports"]  # unused: the run list comes with the snapshot

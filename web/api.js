@@ -1,12 +1,18 @@
 // HTTP helpers. The wire format writes non-finite numbers as "NaN"/"Infinity"/"-Infinity";
 // they are turned back into numbers here, so nothing downstream sees the strings.
 
-const NONFINITE = { NaN: NaN, Infinity: Infinity, "-Infinity": -Infinity };
+// A Map, not an object literal: `"constructor" in {}` is true, and a run named "toString"
+// must stay a name.
+const NONFINITE = new Map([
+  ["NaN", NaN],
+  ["Infinity", Infinity],
+  ["-Infinity", -Infinity],
+]);
 
 // A value from the wire as a number (null stays null, the three strings become numbers).
 export function num(v) {
   if (typeof v === "number") return v;
-  if (typeof v === "string" && v in NONFINITE) return NONFINITE[v];
+  if (typeof v === "string" && NONFINITE.has(v)) return NONFINITE.get(v);
   return v === null || v === undefined ? null : v;
 }
 
@@ -17,7 +23,7 @@ export function column(arr) {
   const out = new Float64Array(n);
   for (let i = 0; i < n; i += 1) {
     const v = arr[i];
-    out[i] = typeof v === "number" ? v : v === null ? NaN : (NONFINITE[v] ?? NaN);
+    out[i] = typeof v === "number" ? v : (NONFINITE.get(v) ?? NaN);
   }
   return out;
 }
@@ -26,7 +32,7 @@ export function column(arr) {
 export function decodeSummary(s) {
   for (const k of Object.keys(s)) {
     const v = s[k];
-    if (typeof v === "string" && v in NONFINITE) s[k] = NONFINITE[v];
+    if (typeof v === "string" && NONFINITE.has(v)) s[k] = NONFINITE.get(v);
   }
   return s;
 }
@@ -47,11 +53,6 @@ export async function getJson(url, signal) {
   const res = await fetch(url, { signal, cache: "no-store", credentials: "same-origin" });
   if (!res.ok) throw new HttpError(res.status, url);
   return res.json();
-}
-
-export async function fetchRuns() {
-  const body = await getJson("api/runs");
-  return (body.runs || []).map(decodeSummary);
 }
 
 export async function fetchDetail(id) {

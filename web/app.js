@@ -1,7 +1,7 @@
 // The dashboard: state and wiring. Messages and user input only change state and mark things
 // dirty; drawing happens once per animation frame (Scheduler).
 
-import { fetchGpus, num } from "./api.js";
+import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
 import { Scheduler } from "./chartparts.js";
 import { GpuPanel } from "./gpupanel.js";
@@ -164,7 +164,7 @@ class App {
 
   onSnapshot(m) {
     this.snapshots += 1;
-    const runs = (m.runs || []).map(decode);
+    const runs = (m.runs || []).map(decodeSummary);
     this.store.setSummaries(runs, true);
     const now = performance.now();
     for (const s of runs) this.receivedAt.set(s.id, now);
@@ -189,7 +189,7 @@ class App {
     const now = performance.now();
     const fresh = [];
     for (const raw of list) {
-      const s = decode(raw);
+      const s = decodeSummary(raw);
       const old = this.store.summaries.get(s.id);
       if (!old) fresh.push(s);
       const d = this.store.data.get(s.id);
@@ -397,14 +397,6 @@ class App {
       gpu: { devices: this.gpu.devices.length, simulated: this.gpu.info.simulated },
     };
   }
-}
-
-function decode(s) {
-  for (const k of Object.keys(s)) {
-    const v = s[k];
-    if (typeof v === "string" && (v === "NaN" || v === "Infinity" || v === "-Infinity")) s[k] = num(v);
-  }
-  return s;
 }
 
 function wsUrl() {

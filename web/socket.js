@@ -14,11 +14,10 @@ export function backoffDelay(attempt, rand = Math.random) {
 }
 
 export class Socket {
-  constructor({ url, onMessage, onState, onOpen }) {
+  constructor({ url, onMessage, onState }) {
     this.url = url;
     this.onMessage = onMessage;
     this.onState = onState;
-    this.onOpen = onOpen;
     this.ws = null;
     this.attempt = 0;
     this.retryAt = 0;
@@ -59,7 +58,6 @@ export class Socket {
       this.attempt = 0;
       this.setState("live");
       if (this.subscription !== null) this.sendSubscription();
-      if (this.onOpen) this.onOpen();
     };
     ws.onmessage = (ev) => {
       let msg;
