@@ -832,14 +832,17 @@ class RunWriter:
         except Exception as exc:  # e.g. a tensor on a device that cannot be read
             self._warn_once("convert", f"mudpuppy: cannot read metric values ({_error_text(exc)})")
             return None
-        self._warn_dropped(dropped)
+        if dropped:
+            self._warn_dropped(dropped)
         if eval_prefix:
             converted = {
                 (k if k.startswith("eval_") else f"eval_{k}"): v for k, v in converted.items()
             }
         if not converted:
             return None
-        fields: dict[str, Any] = {"step": _check_step(step)}
+        if type(step) is not int or not 0 <= step < MAX_STEP:
+            step = _check_step(step)
+        fields: dict[str, Any] = {"step": step}
         if type(epoch) is float:  # what the Trainer logs: no conversion needed
             fields["epoch"] = epoch
         elif epoch is not None:
@@ -1304,8 +1307,9 @@ class _MonitorCallbackBase:
         if self.writer is None or not logs:
             return
         values = dict(logs)  # other callbacks mutate the shared dict
-        if any(str(k).startswith("eval_") for k in values):
-            return  # an evaluation log: on_evaluate writes it as `eval`
+        for k in values:
+            if (k if type(k) is str else str(k)).startswith("eval_"):
+                return  # an evaluation log: on_evaluate writes it as `eval`
         epoch = values.pop("epoch", None)
         if not values:
             return
