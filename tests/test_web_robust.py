@@ -393,3 +393,24 @@ def test_summaries_are_decoded_by_one_function_that_leaves_names_alone(dash):
     assert got["num"] == ["constructor", "hasOwnProperty", "NaN", "null"]
     assert got["col"] == ["NaN", "NaN", "Infinity", "2"]
     assert "fetchRuns" not in got["exports"]  # unused: the run list comes with the snapshot
+
+
+def test_streamed_points_without_a_known_time_stay_off_the_time_axis(dash):
+    dash.page.select_option("#x-mode", "wall")
+    dash.wait("s => s.opts.xMode === 'wall' && s.pending === 0 && s.held.includes('calm')")
+    dash.page.wait_for_function("() => (window.__mudpuppy.xs('calm', 'loss') || []).length === 10")
+    assert dash.xs("calm") == [T0 + s for s in range(1, 11)]
+    got = dash.page.evaluate(
+        """([t0]) => {
+          const app = window.__mudpuppy.app;
+          const gen = app.store.data.get('calm').generation;
+          // unknown times as the server writes them: null, or the string "NaN" (older daemons)
+          app.onMessage({type: 'points', run: 'calm', generation: gen, series: {loss:
+            {i0: 10, step: [11, 12, 13], t: [null, 'NaN', t0 + 13], y: [1.1, 1.2, 1.3]}}});
+          const b = app.store.buf('calm', 'loss');
+          return {next: b.next, dropped: app.store.dropped, xs: window.__mudpuppy.xs('calm', 'loss')};
+        }""",
+        [T0],
+    )
+    assert got["xs"] == [T0 + s for s in range(1, 11)] + [T0 + 13]
+    assert got["next"] == 13 and got["dropped"] == 0

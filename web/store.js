@@ -154,21 +154,24 @@ export class Store {
         this.load(msg.run, d.xKind); // we missed points: the HTTP answer fills the gap
         return;
       }
-      const xs = d.xKind === "step" ? cols.step : cols.t;
+      const xs = (d.xKind === "step" ? cols.step : cols.t) || [];
       const ys = cols.y;
       const zb = d.zoom ? d.zoom.bufs.get(name) : null;
       for (let k = 0; k < ys.length; k += 1) {
         const idx = i0 + k;
         const x = num(xs[k]);
-        const y = num(ys[k]);
+        const y = num(ys[k]) ?? NaN;
+        // A point without a known x ("NaN" or null time) has no place on the axis; the /series
+        // answer leaves it out too. It still counts, so the indices stay in step.
+        const placed = typeof x === "number" && Number.isFinite(x);
         if (idx < buf.next) this.dropped += 1;
         else {
-          buf.push(x, y);
+          if (placed) buf.push(x, y);
           buf.next = idx + 1;
           changed = true;
         }
         if (zb && idx >= zb.next) {
-          zb.push(x, y);
+          if (placed) zb.push(x, y);
           zb.next = idx + 1;
         }
       }
