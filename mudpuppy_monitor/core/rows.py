@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from mudpuppy_callback import MAX_STEP
 
 EPOCH = "epoch"
 # steps live in int64 columns: a step outside 0..STEP_MAX is a bad line in every source (building
-# the column would raise OverflowError and stop the reader)
-STEP_MAX = 2**63 - 1
+# the column would raise OverflowError and stop the reader); the bound is the format's own
+STEP_MAX = MAX_STEP - 1
 
 
 def as_step(v: object) -> int | None:
