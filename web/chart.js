@@ -14,6 +14,17 @@ const DIM = "#607080";
 // glow is a shadowBlur pass per line; past this many lines only the focused run glows
 const GLOW_MAX_LINES = 8;
 const X_LABEL = { step: "step", rel: "time since start", wall: "wall time" };
+const SERIES_FIELDS = ["key", "label", "color", "buf", "xOffset", "dash", "width", "focused", "dots"];
+const MARKER_FIELDS = ["kind", "x", "color"];
+
+// Two lists of inputs hold the same things (the fields compared by identity).
+function sameList(a, b, fields) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i += 1) {
+    for (const f of fields) if (a[i][f] !== b[i][f]) return false;
+  }
+  return true;
+}
 
 export class Chart {
   constructor(host, { id, title, unit, yFormat, scheduler, onZoom, onReset, onHover }) {
@@ -123,8 +134,18 @@ export class Chart {
   }
 
   // [{key, label, color, buf: SeriesBuf, xOffset, dash, width, focused, dots}]
+  // The app hands every chart its inputs after any data change; a chart whose lines hold the
+  // same buffers with the same counts is not drawn again.
   setSeries(list) {
+    // counts as of the last call: the buffers themselves are the same objects as they grow
+    const counts = list.map((s) => [s.buf.n, s.buf.version]);
+    const seen = this.seriesCounts || [];
+    const same =
+      sameList(this.series, list, SERIES_FIELDS) &&
+      counts.every(([n, v], i) => seen[i][0] === n && seen[i][1] === v);
     this.series = list;
+    this.seriesCounts = counts;
+    if (same) return;
     const keys = new Set(list.map((s) => s.key));
     for (const k of this.emaCache.keys()) if (!keys.has(k)) this.emaCache.delete(k);
     for (const k of this.scratch.keys()) if (!keys.has(k)) this.scratch.delete(k);
@@ -133,8 +154,9 @@ export class Chart {
 
   // [{kind: "nonfinite"|"spike"|"checkpoint"|"restart", x, color?}] in display units
   setMarkers(list) {
+    const same = sameList(this.markers, list, MARKER_FIELDS);
     this.markers = list;
-    this.invalidate();
+    if (!same) this.invalidate();
   }
 
   setOptions({ smoothing, logY, xMode }) {
