@@ -454,3 +454,20 @@ def test_points_of_one_series_redraw_only_the_chart_that_shows_it(dash):
     for chart in ("lr", "grad", "thru", "mem"):
         assert after[chart] == before[chart], chart
     assert got["again"] == after  # nothing changed since: no draw at all
+
+
+def test_a_zoom_below_the_float_resolution_is_refused(dash):
+    got = dash.page.evaluate(
+        """([t0]) => {
+          const app = window.__mudpuppy.app;
+          app.zoom(t0, t0 + 5e-7);  // a few ulps of a unix time
+          const refused = app.stats().view;
+          app.zoom(t0, t0 + 0.01);
+          const taken = app.stats().view;
+          app.resetZoom();
+          return {refused, taken};
+        }""",
+        [T0],
+    )
+    assert got["refused"] is None
+    assert got["taken"] == {"x0": T0, "x1": T0 + 0.01}

@@ -312,6 +312,8 @@ class App {
   }
 
   zoom(a, b) {
+    // below the float resolution of the values there is nothing left to tell apart
+    if (!(b - a > 1e-12 * Math.max(1, Math.abs(a), Math.abs(b)))) return;
     this.view = { x0: a, x1: b };
     for (const ch of this.charts.values()) ch.setView(this.view);
     const widthPx = Math.max(...[...this.charts.values()].map((c) => c.canvas.width), 800);
