@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from mudpuppy_monitor.gpu.base import BackendUnavailable, FieldReader, Unsupported
+from mudpuppy_monitor.gpu.base import BackendUnavailable, FieldReader, Unsupported, VendorBackend
 from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
 
 log = logging.getLogger("mudpuppy_monitor.gpu")
@@ -104,20 +103,17 @@ def _first(info: Any, *keys: str) -> float | None:
     return None
 
 
-class AmdBackend:
+class AmdBackend(VendorBackend):
     kind = "amd"
     name = "amd"
+    library = "AMD SMI"
     simulated = False
 
     def __init__(self, module: Any = None, *, clock: Callable[[], float] = time.time) -> None:
         self._am = module if module is not None else _import_amdsmi()
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._open = False
+        super().__init__(clock)
         self._devices: list[_Device] = []
         self._fan_max: dict[int, float] = {}
-        self.reason = ""
-        self.device_names: tuple[str, ...] = ()
         self.reader = FieldReader(self._is_unsupported, "amd")
         self._open_library()
 
@@ -152,25 +148,8 @@ class AmdBackend:
         self.device_names = tuple(d.name for d in devices)
         self._open = True
 
-    def _shutdown_quietly(self) -> None:
-        try:
-            self._am.amdsmi_shut_down()
-        except Exception as exc:
-            log.warning("gpu: amdsmi_shut_down failed: %s", exc)
-
-    def close(self) -> None:
-        if not self._lock.acquire(timeout=5.0):
-            log.warning("gpu: an AMD SMI call is still running; library left initialised")
-            return
-        try:
-            if self._open:
-                self._open = False
-                self._shutdown_quietly()
-        finally:
-            self._lock.release()
-
-    def device_count(self) -> int:
-        return len(self._devices)
+    def _shutdown_library(self) -> None:
+        self._am.amdsmi_shut_down()
 
     def _is_unsupported(self, exc: BaseException) -> bool:
         lib_exc = getattr(self._am, "AmdSmiLibraryException", None)

@@ -8,6 +8,7 @@ returns the `none` backend and says why in `reason`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -168,3 +169,43 @@ def _open_vendor(
     from mudpuppy_monitor.gpu.amd import AmdBackend
 
     return AmdBackend(module=amd_module, clock=clock)
+
+
+class VendorBackend:
+    """What the nvidia and amd backends share: one lock around every library call, and a
+    close that never shuts the library down under a call still in flight (a shutdown during
+    a call can crash the process; a call stuck in the driver leaves the library initialised)."""
+
+    kind = "vendor"
+    library = "the GPU library"  # for log lines
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open = False
+        self._devices: list[Any] = []
+        self.reason = ""
+        self.device_names: tuple[str, ...] = ()
+
+    def _shutdown_library(self) -> None:
+        raise NotImplementedError
+
+    def _shutdown_quietly(self) -> None:
+        try:
+            self._shutdown_library()
+        except Exception as exc:
+            log.warning("gpu: %s shutdown failed: %s", self.library, exc)
+
+    def close(self) -> None:
+        if not self._lock.acquire(timeout=5.0):
+            log.warning("gpu: a %s call is still running; library left initialised", self.library)
+            return
+        try:
+            if self._open:
+                self._open = False
+                self._shutdown_quietly()
+        finally:
+            self._lock.release()
+
+    def device_count(self) -> int:
+        return len(self._devices)

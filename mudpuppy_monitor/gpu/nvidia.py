@@ -7,14 +7,13 @@ fall back to the older ones where the driver lacks them. See docs/gpu.md for the
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from mudpuppy_monitor.gpu.base import BackendUnavailable, FieldReader, Unsupported
+from mudpuppy_monitor.gpu.base import BackendUnavailable, FieldReader, Unsupported, VendorBackend
 from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
 
 log = logging.getLogger("mudpuppy_monitor.gpu")
@@ -70,20 +69,17 @@ def _call_optional(module: Any, attr: str, *args: Any) -> Any:
     return _optional(module, attr)(*args)
 
 
-class NvidiaBackend:
+class NvidiaBackend(VendorBackend):
     kind = "nvidia"
     name = "nvidia"
+    library = "NVML"
     simulated = False
 
     def __init__(self, module: Any = None, *, clock: Callable[[], float] = time.time) -> None:
         self._nv = module if module is not None else _import_pynvml()
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._open = False
+        super().__init__(clock)
         self._devices: list[_Device] = []
         self._num_fans: dict[int, int] = {}
-        self.reason = ""
-        self.device_names: tuple[str, ...] = ()
         self.reader = FieldReader(self._is_unsupported, "nvidia")
         self._open_library()
 
@@ -124,27 +120,8 @@ class NvidiaBackend:
         self.device_names = tuple(d.name for d in devices)
         self._open = True
 
-    def _shutdown_quietly(self) -> None:
-        try:
-            self._nv.nvmlShutdown()
-        except Exception as exc:
-            log.warning("gpu: nvmlShutdown failed: %s", exc)
-
-    def close(self) -> None:
-        # A shutdown during a call can crash the process: wait for the sample in flight, and
-        # if it is stuck in the driver, leave NVML initialised rather than risk it.
-        if not self._lock.acquire(timeout=5.0):
-            log.warning("gpu: an NVML call is still running; NVML left initialised")
-            return
-        try:
-            if self._open:
-                self._open = False
-                self._shutdown_quietly()
-        finally:
-            self._lock.release()
-
-    def device_count(self) -> int:
-        return len(self._devices)
+    def _shutdown_library(self) -> None:
+        self._nv.nvmlShutdown()
 
     def _is_unsupported(self, exc: BaseException) -> bool:
         mismatch = getattr(self._nv, "NVMLLibraryMismatchError", None)
