@@ -128,3 +128,13 @@ def test_export_of_trainer_state_dir(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out.splitlines()
     assert out[1] == "learning_rate,500,,4.903294573643411e-05"
     assert sum(1 for ln in out if ln.startswith("loss,")) == 51
+
+
+def test_ls_prints_hostile_run_names_inert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _native(tmp_path, "evil\x1b[2J[bold]x", 3)
+    assert main(["ls", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out  # no escape sequence reaches the terminal
+    assert "evil?[2J[bold]x" in out  # markup shown as text, control character as '?'

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 from typing import Any
 
 from mudpuppy_monitor.cli import UsageError
-
-STATUS_STYLE = {
-    "running": "green",
-    "stalled": "yellow",
-    "completed": "cyan",
-    "failed": "red",
-    "interrupted": "magenta",
-    "crashed": "bold red",
-    "unknown": "dim",
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +57,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def runs_table(summaries: list[Any], now: float) -> Any:
+    from rich.markup import escape
     from rich.table import Table
+
+    # the same cell formats and status colours as the terminal view
+    from mudpuppy_monitor.tui.formatting import clean, format_age, format_eta, format_number
+    from mudpuppy_monitor.tui.render import STATUS_STYLES
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in (
@@ -91,50 +85,26 @@ def runs_table(summaries: list[Any], now: float) -> Any:
         step = "-" if s.step is None else str(s.step)
         if s.max_steps:
             step += f"/{s.max_steps}"
-        status = f"[{STATUS_STYLE.get(s.status, '')}]{s.status}[/]"
+        status = f"[{STATUS_STYLES.get(s.status, '')}]{s.status}[/]"
         if s.bad_lines:
             status += f" [dim]({s.bad_lines} bad)[/]"
         table.add_row(
-            s.id,
+            escape(clean(s.id)),  # a run name must not style or control the terminal
             s.source,
             status,
             step,
-            fmt_num(s.loss),
-            fmt_num(s.best_loss),
-            fmt_num(s.eval_loss),
-            fmt_num(s.steps_per_s, 3),
-            fmt_duration(s.eta_s),
-            fmt_age(s.last_event_age_s),
+            format_number(s.loss),
+            format_number(s.best_loss),
+            format_number(s.eval_loss),
+            format_number(s.steps_per_s, 3),
+            format_eta(s.eta_s),
+            _ago(s.last_event_age_s, format_age),
         )
     return table
 
 
-def fmt_num(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}g}"
-
-
-def fmt_duration(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "-"
-    s = int(round(s))
-    d, rem = divmod(s, 86400)
-    h, rem = divmod(rem, 3600)
-    m, sec = divmod(rem, 60)
-    if d:
-        return f"{d}d{h:02d}h"
-    if h:
-        return f"{h}h{m:02d}m"
-    return f"{m}m{sec:02d}s" if m else f"{sec}s"
-
-
-def fmt_age(s: float | None) -> str:
-    return "-" if s is None else f"{fmt_duration(s)} ago"
+def _ago(seconds: float | None, format_age: Any) -> str:
+    return "-" if seconds is None else f"{format_age(seconds)} ago"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
