@@ -23,16 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from tests.browser import CHROMIUM, launched
+
 WEB = Path(__file__).resolve().parent.parent / "web"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ORIGIN = "http://127.0.0.1:9"  # never contacted: every request is answered by a route
 TYPES = {
     ".html": "text/html",
@@ -170,12 +163,9 @@ def _stats(times: list[float]) -> tuple[float, float]:
 
 
 def measure(runs: int, points: int) -> dict[str, list[float]]:
-    from playwright.sync_api import sync_playwright
-
     daemon = FakeDaemon(runs, points)
     out: dict[str, list[float]] = {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with launched() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.route(f"{ORIGIN}/**", daemon.handle)
         page.route_web_socket("ws://127.0.0.1:9/ws", daemon.on_ws)
@@ -204,7 +194,6 @@ def measure(runs: int, points: int) -> dict[str, list[float]]:
             out[f"live{tag}"] = page.evaluate(TIMES_JS, [before, after])
         held = page.evaluate("window.__mudpuppy.stats().charts.loss.series.map(s => s.n)")
         out["held_points"] = [float(sum(held))]
-        browser.close()
     return out
 
 

@@ -23,3 +23,12 @@ def find_free_port() -> int:
 @pytest.fixture
 def free_port() -> int:
     return find_free_port()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless chromium per test module (see tests/browser.py)."""
+    from tests.browser import launched
+
+    with launched() as b:
+        yield b

@@ -20,20 +20,11 @@ import pytest
 from mudpuppy_callback import EVENTS_FILE, decode_line
 
 from mudpuppy_monitor.demo import plan_runs
+from tests.browser import launched, needs_chromium
 from tests.conftest import find_free_port
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 class Demo:
@@ -97,18 +88,13 @@ def test_plan_gives_distinct_learning_rates_and_one_evaluating_run() -> None:
     assert [r.eval_every for r in runs] == [40, None, None]
 
 
-@pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not found (apt-get install chromium)"
-)
+@needs_chromium
 def test_demo_fills_the_run_list_and_moves_the_loss_chart(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     root = tmp_path / "demo-runs"
     demo = Demo(root, "--runs", "2", "--steps", "400", "--step-delay", "0.1", "--gpu", "none")
     try:
         url = demo.wait_for_line(r"serving .* at (http://127\.0\.0\.1:\d+/)", 60).group(1)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        with launched() as browser:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -145,7 +131,6 @@ def test_demo_fills_the_run_list_and_moves_the_loss_chart(tmp_path: Path) -> Non
             )
             assert loss_points() > before
             assert errors == []
-            browser.close()
     finally:
         code = demo.interrupt()
     assert code == 0, demo.lines

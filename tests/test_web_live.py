@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import needs_chromium
 from tests.conftest import FIXTURES
 from tests.serverutil import REPO, LiveServer, RunDir
-from tests.test_web_dashboard import ARGS, CHROMIUM, Page
+from tests.test_web_dashboard import Page
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not found (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 # A training process of its own: meta.json with its pid, five steps, then it waits to be killed.
 WRITER = r"""
@@ -43,16 +42,6 @@ with open(os.path.join(run, "events.jsonl"), "ab") as fh:
 print("ready", flush=True)
 time.sleep(600)
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

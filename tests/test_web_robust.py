@@ -11,16 +11,14 @@ when the test releases it.
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 
+from tests.browser import needs_chromium
 from tests.serverutil import LiveServer, RunDir
-from tests.test_web_dashboard import ARGS, CHROMIUM, Page
+from tests.test_web_dashboard import Page
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not found (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 T0 = 1_700_000_000.0
 FLAT = 10240.0
@@ -118,16 +116,6 @@ def runs(tmp_path_factory):
 def server(runs):
     with LiveServer(runs[0], gpu="fake") as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 class GatedPage(Page):
