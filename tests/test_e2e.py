@@ -88,6 +88,12 @@ def metrics_count(run_dir: Path) -> int:
     return sum(1 for e in events(run_dir) if e["kind"] == "metrics")
 
 
+def status_of(server: Any, run: str) -> str | None:
+    """The run's status, or None while the daemon has not discovered it yet (404)."""
+    code, _, body = server.get(f"/api/runs/{quote(run)}")
+    return json.loads(body)["summary"]["status"] if code == 200 else None
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -138,7 +144,7 @@ def test_killed_trainer_turns_crashed_within_15_seconds(tmp_path: Path) -> None:
         with LiveServer(root, gpu="none") as server:
             wait_for(lambda: metrics_count(root / "victim") >= 3, 90, "the trainer to log", trainer)
             wait_for(
-                lambda: server.get_json("/api/runs/victim")["summary"]["status"] == "running",
+                lambda: status_of(server, "victim") == "running",
                 15,
                 "the run to show as running",
             )
@@ -146,7 +152,7 @@ def test_killed_trainer_turns_crashed_within_15_seconds(tmp_path: Path) -> None:
             trainer.wait(10)
             killed = time.monotonic()
             wait_for(
-                lambda: server.get_json("/api/runs/victim")["summary"]["status"] == "crashed",
+                lambda: status_of(server, "victim") == "crashed",
                 15,
                 "status crashed",
             )
