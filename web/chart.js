@@ -7,6 +7,7 @@ import { drawAxes, drawMarkers } from "./chartparts.js";
 import { fmtClock, fmtDuration, fmtInt } from "./format.js";
 import { BlockIndex, decimate, emaInto, nearest } from "./series.js";
 import { CrosshairOverlay } from "./overlay.js";
+import { el } from "./dom.js";
 
 const BG = "#0d1420";
 const GRID = "#1a2a3a";
@@ -50,8 +51,7 @@ export class Chart {
     const head = document.createElement("header");
     const h = document.createElement("h2");
     h.textContent = title;
-    const u = document.createElement("span");
-    u.className = "unit";
+    const u = el("span", "unit");
     u.textContent = unit;
     this.head = head;
     head.append(h, u);
@@ -115,8 +115,7 @@ export class Chart {
 
   // Buttons in the header choosing what the chart shows (the app decides what that means).
   addToggle(labels, active, onPick) {
-    const box = document.createElement("span");
-    box.className = "toggle";
+    const box = el("span", "toggle");
     const buttons = labels.map((label, i) => {
       const b = document.createElement("button");
       b.type = "button";

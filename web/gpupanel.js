@@ -4,6 +4,7 @@
 import { drawGauge } from "./gauge.js";
 import { fmtBytes, fmtPct } from "./format.js";
 import { drawSparkline } from "./sparkline.js";
+import { el } from "./dom.js";
 
 const HISTORY_MAX = 600; // samples kept per device (10 min at 1 Hz)
 
@@ -115,8 +116,7 @@ export class GpuPanel {
     if (this.devices.length === 0) {
       this.body.textContent = "";
       this.cards.clear();
-      const p = document.createElement("p");
-      p.className = "nogpu";
+      const p = el("p", "nogpu");
       p.textContent = `no GPU detected${reason ? `: ${reason}` : ""}`;
       this.body.append(p);
       return;
@@ -150,56 +150,47 @@ export class GpuPanel {
     if (stale) stale.remove();
   }
 
-  renderUsers(el, att) {
-    el.textContent = "";
+  renderUsers(box, att) {
+    box.textContent = "";
     const runs = (att && att.runs) || [];
     const others = (att && att.others) || [];
     if (runs.length === 0 && others.length === 0) {
-      el.textContent = "idle: no known process";
+      box.textContent = "idle: no known process";
       return;
     }
     for (const id of runs) {
-      const s = document.createElement("span");
-      s.className = "gpu-run";
+      const s = el("span", "gpu-run");
       s.textContent = this.runName(id);
       s.style.color = this.runColor(id);
-      el.append(s);
+      box.append(s);
     }
     for (const o of others) {
-      const s = document.createElement("span");
-      s.className = "gpu-other";
+      const s = el("span", "gpu-other");
       s.textContent = `pid ${o.pid}${o.used_bytes ? ` ${fmtBytes(o.used_bytes)}` : ""}`;
-      el.append(s);
+      box.append(s);
     }
   }
 
   card(k) {
     let c = this.cards.get(k);
     if (c) return c;
-    const el = document.createElement("div");
-    el.className = "gpu-card";
-    const title = document.createElement("div");
-    title.className = "gpu-title";
-    const row = document.createElement("div");
-    row.className = "gauges";
+    const card = el("div", "gpu-card");
+    const title = el("div", "gpu-title");
+    const row = el("div", "gauges");
     const gauges = {};
     for (const m of METRICS) {
-      const cell = document.createElement("div");
-      cell.className = "gauge";
+      const cell = el("div", "gauge");
       const canvas = document.createElement("canvas");
-      const sub = document.createElement("div");
-      sub.className = "gauge-sub";
-      const spark = document.createElement("canvas");
-      spark.className = "gauge-spark";
+      const sub = el("div", "gauge-sub");
+      const spark = el("canvas", "gauge-spark");
       cell.append(canvas, sub, spark);
       row.append(cell);
       gauges[m.key] = { canvas, sub, spark };
     }
-    const users = document.createElement("div");
-    users.className = "gpu-users";
-    el.append(title, row, users);
-    this.body.append(el);
-    c = { el, title, gauges, users };
+    const users = el("div", "gpu-users");
+    card.append(title, row, users);
+    this.body.append(card);
+    c = { el: card, title, gauges, users };
     this.cards.set(k, c);
     return c;
   }

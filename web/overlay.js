@@ -1,5 +1,6 @@
 // The chart's DOM overlay: crosshair line, drag-to-zoom selection box and tooltip. Moving the
 // mouse only moves these elements; the canvas is never repainted for hover.
+import { el } from "./dom.js";
 
 const DRAG_MIN_PX = 5;
 
@@ -85,11 +86,9 @@ export class CrosshairOverlay {
       const row = div("tiprow");
       const sw = div("swatch");
       sw.style.background = r.color;
-      const name = document.createElement("span");
-      name.className = "tipname";
+      const name = el("span", "tipname");
       name.textContent = r.label;
-      const val = document.createElement("span");
-      val.className = "tipval";
+      const val = el("span", "tipval");
       val.textContent = r.value;
       row.append(sw, name, val);
       this.tip.append(row);

@@ -1,6 +1,7 @@
 // Stat bar, banners, alert toasts and the connection indicator: small DOM-only views.
 
 import { runPath } from "./api.js";
+import { el } from "./dom.js";
 import {
   fmtClock, fmtDuration, fmtInt, fmtLr, fmtNum, fmtRate, fmtStepOf,
 } from "./format.js";
@@ -21,13 +22,10 @@ export class StatBar {
     this.cells = {};
     const grid = root.querySelector("#stats");
     for (const [key, label] of STAT_FIELDS) {
-      const cell = document.createElement("div");
-      cell.className = "stat";
-      const l = document.createElement("span");
-      l.className = "label";
+      const cell = el("div", "stat");
+      const l = el("span", "label");
       l.textContent = label;
-      const v = document.createElement("span");
-      v.className = "value";
+      const v = el("span", "value");
       v.dataset.stat = key;
       cell.append(l, v);
       grid.append(cell);
@@ -109,11 +107,11 @@ export function bannerFor(s) {
   }
 }
 
-export function renderBanner(el, s) {
+export function renderBanner(node, s) {
   const b = bannerFor(s);
-  el.textContent = b ? b.text : "";
-  el.className = b ? `banner on ${b.kind}` : "banner";
-  el.dataset.kind = b ? b.kind : "";
+  node.textContent = b ? b.text : "";
+  node.className = b ? `banner on ${b.kind}` : "banner";
+  node.dataset.kind = b ? b.kind : "";
 }
 
 export class Toasts {
@@ -122,8 +120,7 @@ export class Toasts {
   }
 
   show(text, kind) {
-    const t = document.createElement("div");
-    t.className = `toast ${kind}`;
+    const t = el("div", `toast ${kind}`);
     t.textContent = text;
     this.root.prepend(t);
     while (this.root.children.length > 5) this.root.lastChild.remove();
@@ -131,7 +128,7 @@ export class Toasts {
   }
 }
 
-export function renderConnection(el, state, retryInS) {
+export function renderConnection(node, state, retryInS) {
   const label = {
     connecting: "CONNECTING",
     live: "LIVE",
@@ -139,7 +136,7 @@ export function renderConnection(el, state, retryInS) {
     disconnected: `DISCONNECTED \u00b7 retry in ${retryInS}s`,
     idle: "OFFLINE",
   }[state];
-  el.querySelector(".conn-text").textContent = label || state;
-  el.dataset.state = state;
-  el.className = `conn ${state}`;
+  node.querySelector(".conn-text").textContent = label || state;
+  node.dataset.state = state;
+  node.className = `conn ${state}`;
 }

@@ -4,6 +4,7 @@
 
 import { fmtNum, fmtStepOf } from "./format.js";
 import { drawSparkline } from "./sparkline.js";
+import { el } from "./dom.js";
 
 const SOURCE_BADGE = { native: "NAT", "hf-trainer-state": "HF", llamafactory: "LLF" };
 const SOURCE_TITLE = {
@@ -80,31 +81,22 @@ export class Sidebar {
   row(id) {
     let r = this.rows.get(id);
     if (r) return r;
-    const li = document.createElement("li");
-    li.className = "run";
+    const li = el("li", "run");
     li.dataset.id = id;
     const cb = document.createElement("input");
     cb.type = "checkbox";
     cb.title = "overlay this run";
     cb.addEventListener("click", (ev) => ev.stopPropagation());
     cb.addEventListener("change", () => this.onToggle(id, cb.checked));
-    const light = document.createElement("span");
-    light.className = "light";
-    const badge = document.createElement("span");
-    badge.className = "badge";
-    const name = document.createElement("span");
-    name.className = "name";
-    const steps = document.createElement("span");
-    steps.className = "steps";
-    const loss = document.createElement("span");
-    loss.className = "loss";
-    const canvas = document.createElement("canvas");
-    canvas.className = "spark";
-    const top = document.createElement("div");
-    top.className = "row1";
+    const light = el("span", "light");
+    const badge = el("span", "badge");
+    const name = el("span", "name");
+    const steps = el("span", "steps");
+    const loss = el("span", "loss");
+    const canvas = el("canvas", "spark");
+    const top = el("div", "row1");
     top.append(cb, light, badge, name);
-    const bottom = document.createElement("div");
-    bottom.className = "row2";
+    const bottom = el("div", "row2");
     bottom.append(steps, loss, canvas);
     li.append(top, bottom);
     li.addEventListener("click", () => this.onFocus(id));
