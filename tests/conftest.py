@@ -32,3 +32,20 @@ def browser():
 
     with launched() as b:
         yield b
+
+
+def copy_fixture_runs(root: Path) -> Path:
+    """A runs root holding one HF trainer_state run and one LLaMA-Factory run from FIXTURES."""
+    import shutil
+
+    (root / "hf-run").mkdir(parents=True)
+    shutil.copy(
+        FIXTURES / "trainer_state" / "causal_lm_full_ft_with_eval_loss.json",
+        root / "hf-run" / "trainer_state.json",
+    )
+    (root / "lf-run").mkdir()
+    shutil.copy(
+        FIXTURES / "llamafactory" / "qwen_medical_lr_with_eval.jsonl",
+        root / "lf-run" / "trainer_log.jsonl",
+    )
+    return root

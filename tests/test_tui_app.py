@@ -21,6 +21,7 @@ from rich.console import Console
 from mudpuppy_monitor.core import Monitor
 from mudpuppy_monitor.tui.app import Frame, TuiView, run_live
 from mudpuppy_monitor.tui.render import render_snapshot
+from tests.conftest import copy_fixture_runs
 from tests.test_tui_render import render_plain, table_cells
 
 NAN = float("nan")
@@ -69,19 +70,8 @@ def write_native_run(root: Path, name: str, t0: float, gpus: list[str] | None = 
 
 
 @pytest.fixture
-def root(tmp_path: Path, fixtures_dir: Path) -> Path:
-    root = tmp_path / "runs"
-    (root / "hf-run").mkdir(parents=True)
-    shutil.copy(
-        fixtures_dir / "trainer_state" / "causal_lm_full_ft_with_eval_loss.json",
-        root / "hf-run" / "trainer_state.json",
-    )
-    (root / "lf-run").mkdir()
-    shutil.copy(
-        fixtures_dir / "llamafactory" / "qwen_medical_lr_with_eval.jsonl",
-        root / "lf-run" / "trainer_log.jsonl",
-    )
-    return root
+def root(tmp_path: Path) -> Path:
+    return copy_fixture_runs(tmp_path / "runs")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from mudpuppy_monitor.gpu.fake import fake_uuid
+from tests.conftest import copy_fixture_runs
 from tests.test_tui_app import write_native_run
 from tests.test_tui_render import table_cells
 
@@ -23,19 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def root(tmp_path: Path, fixtures_dir: Path) -> Path:
-    root = tmp_path / "runs"
-    (root / "hf-run").mkdir(parents=True)
-    shutil.copy(
-        fixtures_dir / "trainer_state" / "causal_lm_full_ft_with_eval_loss.json",
-        root / "hf-run" / "trainer_state.json",
-    )
-    (root / "lf-run").mkdir()
-    shutil.copy(
-        fixtures_dir / "llamafactory" / "qwen_medical_lr_with_eval.jsonl",
-        root / "lf-run" / "trainer_log.jsonl",
-    )
-    return root
+def root(tmp_path: Path) -> Path:
+    return copy_fixture_runs(tmp_path / "runs")
 
 
 def _tui(*args: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
