@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from mudpuppy_monitor import __version__
+from mudpuppy_monitor.errors import UsageError
+
+__all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 # (module, purpose); order is the order shown in --help
 COMMAND_MODULES: tuple[str, ...] = (
@@ -22,10 +25,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mudpuppy_monitor.gpu.cli",  # gpus
     "mudpuppy_monitor.demo",  # demo
 )
-
-
-class UsageError(Exception):
-    """An error the user caused: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

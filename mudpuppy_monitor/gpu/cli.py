@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from mudpuppy_monitor.errors import UsageError
 from mudpuppy_monitor.gpu.base import BACKEND_KINDS, GpuBackend
 from mudpuppy_monitor.gpu.records import GpuSample
 
@@ -36,7 +37,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mudpuppy_monitor.cli import UsageError
     from mudpuppy_monitor.gpu.base import open_backend
 
     if not 0 <= args.fake_devices <= 64:

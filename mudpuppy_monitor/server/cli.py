@@ -19,7 +19,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
 from mudpuppy_monitor.server.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,

@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
 
 GPU_CHOICES = ("auto", "nvidia", "amd", "fake", "none")
 
