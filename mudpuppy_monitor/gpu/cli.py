@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mudpuppy_monitor.errors import UsageError
-from mudpuppy_monitor.gpu.base import BACKEND_KINDS, GpuBackend
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
+from mudpuppy_monitor.gpu.base import GpuBackend
 from mudpuppy_monitor.gpu.records import GpuSample
 
 GIB = 1024**3
@@ -37,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mudpuppy_monitor.gpu.base import open_backend
+    from mudpuppy_monitor.gpu.backends import open_backend
 
     if not 0 <= args.fake_devices <= 64:
         raise UsageError(f"--fake-devices must be between 0 and 64, got {args.fake_devices}")
