@@ -8,8 +8,7 @@ import re
 from pathlib import Path
 
 from mudpuppy_monitor.errors import UsageError
-
-GPU_CHOICES = ("auto", "nvidia", "amd", "fake", "none")
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Live terminal view: runs table, loss sparklines, GPUs, alerts. Ctrl-C exits.",
     )
     parser.add_argument("root", metavar="ROOT", help="directory holding the run directories")
-    parser.add_argument("--gpu", choices=GPU_CHOICES, default="auto", help="GPU backend")
+    parser.add_argument("--gpu", choices=BACKEND_KINDS, default="auto", help="GPU backend")
     parser.add_argument(
         "--refresh", type=float, default=1.0, metavar="S", help="seconds between frames (1.0)"
     )
