@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mudpuppy_monitor.core import status as st
+from mudpuppy_monitor.core.coerce import as_positive_int32
 from mudpuppy_monitor.core.decimate import decimate, select_range
 from mudpuppy_monitor.core.run import LOSS, RunState
 from mudpuppy_monitor.core.summary import RunSummary
@@ -17,19 +18,10 @@ from mudpuppy_monitor.core.summary import RunSummary
 LR_KEYS = ("learning_rate", "lr")
 
 
-def _pid(v: object) -> int | None:
-    # a pid outside pid_t would make os.kill raise OverflowError
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 else None
-
-
-def _count(v: object) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 else None
-
-
 def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> str:
     """The status alone: what the periodic pass compares every second, without a summary."""
     meta = run.meta
-    pid = _pid(meta.get("pid"))
+    pid = as_positive_int32(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     local_pid = pid if pid is not None and (run_host is None or run_host == host) else None
     last_t = run.last_event_t
@@ -46,7 +38,7 @@ def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> 
 
 def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
     meta = run.meta
-    pid = _pid(meta.get("pid"))
+    pid = as_positive_int32(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     last_t = run.last_event_t
     silence = None if last_t is None else max(0.0, now - last_t)
@@ -106,8 +98,8 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
         bad_lines=run.bad_lines,
         host=run_host,
         pid=pid,
-        ppid=_pid(meta.get("ppid")),
-        world_size=_count(meta.get("world_size")),
+        ppid=as_positive_int32(meta.get("ppid")),
+        world_size=as_positive_int32(meta.get("world_size")),
         gpus=gpus,
         error=error,
         nonfinite=run.nonfinite,

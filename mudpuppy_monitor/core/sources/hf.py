@@ -13,9 +13,10 @@ import math
 import os
 from typing import Any
 
+from mudpuppy_monitor.core.coerce import as_number, as_step
 from mudpuppy_monitor.core.discovery import CHECKPOINT_RE, TRAINER_STATE
 from mudpuppy_monitor.core.files import inside_root, read_json_file
-from mudpuppy_monitor.core.rows import EPOCH, Rows, as_float, as_step
+from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
 
 MAX_STATE_BYTES = 256 << 20
@@ -30,20 +31,6 @@ SUMMARY_KEYS = frozenset(
     }
 )
 NOT_SERIES = frozenset({"step", EPOCH, "train_runtime"})
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                return None
-        return None
-    return as_float(v)
-
-
-_int = as_step  # step, global_step, max_steps: 0..2**63-1 or nothing (int(1e300) is no step)
 
 
 class HfStateSource:
@@ -92,7 +79,7 @@ class HfStateSource:
                 run.errors[TRAINER_STATE] = err or "trainer_state.json: no log_history list"
             return True, False
         history = [r for r in state["log_history"] if isinstance(r, dict)]
-        steps = [_int(r.get("step")) for r in history]
+        steps = [as_step(r.get("step")) for r in history]
         n = len(self.steps_read)
         if len(steps) < n or steps[:n] != self.steps_read:
             return True, True
@@ -122,36 +109,38 @@ class HfStateSource:
         return True
 
     def _apply(self, run: RunState, state: dict[str, Any], rows: list[dict], mtime: float) -> int:
-        max_steps = _int(state.get("max_steps"))
+        max_steps = as_step(state.get("max_steps"))
         if max_steps and max_steps > 0:
             run.max_steps = max_steps
-        epochs = _num(state.get("num_train_epochs"))
+        epochs = as_number(state.get("num_train_epochs"))
         if epochs and epochs > 0:
             run.num_train_epochs = epochs
         train, evals = Rows(), Rows()
         bad = 0
         nan = math.nan
         for r in rows:
-            step = _int(r.get("step"))
+            step = as_step(r.get("step"))
             if step is None or step < 0:
                 bad += 1
                 continue
-            epoch = _num(r.get(EPOCH))
+            epoch = as_number(r.get(EPOCH))
             if epoch is not None:
                 run.last_epoch = epoch
             # transformers 5 puts train_runtime (and train_tokens_per_second) on every train row
             # when it counts tokens: only a row without a loss, or with train_loss, closes the run
             if "train_loss" in r or ("loss" not in r and SUMMARY_KEYS & r.keys()):
                 run.finished = True
-                rate = _num(r.get("train_steps_per_second"))
+                rate = as_number(r.get("train_steps_per_second"))
                 if rate:
                     run.rate_hint = rate
-                runtime = _num(r.get("train_runtime"))
+                runtime = as_number(r.get("train_runtime"))
                 if runtime:
                     run.elapsed_hint = runtime
                 continue
             values = {
-                k: x for k, v in r.items() if k not in NOT_SERIES and (x := _num(v)) is not None
+                k: x
+                for k, v in r.items()
+                if k not in NOT_SERIES and (x := as_number(v)) is not None
             }
             if any(k.startswith(EVAL_PREFIX) for k in values):
                 evals.add(step, nan, {k: v for k, v in values.items() if k.startswith(EVAL_PREFIX)})
@@ -163,7 +152,7 @@ class HfStateSource:
         run.apply_train(train)
         run.apply_eval(evals)
         run.last_epoch = last_epoch
-        gs = _int(state.get("global_step"))
+        gs = as_step(state.get("global_step"))
         if gs is not None:
             run.last_step = gs
             if run.max_steps and gs >= run.max_steps:

@@ -16,8 +16,8 @@ from mudpuppy_callback import (
     META_FILE,
 )
 
+from mudpuppy_monitor.core.coerce import as_float, as_step
 from mudpuppy_monitor.core.files import read_json_file
-from mudpuppy_monitor.core.rows import as_float, as_step
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
 from mudpuppy_monitor.core.tail import FileTail, ReadResult, poll_tail
