@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 from mudpuppy_monitor.core.coerce import as_number, as_step
-from mudpuppy_monitor.core.discovery import CHECKPOINT_RE, TRAINER_STATE
 from mudpuppy_monitor.core.files import inside_root, read_json_file
 from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
+from mudpuppy_monitor.core.sources.base import Listing, Lock, SourceKind
 
+KIND = "hf-trainer-state"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MAX_STATE_BYTES = 256 << 20
 # keys of the closing row (`train_runtime` ...) and other non-series row keys
 SUMMARY_KEYS = frozenset(
@@ -31,6 +35,16 @@ SUMMARY_KEYS = frozenset(
     }
 )
 NOT_SERIES = frozenset({"step", EPOCH, "train_runtime"})
+
+
+def claims(listing: Listing) -> bool:
+    """`trainer_state.json` at the top, or in a `checkpoint-N/` subdirectory."""
+    if TRAINER_STATE in listing.files:
+        return True
+    return any(
+        CHECKPOINT_RE.match(name) and os.path.isfile(os.path.join(p, TRAINER_STATE))
+        for name, p in listing.dirs
+    )
 
 
 class HfStateSource:
@@ -63,7 +77,7 @@ class HfStateSource:
             out.append((st.st_mtime, step, p, st))
         return out
 
-    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+    def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         cands = self._candidates()
         changed = self._note_checkpoints(run, lock, cands)
         if not cands:
@@ -90,7 +104,7 @@ class HfStateSource:
         self.steps_read = steps
         return True, False
 
-    def _note_checkpoints(self, run: RunState, lock: Any, cands: list) -> bool:
+    def _note_checkpoints(self, run: RunState, lock: Lock, cands: list) -> bool:
         new = [
             (step, m, p) for m, step, p, _ in cands if step >= 0 and step not in self.checkpoints
         ]
@@ -160,3 +174,6 @@ class HfStateSource:
         if run.last_event_t is None or mtime > run.last_event_t:
             run.last_event_t = mtime
         return bad
+
+
+SOURCE = SourceKind(KIND, claims, HfStateSource)

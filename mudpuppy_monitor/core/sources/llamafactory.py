@@ -15,11 +15,13 @@ import re
 from typing import Any
 
 from mudpuppy_monitor.core.coerce import as_float, as_number, as_step, loads_lenient
-from mudpuppy_monitor.core.discovery import TRAINER_LOG
 from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
+from mudpuppy_monitor.core.sources.base import Listing, Lock, SourceKind
 from mudpuppy_monitor.core.tail import FileTail, ReadResult, poll_tail
 
+KIND = "llamafactory"
+TRAINER_LOG = "trainer_log.jsonl"
 BOOKKEEPING = frozenset(
     {"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"}
 )
@@ -47,13 +49,17 @@ def parse_duration(v: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def claims(listing: Listing) -> bool:
+    return TRAINER_LOG in listing.files
+
+
 class LlamaFactorySource:
     def __init__(self, path: str, root: str | None) -> None:
         self.path = path
         self.log = FileTail(os.path.join(path, TRAINER_LOG), root)
         self.base_t: float | None = None
 
-    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+    def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         def apply(res: ReadResult) -> None:
             rows = [r for block in res.blocks for r in block.split(b"\n")[:-1]]
             with lock:
@@ -141,3 +147,6 @@ class LlamaFactorySource:
         run.apply_progress(prog_steps, prog_ts)
         run.last_epoch = last_epoch
         run.last_step = as_step(parsed[-1]["current_steps"])
+
+
+SOURCE = SourceKind(KIND, claims, LlamaFactorySource)
