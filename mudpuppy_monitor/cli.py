@@ -21,7 +21,8 @@ __all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "mudpuppy_monitor.server.cli",  # serve
     "mudpuppy_monitor.tui.cli",  # tui
-    "mudpuppy_monitor.core.cli",  # ls, export
+    "mudpuppy_monitor.tui.ls",  # ls
+    "mudpuppy_monitor.core.cli",  # export
     "mudpuppy_monitor.gpu.cli",  # gpus
     "mudpuppy_monitor.demo",  # demo
 )

@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.errors import UsageError, require_dir
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 
 
@@ -39,11 +39,8 @@ def compile_filter(text: str | None) -> re.Pattern[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_dir(args.root, "root")
     root = Path(args.root)
-    if not root.exists():
-        raise UsageError(f"root not found: {args.root}")
-    if not root.is_dir():
-        raise UsageError(f"root is not a directory: {args.root}")
     if not math.isfinite(args.refresh) or args.refresh <= 0:
         raise UsageError(f"--refresh must be a positive number of seconds, got {args.refresh}")
     pattern = compile_filter(args.filter)
