@@ -10,6 +10,7 @@ skipped. An unreadable directory is skipped; the next pass tries again.
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from dataclasses import dataclass
 
 from mudpuppy_monitor.core.sources import Listing, classify
@@ -67,3 +68,24 @@ def discover(root: str, root_name: str | None = None) -> dict[str, Found]:
         for name, sub in listing.dirs:
             stack.append((sub, f"{rel}/{name}" if rel else name, depth + 1))
     return found
+
+
+def run_of_path(
+    path: str, root: str, real: str | None, runs: Container[str], root_run: str | None
+) -> str | None:
+    """The id of the known run (in `runs`) that a changed path belongs to: a new directory
+    inside a run is part of it (checkpoints). `root_run` is the root's own id when the root is
+    itself the run. None: a path of no known run (a full pass will look)."""
+    if real is None:
+        return None
+    for base in (real, root):
+        if path.startswith(base + os.sep):
+            parts = path[len(base) + 1 :].split(os.sep)
+            for k in range(min(len(parts), MAX_DEPTH + 1), 0, -1):
+                run_id = "/".join(parts[:k])
+                if run_id in runs:
+                    return run_id
+            return root_run
+    if path in (real, root):
+        return root_run
+    return None

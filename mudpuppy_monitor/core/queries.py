@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,52 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
     )
 
 
+class SeriesAnswer(dict[str, dict[str, Any]]):
+    """A `series()` answer: {name: {"x", "y", "count", "decimated"}}, and the generation of the
+    run the data was read from (None when the run is unknown)."""
+
+    def __init__(self, generation: int | None) -> None:
+        super().__init__()
+        self.generation = generation
+
+
+@dataclass(frozen=True)
+class LoraRow:
+    """The newest LoRA snapshot of a run: per layer its A, B and update norms (NaN when the
+    writer did not report one)."""
+
+    step: int
+    t: float
+    layers: dict[str, dict[str, float]]
+
+
+def counts(run: RunState) -> dict[str, int]:
+    out = {}
+    for name in run.series_names():
+        table = run.table_of(name)
+        if table is not None:
+            out[name] = table.count(name)
+    return out
+
+
+def detail(run: RunState, summary: RunSummary) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "summary": summary.to_dict(),
+        "meta": dict(run.meta),
+        "source": run.source,
+        "series": run.series_names(),
+        "counts": counts(run),
+        "lora_layers": list(run.lora.layers),
+        "lora_snapshots": run.lora.n,
+        "bad_lines": run.bad_lines,
+        "last_bad_line": run.last_bad,
+        "errors": dict(run.errors),
+        "markers": list(run.markers),
+        "generation": run.generation,
+    }
+
+
 def series(
     run: RunState,
     names: Iterable[str],
@@ -114,8 +161,8 @@ def series(
     start: float | None,
     end: float | None,
     points: int,
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+) -> SeriesAnswer:
+    out = SeriesAnswer(run.generation)
     for name in names:
         table = run.table_of(name)
         if table is None:
@@ -186,6 +233,21 @@ def lora(run: RunState, points: int) -> dict[str, Any] | None:
         if key not in out:
             out[key] = mat[pick, :width].T.tolist()
     return out
+
+
+def last_lora(run: RunState) -> LoraRow | None:
+    store = run.lora
+    n = store.n
+    if n == 0:
+        return None
+    width = len(store.layers)
+    keys = ("A", "B", "update")
+    cols = {}
+    for key in keys:
+        mat = store.data.get(key)
+        cols[key] = mat[n - 1, :width].tolist() if mat is not None else [math.nan] * width
+    layers = {name: {key: cols[key][i] for key in keys} for i, name in enumerate(store.layers)}
+    return LoraRow(int(store.steps[n - 1]), float(store.t[n - 1]), layers)
 
 
 def export_rows(run: RunState, lock: Any = None) -> Iterator[tuple[str, int, float, float]]:

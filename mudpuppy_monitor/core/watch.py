@@ -4,8 +4,8 @@ Both call the Monitor's synchronous passes in a worker thread (`asyncio.to_threa
 reading never blocks the event loop:
 
 - `refresh()`: discovery + every run's files + status changes (the periodic full pass);
-- `_refresh_paths(paths)`: only the runs the changed paths belong to (a watch hint);
-- `_refresh_known()`: every known run, no discovery (polling).
+- `refresh_paths(paths)`: only the runs the changed paths belong to (a watch hint);
+- `refresh_known()`: every known run, no discovery (polling).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,19 @@ log = logging.getLogger(__name__)
 WATCH_DEBOUNCE_MS = 30
 WATCH_STEP_MS = 10
 POLL_INTERVAL_S = 0.05  # poll=True: how often the known runs' files are stat'ed
+
+
+class Watched(Protocol):
+    """What the loops drive (the Monitor): its root and its three synchronous passes."""
+
+    root: str
+    scan_interval_s: float
+
+    def refresh(self) -> set[str]: ...
+
+    def refresh_paths(self, paths: Iterable[str]) -> set[str]: ...
+
+    def refresh_known(self) -> set[str]: ...
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -51,7 +64,7 @@ def dir_key(path: str) -> tuple[int, int] | None:
     return (s.st_dev, s.st_ino)
 
 
-async def watch_loop(mon: Any, stop: asyncio.Event) -> None:
+async def watch_loop(mon: Watched, stop: asyncio.Event) -> None:
     from watchfiles import awatch
 
     while not stop.is_set():
@@ -80,7 +93,7 @@ async def watch_loop(mon: Any, stop: asyncio.Event) -> None:
                         break
                     now = time.monotonic()
                     if batch and now - last_full < mon.scan_interval_s:
-                        await guarded(mon._refresh_paths, [p for _, p in batch])
+                        await guarded(mon.refresh_paths, [p for _, p in batch])
                         continue
                     last_full = now
                     await guarded(mon.refresh)
@@ -91,7 +104,7 @@ async def watch_loop(mon: Any, stop: asyncio.Event) -> None:
             await sleep_unless(stop, mon.scan_interval_s)
 
 
-async def poll_loop(mon: Any, stop: asyncio.Event) -> None:
+async def poll_loop(mon: Watched, stop: asyncio.Event) -> None:
     """Polling without inotify (network filesystems): stat the known runs' files often,
     discover new runs every scan_interval_s. The quick pass backs off when it gets expensive
     (thousands of runs), so it never takes more than ~10 % of a core."""
@@ -102,6 +115,6 @@ async def poll_loop(mon: Any, stop: asyncio.Event) -> None:
             await guarded(mon.refresh)
             last_full = t0
         else:
-            await guarded(mon._refresh_known)
+            await guarded(mon.refresh_known)
         cost = time.monotonic() - t0
         await sleep_unless(stop, max(POLL_INTERVAL_S, 10 * cost))
