@@ -155,19 +155,11 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         end_x = _float_param(q, "to")
         points = _int_param(q, "points", 2000, 2, MAX_POINTS)
         wanted = [n for n in q.get("names", "").split(",") if n] if "names" in q else None
-        for _ in range(3):
-            # The generation must be the one of the data: read it before and after the query.
-            # Generations are never reused, so equal readings mean no reset happened in
-            # between; after a reset the query is simply made again.
-            generation = ctx.monitor.generation(run_id)
-            have = ctx.monitor.counts(run_id)
-            names = list(have) if wanted is None else [n for n in wanted if n in have]
-            got = ctx.monitor.series(run_id, names, x=x, start=start_x, end=end_x, points=points)
-            if ctx.monitor.generation(run_id) == generation:
-                break
-        if generation is None:
+        # the core reads the data and its generation under one lock
+        got = ctx.monitor.series(run_id, wanted, x=x, start=start_x, end=end_x, points=points)
+        if got.generation is None:  # removed since the check above
             return error(404, "no such run")
-        return JSON({"run": run_id, "generation": generation, "x": x, "series": got or {}})
+        return JSON({"run": run_id, "generation": got.generation, "x": x, "series": got})
 
     @app.get("/api/runs/{run_id:path}/lora")
     def lora(run_id: str, request: Request) -> JSON:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from mudpuppy_monitor.core.queries import LoraRow
+
 # statuses worth telling the user about when a run enters them
 ALERT_STATUSES = frozenset({"stalled", "crashed", "completed", "failed", "interrupted"})
 # markers that are alerts; `end` is told by its status change, checkpoints/restarts are not news
@@ -53,9 +55,9 @@ class ChangeTracker:
             self.runs[s.id] = RunCursor(
                 generation=s.generation,
                 counts=dict(self.monitor.counts(s.id)),
-                markers=len(self.monitor.markers_since(s.id, 0)),
+                markers=self.monitor.marker_count(s.id),
                 status=s.status,
-                lora_last=_last_lora(self.monitor.lora(s.id, points=2))[0],
+                lora_last=_lora_key(self.monitor.last_lora(s.id)),
             )
 
     def messages(self, changes: Any) -> Iterator[Message]:
@@ -114,13 +116,13 @@ class ChangeTracker:
             )
 
     def _lora(self, run_id: str, state: RunCursor) -> Iterator[Message]:
-        # points=2 picks the first and the last snapshot: the last is the news. The core has
-        # no cheaper "how many snapshots" query; the caller skips changes without a new event.
-        last, layers = _last_lora(self.monitor.lora(run_id, points=2))
-        if last is None or last == state.lora_last:
+        # the caller skips changes without a new event: only those can hold a new snapshot
+        row = self.monitor.last_lora(run_id)
+        key = _lora_key(row)
+        if row is None or key == state.lora_last:
             return
-        state.lora_last = last
-        yield {"type": "lora", "run": run_id, "step": last[0], "layers": layers}, run_id
+        state.lora_last = key
+        yield {"type": "lora", "run": run_id, "step": row.step, "layers": row.layers}, run_id
 
     def _alerts(self, summary: Any, state: RunCursor, fresh: bool) -> Iterator[Message]:
         run_id = summary.id
@@ -212,24 +214,9 @@ def status_message(summary: Any) -> str:
     return f"{status} at step {step}"
 
 
-def _last_lora(lora: dict[str, Any] | None) -> tuple[tuple[Any, Any] | None, dict[str, Any]]:
-    """((step, t), {layer: {"A", "B", "update"}}) of the last snapshot in a lora() answer."""
-    if not lora or not lora.get("steps"):
-        return None, {}
-    j = len(lora["steps"]) - 1
-    ts = lora.get("t") or []
-    key = (lora["steps"][j], ts[j] if j < len(ts) else None)
-    layers: dict[str, Any] = {}
-    for i, name in enumerate(lora.get("layers") or []):
-        layers[name] = {k: _cell(lora, k, i, j) for k in ("A", "B", "update")}
-    return key, layers
-
-
-def _cell(lora: dict[str, Any], key: str, i: int, j: int) -> Any:
-    try:
-        return lora[key][i][j]
-    except (KeyError, IndexError, TypeError):
-        return None
+def _lora_key(row: LoraRow | None) -> tuple[int, float] | None:
+    """What identifies a LoRA snapshot: its step and time."""
+    return None if row is None else (row.step, row.t)
 
 
 # -- GPUs ------------------------------------------------------------------------------------
