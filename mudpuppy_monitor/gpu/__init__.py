@@ -2,7 +2,7 @@
 
 from mudpuppy_monitor.gpu.attribution import attribute
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS, open_backend
-from mudpuppy_monitor.gpu.base import GpuBackend
+from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed, SampleSource
 from mudpuppy_monitor.gpu.records import Attribution, GpuProcess, GpuSample, RunOnDevice
 from mudpuppy_monitor.gpu.sampler import GpuSampler, SamplerStats
 
@@ -14,6 +14,8 @@ __all__ = [
     "GpuSample",
     "GpuSampler",
     "RunOnDevice",
+    "SampleFeed",
+    "SampleSource",
     "SamplerStats",
     "attribute",
     "open_backend",

@@ -37,6 +37,27 @@ class GpuBackend(Protocol):
         ...
 
 
+class SampleSource(Protocol):
+    """Where a front end reads the latest sample of every device (a GpuSampler, or a one-shot
+    reader for `tui --once`)."""
+
+    def latest(self) -> list[GpuSample]: ...
+
+
+SampleListener = Callable[[list[GpuSample]], None]
+
+
+class SampleFeed(SampleSource, Protocol):
+    """A sampler as the server uses it: the latest sample, a history per device, and a listener
+    called from the sampling thread after each sample."""
+
+    def history(self, index: int, since_t: float | None = None) -> list[GpuSample]: ...
+
+    def add_listener(self, callback: SampleListener) -> Callable[[], None]:
+        """Returns the function that removes the listener."""
+        ...
+
+
 class BackendUnavailable(Exception):
     """Raised by a backend constructor when its library or driver is not usable here."""
 

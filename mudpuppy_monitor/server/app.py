@@ -17,10 +17,14 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry
 from starlette.concurrency import iterate_in_threadpool
 from starlette.staticfiles import StaticFiles
 
 from mudpuppy_monitor import __version__, jsonutil
+from mudpuppy_monitor.core import Monitor
+from mudpuppy_monitor.core.protocols import LiveRuns
+from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.server import feed, metrics
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.security import SecurityMiddleware, valid_run_id
@@ -39,11 +43,19 @@ class JSON(JSONResponse):
 
 @dataclass
 class Context:
+    """What one app holds, filled by `start` (the lifespan) and emptied by `stop`."""
+
     settings: Settings
-    monitor: Any = None
+    monitor: Monitor | None = None
+    sampler: GpuSampler | None = None  # None when the backend is `none`
     gpus: feed.GpuView | None = None
     hub: Hub | None = None
-    registry: Any = None
+    registry: CollectorRegistry | None = None
+
+    def runs(self) -> LiveRuns:
+        if self.monitor is None:
+            raise RuntimeError("Expected a started app, got one whose lifespan has not run")
+        return self.monitor
 
 
 class BadRequest(Exception):
@@ -87,30 +99,27 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def start(ctx: Context) -> None:
-    from mudpuppy_monitor.core import Monitor
-    from mudpuppy_monitor.gpu import GpuSampler, open_backend
-
     s = ctx.settings
-    ctx.monitor = Monitor(Path(s.root), poll=s.poll, scan_interval_s=s.scan_interval_s)
-    await ctx.monitor.start()
+    monitor = ctx.monitor = Monitor(Path(s.root), poll=s.poll, scan_interval_s=s.scan_interval_s)
+    await monitor.start()
     backend = open_backend(s.gpu)
     sampler = None
-    if getattr(backend, "kind", "none") != "none":
-        sampler = GpuSampler(backend, interval_s=s.gpu_interval_s)
+    if backend.kind != "none":
+        sampler = ctx.sampler = GpuSampler(backend, interval_s=s.gpu_interval_s)
     ctx.gpus = feed.GpuView(backend, sampler)
-    ctx.hub = Hub(ctx.monitor, ctx.gpus, s)
+    ctx.hub = Hub(monitor, ctx.gpus, s)
     ctx.hub.start()  # listens to the sampler before it takes its first sample
     if sampler is not None:
         sampler.start()
-    ctx.registry = metrics.build_registry(ctx.monitor, ctx.gpus, ctx.hub)
+    ctx.registry = metrics.build_registry(monitor, ctx.gpus, ctx.hub)
 
 
 async def stop(ctx: Context) -> None:
     if ctx.hub is not None:
         await ctx.hub.stop()
-    if ctx.gpus is not None and ctx.gpus.sampler is not None:
+    if ctx.sampler is not None:
         # joins the worker thread (which may be inside a slow driver call): not on the loop
-        await asyncio.to_thread(ctx.gpus.sampler.stop)
+        await asyncio.to_thread(ctx.sampler.stop)
     if ctx.gpus is not None and ctx.gpus.backend is not None:
         # after the sampler: closing the vendor library under a call can crash it
         await asyncio.to_thread(ctx.gpus.backend.close)
@@ -125,7 +134,7 @@ def error(status: int, message: str) -> JSON:
 def add_routes(app: FastAPI, ctx: Context) -> None:
     def known_run(run_id: str) -> bool:
         # a dict lookup: no summary is built just to say the run exists
-        return valid_run_id(run_id) and ctx.monitor.generation(run_id) is not None
+        return valid_run_id(run_id) and ctx.runs().generation(run_id) is not None
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSON:
@@ -133,11 +142,11 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
 
     @app.get("/healthz")
     async def healthz() -> JSON:
-        return JSON({"ok": True, "version": __version__, "runs": len(ctx.monitor.run_ids())})
+        return JSON({"ok": True, "version": __version__, "runs": len(ctx.runs().run_ids())})
 
     @app.get("/api/runs")
     def runs() -> JSON:
-        return JSON({"runs": [s.to_dict() for s in ctx.monitor.summaries()]})
+        return JSON({"runs": [s.to_dict() for s in ctx.runs().summaries()]})
 
     # The data routes are plain `def`: FastAPI runs them in its threadpool, so decimation,
     # .tolist() and the JSON encoding of a large answer do not hold up the event loop, which
@@ -156,7 +165,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         points = _int_param(q, "points", 2000, 2, MAX_POINTS)
         wanted = [n for n in q.get("names", "").split(",") if n] if "names" in q else None
         # the core reads the data and its generation under one lock
-        got = ctx.monitor.series(run_id, wanted, x=x, start=start_x, end=end_x, points=points)
+        got = ctx.runs().series(run_id, wanted, x=x, start=start_x, end=end_x, points=points)
         if got.generation is None:  # removed since the check above
             return error(404, "no such run")
         return JSON({"run": run_id, "generation": got.generation, "x": x, "series": got})
@@ -166,7 +175,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         if not known_run(run_id):
             return error(404, "no such run")
         points = _int_param(request.query_params, "points", 200, 2, MAX_POINTS)
-        got = ctx.monitor.lora(run_id, points=points)
+        got = ctx.runs().lora(run_id, points=points)
         if got is None:  # no snapshot yet: the same keys as a full answer, all empty
             got = {"layers": [], "steps": [], "t": [], "A": [], "B": [], "update": []}
         got["t"] = feed.known_times(got.get("t") or [])
@@ -179,7 +188,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         fmt = request.query_params.get("format", "csv")
         if fmt not in EXPORT_TYPES:
             raise BadRequest("format must be csv or jsonl")
-        chunks = ctx.monitor.export(run_id, fmt=fmt)
+        chunks = ctx.runs().export(run_id, fmt=fmt)
         return StreamingResponse(
             _drain(chunks),
             media_type=EXPORT_TYPES[fmt],
@@ -190,7 +199,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     def run_detail(run_id: str) -> JSON:
         if not known_run(run_id):
             return error(404, "no such run")
-        detail = ctx.monitor.detail(run_id)
+        detail = ctx.runs().detail(run_id)
         if detail is None:
             return error(404, "no such run")
         return JSON(_detail_json(detail))
@@ -198,7 +207,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     @app.get("/api/gpus")
     def gpus() -> JSON:
         assert ctx.gpus is not None
-        return JSON(ctx.gpus.payload(ctx.monitor, history=True))
+        return JSON(ctx.gpus.payload(ctx.runs(), history=True))
 
     @app.get("/api/{rest:path}")
     async def api_not_found(rest: str) -> JSON:
@@ -208,6 +217,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
+        assert ctx.registry is not None
         return Response(metrics.render(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")

@@ -8,11 +8,14 @@ belongs), the number of markers already seen, and the last status (for alerts).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mudpuppy_monitor.core.queries import LoraRow
+from mudpuppy_monitor.core.protocols import Changes, LoraRow, RunQueries
+from mudpuppy_monitor.core.summary import RunSummary
+from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed
+from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
 
 # statuses worth telling the user about when a run enters them
 ALERT_STATUSES = frozenset({"stalled", "crashed", "completed", "failed", "interrupted"})
@@ -30,21 +33,21 @@ Message = tuple[dict[str, Any], "str | None"]
 
 @dataclass
 class RunCursor:
-    generation: Any = None
+    generation: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     markers: int = 0
     status: str | None = None
-    lora_last: tuple[Any, Any] | None = None  # (step, t) of the last LoRA snapshot sent
+    lora_last: tuple[int, float] | None = None  # (step, t) of the last LoRA snapshot sent
     # (last_event_t, step) when LoRA was last looked at: a new snapshot is a new event, so a
     # change that moved neither (a status change, a meta rewrite) cannot hold one
-    lora_seen: tuple[Any, Any] | None = None
+    lora_seen: tuple[float | None, int | None] | None = None
     # markers are read from 0 (a run first seen while serving, or reset): the old ones are
     # history, only those within FRESH_S of now are alerts
     catch_up: bool = False
 
 
 class ChangeTracker:
-    def __init__(self, monitor: Any, max_stream_points: int = 5000) -> None:
+    def __init__(self, monitor: RunQueries, max_stream_points: int = 5000) -> None:
         self.monitor = monitor
         self.max_stream_points = max_stream_points
         self.runs: dict[str, RunCursor] = {}
@@ -60,7 +63,7 @@ class ChangeTracker:
                 lora_last=_lora_key(self.monitor.last_lora(s.id)),
             )
 
-    def messages(self, changes: Any) -> Iterator[Message]:
+    def messages(self, changes: Changes) -> Iterator[Message]:
         removed = set(changes.removed)
         for run_id in sorted(removed):
             self.runs.pop(run_id, None)
@@ -72,7 +75,7 @@ class ChangeTracker:
         for s in summaries:
             yield from self._run_messages(s)
 
-    def _run_messages(self, summary: Any) -> Iterator[Message]:
+    def _run_messages(self, summary: RunSummary) -> Iterator[Message]:
         run_id = summary.id
         state = self.runs.get(run_id)
         fresh = state is None
@@ -124,7 +127,7 @@ class ChangeTracker:
         state.lora_last = key
         yield {"type": "lora", "run": run_id, "step": row.step, "layers": row.layers}, run_id
 
-    def _alerts(self, summary: Any, state: RunCursor, fresh: bool) -> Iterator[Message]:
+    def _alerts(self, summary: RunSummary, state: RunCursor, fresh: bool) -> Iterator[Message]:
         run_id = summary.id
         markers = self.monitor.markers_since(run_id, state.markers) or []
         state.markers += len(markers)
@@ -179,7 +182,7 @@ def known_times(values: list[Any]) -> list[Any]:
     return [known_time(t) for t in values]
 
 
-def _now(summary: Any) -> float | None:
+def _now(summary: RunSummary) -> float | None:
     # the clock the summary was made with (the core's, so a test clock works too)
     t, age = summary.last_event_t, summary.last_event_age_s
     if t is None or age is None:
@@ -201,7 +204,7 @@ def marker_message(m: dict[str, Any]) -> str:
     return f"{series} {what} at step {m.get('step')}"
 
 
-def status_message(summary: Any) -> str:
+def status_message(summary: RunSummary) -> str:
     status = summary.status
     step = summary.step
     if status == "stalled":
@@ -225,11 +228,13 @@ def _lora_key(row: LoraRow | None) -> tuple[int, float] | None:
 class GpuView:
     """The sampler's state as the protocol shows it (`/api/gpus`, snapshot, `gpus` messages)."""
 
-    def __init__(self, backend: Any | None, sampler: Any | None) -> None:
+    def __init__(self, backend: GpuBackend | None, sampler: SampleFeed | None) -> None:
         self.backend = backend
         self.sampler = sampler
 
-    def payload(self, monitor: Any, samples: list[Any] | None = None, history: bool = False):
+    def payload(
+        self, monitor: RunQueries, samples: list[GpuSample] | None = None, history: bool = False
+    ) -> dict[str, Any]:
         backend = self.backend
         out: dict[str, Any] = {
             "backend": getattr(backend, "kind", "none"),
@@ -257,11 +262,15 @@ class GpuView:
 HISTORY_FIELDS = ("t", "util_pct", "mem_used_bytes", "temperature_c", "power_w")
 
 
-def history_columns(samples: list[Any]) -> dict[str, list[Any]]:
+def history_columns(samples: Sequence[GpuSample]) -> dict[str, list[Any]]:
     return {f: [getattr(s, f, None) for s in samples] for f in HISTORY_FIELDS}
 
 
-def attribution_dict(samples: list[Any], runs: Any, **attribute_kw: Any) -> dict[str, Any]:
+def attribution_dict(
+    samples: Sequence[GpuSample],
+    runs: Iterable[RunSummary | Mapping[str, Any]],
+    **attribute_kw: Any,
+) -> dict[str, Any]:
     """Per device index (as a string key): `runs` (ids), `evidence` (how each run was found,
     its processes and memory), `others` (processes of no run) and their memory.
 
@@ -288,5 +297,5 @@ def attribution_dict(samples: list[Any], runs: Any, **attribute_kw: Any) -> dict
     return out
 
 
-def _process(p: Any) -> dict[str, Any]:
+def _process(p: GpuProcess) -> dict[str, Any]:
     return {"pid": p.pid, "used_bytes": p.used_bytes}
