@@ -37,6 +37,18 @@ class GpuBackend(Protocol):
         ...
 
 
+def backend_json(backend: GpuBackend | None) -> dict[str, Any]:
+    """Which backend is sampling, as the protocol and `gpus --json` say it (None: no sampling)."""
+    if backend is None:
+        return {"backend": "none", "name": "none", "simulated": False, "reason": ""}
+    return {
+        "backend": backend.kind,
+        "name": backend.name,
+        "simulated": bool(backend.simulated),
+        "reason": backend.reason or "",
+    }
+
+
 class SampleSource(Protocol):
     """Where a front end reads the latest sample of every device (a GpuSampler, or a one-shot
     reader for `tui --once`)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from mudpuppy_monitor.errors import UsageError
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
-from mudpuppy_monitor.gpu.base import GpuBackend
+from mudpuppy_monitor.gpu.base import GpuBackend, backend_json
 from mudpuppy_monitor.gpu.records import GpuSample
 
 GIB = 1024**3
@@ -59,13 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def to_json(backend: GpuBackend, samples: Sequence[GpuSample]) -> dict[str, Any]:
-    return {
-        "backend": backend.kind,
-        "name": backend.name,
-        "simulated": backend.simulated,
-        "reason": backend.reason,
-        "devices": [s.to_dict() for s in samples],
-    }
+    return {**backend_json(backend), "devices": [s.to_dict() for s in samples]}
 
 
 def _num(value: float | None, unit: str = "", digits: int = 0) -> str:

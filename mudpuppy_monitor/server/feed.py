@@ -14,8 +14,9 @@ from typing import Any
 
 from mudpuppy_monitor.core.protocols import Changes, LoraRow, RunQueries
 from mudpuppy_monitor.core.summary import RunSummary
-from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed
-from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
+from mudpuppy_monitor.gpu.attribution import attribute
+from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed, backend_json
+from mudpuppy_monitor.gpu.records import GpuSample, attribution_json
 
 # statuses worth telling the user about when a run enters them
 ALERT_STATUSES = frozenset({"stalled", "crashed", "completed", "failed", "interrupted"})
@@ -235,12 +236,8 @@ class GpuView:
     def payload(
         self, monitor: RunQueries, samples: list[GpuSample] | None = None, history: bool = False
     ) -> dict[str, Any]:
-        backend = self.backend
         out: dict[str, Any] = {
-            "backend": getattr(backend, "kind", "none"),
-            "name": getattr(backend, "name", "none"),
-            "simulated": bool(getattr(backend, "simulated", False)),
-            "reason": getattr(backend, "reason", "") or "",
+            **backend_json(self.backend),
             "t": None,
             "devices": [],
             "attribution": {},
@@ -272,30 +269,8 @@ def attribution_dict(
     **attribute_kw: Any,
 ) -> dict[str, Any]:
     """Per device index (as a string key): `runs` (ids), `evidence` (how each run was found,
-    its processes and memory), `others` (processes of no run) and their memory.
-
-    The wire shape of docs/protocol.md is written here, field by field, and nowhere else: the
-    GPU records' own `to_dict` methods are not part of the protocol."""
-    from mudpuppy_monitor.gpu import attribute
-
-    out: dict[str, Any] = {}
-    for index, attr in attribute(samples, runs, **attribute_kw).items():
-        out[str(index)] = {
-            "runs": [r.run_id for r in attr.runs],
-            "evidence": [
-                {
-                    "run_id": r.run_id,
-                    "reason": r.reason,
-                    "processes": [_process(p) for p in r.processes],
-                    "used_bytes": r.used_bytes,
-                }
-                for r in attr.runs
-            ],
-            "others": [_process(p) for p in attr.others],
-            "others_used_bytes": attr.others_used_bytes,
-        }
-    return out
-
-
-def _process(p: GpuProcess) -> dict[str, Any]:
-    return {"pid": p.pid, "used_bytes": p.used_bytes}
+    its processes and memory), `others` (processes of no run) and their memory."""
+    return {
+        str(index): attribution_json(attr)
+        for index, attr in attribute(samples, runs, **attribute_kw).items()
+    }
