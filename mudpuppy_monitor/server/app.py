@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import iterate_in_threadpool
@@ -27,10 +27,20 @@ from mudpuppy_monitor.core.protocols import LiveRuns
 from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.server import feed, metrics
 from mudpuppy_monitor.server.hub import Hub
+from mudpuppy_monitor.server.params import (
+    ApiError,
+    ExportFormat,
+    From,
+    LoraPoints,
+    Names,
+    SeriesPoints,
+    To,
+    XAxis,
+    validation_message,
+)
 from mudpuppy_monitor.server.security import SecurityMiddleware, valid_run_id
 from mudpuppy_monitor.server.settings import Settings, default_web_dir
 
-MAX_POINTS = 100_000
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 
@@ -56,10 +66,6 @@ class Context:
         if self.monitor is None:
             raise RuntimeError("Expected a started app, got one whose lifespan has not run")
         return self.monitor
-
-
-class BadRequest(Exception):
-    pass
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -131,14 +137,31 @@ def error(status: int, message: str) -> JSON:
     return JSON({"error": message}, status_code=status)
 
 
-def add_routes(app: FastAPI, ctx: Context) -> None:
-    def known_run(run_id: str) -> bool:
-        # a dict lookup: no summary is built just to say the run exists
-        return valid_run_id(run_id) and ctx.runs().generation(run_id) is not None
+async def api_error(request: Request, exc: Exception) -> JSON:
+    """The one error handler: a bad query parameter (400) or an ApiError a route raised."""
+    if isinstance(exc, RequestValidationError):
+        return error(400, validation_message(exc))
+    if isinstance(exc, ApiError):
+        return error(exc.status, exc.message)
+    raise exc
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSON:
-        return error(400, str(exc))
+
+def known_run(run_id: str, request: Request) -> str:
+    """The run of the path, or 404. A dependency: FastAPI runs it before it validates the query
+    parameters, so an unknown run is a 404 whatever its parameters say."""
+    ctx: Context = request.app.state.ctx
+    # a dict lookup: no summary is built just to say the run exists
+    if not (valid_run_id(run_id) and ctx.runs().generation(run_id) is not None):
+        raise ApiError(404, "no such run")
+    return run_id
+
+
+Run = Annotated[str, Depends(known_run)]
+
+
+def add_routes(app: FastAPI, ctx: Context) -> None:
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, api_error)
 
     @app.get("/healthz")
     async def healthz() -> JSON:
@@ -153,28 +176,23 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     # carries the WebSocket fan-out. The core's queries are thread-safe (they take its lock).
     # The suffix routes come first: {run_id:path} is greedy, and run ids contain "/".
     @app.get("/api/runs/{run_id:path}/series")
-    def series(run_id: str, request: Request) -> JSON:
-        if not known_run(run_id):
-            return error(404, "no such run")
-        q = request.query_params
-        x = q.get("x", "step")
-        if x not in ("step", "time"):
-            raise BadRequest("x must be step or time")
-        start_x = _float_param(q, "from")
-        end_x = _float_param(q, "to")
-        points = _int_param(q, "points", 2000, 2, MAX_POINTS)
-        wanted = [n for n in q.get("names", "").split(",") if n] if "names" in q else None
+    def series(
+        run_id: Run,
+        x: XAxis = "step",
+        start: From = None,
+        to: To = None,
+        points: SeriesPoints = 2000,
+        names: Names = None,
+    ) -> JSON:
+        wanted = None if names is None else [n for n in names.split(",") if n]
         # the core reads the data and its generation under one lock
-        got = ctx.runs().series(run_id, wanted, x=x, start=start_x, end=end_x, points=points)
+        got = ctx.runs().series(run_id, wanted, x=x, start=start, end=to, points=points)
         if got.generation is None:  # removed since the check above
             return error(404, "no such run")
         return JSON({"run": run_id, "generation": got.generation, "x": x, "series": got})
 
     @app.get("/api/runs/{run_id:path}/lora")
-    def lora(run_id: str, request: Request) -> JSON:
-        if not known_run(run_id):
-            return error(404, "no such run")
-        points = _int_param(request.query_params, "points", 200, 2, MAX_POINTS)
+    def lora(run_id: Run, points: LoraPoints = 200) -> JSON:
         got = ctx.runs().lora(run_id, points=points)
         if got is None:  # no snapshot yet: the same keys as a full answer, all empty
             got = {"layers": [], "steps": [], "t": [], "A": [], "B": [], "update": []}
@@ -182,12 +200,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         return JSON(got)
 
     @app.get("/api/runs/{run_id:path}/export")
-    def export(run_id: str, request: Request) -> Response:
-        if not known_run(run_id):
-            return error(404, "no such run")
-        fmt = request.query_params.get("format", "csv")
-        if fmt not in EXPORT_TYPES:
-            raise BadRequest("format must be csv or jsonl")
+    def export(run_id: Run, fmt: ExportFormat = "csv") -> Response:
         chunks = ctx.runs().export(run_id, fmt=fmt)
         return StreamingResponse(
             _drain(chunks),
@@ -196,9 +209,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         )
 
     @app.get("/api/runs/{run_id:path}")
-    def run_detail(run_id: str) -> JSON:
-        if not known_run(run_id):
-            return error(404, "no such run")
+    def run_detail(run_id: Run) -> JSON:
         detail = ctx.runs().detail(run_id)
         if detail is None:
             return error(404, "no such run")
@@ -263,27 +274,3 @@ def _batches(chunks: Iterator[str]) -> Iterator[bytes]:
             batch, size = [], 0
     if batch:
         yield "".join(batch).encode("utf-8")
-
-
-def _float_param(q: Any, name: str) -> float | None:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{name} must be finite")
-    return value
-
-
-def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    return max(lo, min(hi, value))
