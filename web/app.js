@@ -7,9 +7,10 @@ import { Scheduler } from "./chartparts.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
-import { runColor, Sidebar } from "./sidebar.js";
+import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";
+import { runColor } from "./theme.js";
 import { CHARTS, chartInputs, seriesOf } from "./views.js";
 
 class App {

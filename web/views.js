@@ -2,7 +2,7 @@
 // the app's state, kept apart from the wiring in app.js.
 
 import { fmtBytes, fmtLr, fmtNum, fmtRate } from "./format.js";
-import { runColor } from "./sidebar.js";
+import { runColor } from "./theme.js";
 
 // What each chart shows; `series` entries are the server's series names.
 export const CHARTS = [
