@@ -3,10 +3,10 @@
 
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
-import { Scheduler } from "./chartparts.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
+import { Scheduler } from "./scheduler.js";
 import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";

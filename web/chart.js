@@ -1,6 +1,6 @@
 // Overlay line chart on Canvas 2D, after uPlot's model: backing store = CSS size x
 // devicePixelRatio; setters only mark the chart dirty and one draw happens per animation frame
-// (Scheduler, in chartparts.js); per-pixel-column min/max decimation; the crosshair, selection
+// (Scheduler, in scheduler.js); per-pixel-column min/max decimation; the crosshair, selection
 // box and tooltip are DOM overlays, so hovering never repaints the canvas.
 
 import { drawAxes, drawMarkers } from "./chartparts.js";

@@ -1,43 +1,9 @@
-// Pieces of the chart that need no chart state of their own: the frame scheduler, axes and
-// markers. Split from chart.js to keep each file small.
+// Pieces of the chart that need no chart state of their own: axes and markers. Split from
+// chart.js to keep each file small.
 
 import { logTicks, niceTicks, timeTicks } from "./axis.js";
 import { fmtRelTick, fmtStepTick, fmtWallTick } from "./format.js";
 import { colors } from "./theme.js";
-
-// One requestAnimationFrame for every dirty chart on the page.
-export class Scheduler {
-  constructor() {
-    this.dirty = new Set();
-    this.pending = false;
-  }
-
-  request(chart) {
-    this.dirty.add(chart);
-    if (!this.pending) {
-      this.pending = true;
-      requestAnimationFrame(() => this.flush());
-    }
-  }
-
-  // Things drawn first may dirty others (the app's state pass feeds the charts): a second
-  // round in the same frame draws those too.
-  flush() {
-    for (let round = 0; round < 3 && this.dirty.size; round += 1) {
-      const items = [...this.dirty];
-      this.dirty.clear();
-      for (const c of items) {
-        try {
-          c.draw();
-        } catch (err) {
-          console.error("mudpuppy: draw failed", err);
-        }
-      }
-    }
-    this.pending = false;
-    if (this.dirty.size) this.request([...this.dirty][0]);
-  }
-}
 
 export function drawAxes(chart, { left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr }) {
   const { ctx } = chart;
