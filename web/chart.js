@@ -408,6 +408,11 @@ export class Chart {
   }
 
   // Redraw timings and what was drawn, for tests and the benchmark.
+  // Width of the backing store in device pixels.
+  pixelWidth() {
+    return this.canvas.width;
+  }
+
   state() {
     const n = Math.min(this.drawCount, this.drawTimes.length);
     return {

@@ -110,6 +110,10 @@ export class GpuPanel {
     }
   }
 
+  stats() {
+    return { devices: this.devices.length, simulated: this.info.simulated };
+  }
+
   render() {
     const { simulated, backend, reason } = this.info;
     this.badge.textContent = simulated ? "SIMULATED" : backend && backend !== "none" ? backend.toUpperCase() : "";

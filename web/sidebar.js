@@ -51,6 +51,10 @@ export class Sidebar {
     return this.filter.test(s.name || s.id) || this.filter.test(s.id);
   }
 
+  hasSpark(id) {
+    return this.spark.has(id);
+  }
+
   seedSpark(id, values) {
     this.spark.set(id, Array.from(values).slice(-SPARK_MAX));
   }
