@@ -6,7 +6,8 @@
 
 A directory that is a run is not searched further (an HF output dir's checkpoints belong to it).
 Directory symlinks are never followed (no loops, no escape from the root); hidden directories are
-skipped. An unreadable directory is skipped; the next pass tries again.
+skipped. An unreadable directory is skipped (and reported to the caller, which tells the user
+once); the next pass tries again.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ def classify(names: set[str], checkpoint_states: bool) -> str | None:
     return None
 
 
-def _scan_dir(path: str) -> tuple[set[str], list[tuple[str, str]], bool] | None:
-    """(file names, subdirectories (name, path), has checkpoint-*/trainer_state.json)."""
+def _scan_dir(
+    path: str, unreadable: set[str] | None = None
+) -> tuple[set[str], list[tuple[str, str]], bool] | None:
+    """(file names, subdirectories (name, path), has checkpoint-*/trainer_state.json); None when
+    the directory cannot be listed (added to `unreadable` unless it has just disappeared)."""
     files: set[str] = set()
     dirs: list[tuple[str, str]] = []
     try:
@@ -58,7 +62,11 @@ def _scan_dir(path: str) -> tuple[set[str], list[tuple[str, str]], bool] | None:
                         files.add(entry.name)
                 except OSError:
                     continue
+    except FileNotFoundError:
+        return None
     except OSError:
+        if unreadable is not None:
+            unreadable.add(path)
         return None
     has_ckpt = any(
         CHECKPOINT_RE.match(name) and os.path.isfile(os.path.join(p, TRAINER_STATE))
@@ -67,13 +75,16 @@ def _scan_dir(path: str) -> tuple[set[str], list[tuple[str, str]], bool] | None:
     return files, dirs, has_ckpt
 
 
-def discover(root: str, root_name: str | None = None) -> dict[str, Found]:
-    """Every run under `root` (the root itself counts: its id is then its own name)."""
+def discover(
+    root: str, root_name: str | None = None, unreadable: set[str] | None = None
+) -> dict[str, Found]:
+    """Every run under `root` (the root itself counts: its id is then its own name). Directories
+    that could not be listed are added to `unreadable`."""
     found: dict[str, Found] = {}
     stack: list[tuple[str, str, int]] = [(root, "", 0)]
     while stack:
         path, rel, depth = stack.pop()
-        scanned = _scan_dir(path)
+        scanned = _scan_dir(path, unreadable)
         if scanned is None:
             continue
         files, dirs, has_ckpt = scanned
