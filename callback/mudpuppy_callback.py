@@ -33,6 +33,7 @@ import math
 import numbers
 import os
 import platform
+import re
 import socket
 import sys
 import threading
@@ -424,7 +425,16 @@ _NLINK_CHECK_EVERY_S = 1.0
 _TAIL_BYTES = 1 << 16
 
 
+# C0 and C1 controls, DEL and the Unicode bidi controls: in a run name they split it (a newline)
+# or disguise it in every view (U+202E shows `uni-\u202etxt.exe` as `uni-exe.txt`).
+_UNSAFE_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _check_name(name: str) -> str:
+    cleaned = _UNSAFE_NAME_CHARS.sub("_", name)
+    if cleaned != name:
+        _warn(f"mudpuppy: the run name {name!r} holds control characters; using {cleaned!r}")
+        name = cleaned
     absolute = os.path.isabs(name) or name.startswith(("/", "\\"))
     name = name.replace("\\", "/").rstrip("/")
     parts = name.split("/")
@@ -960,6 +970,13 @@ class RunWriter:
                 pass
 
     def _io_failed(self, exc: BaseException) -> None:
+        if self._deleted:
+            self._warn_once(
+                "deleted",
+                f"mudpuppy: the run directory was deleted ({exc}); training continues, "
+                "and this run records nothing more",
+            )
+            return
         if not self._io_warned:
             self._io_warned = True
             _warn(
