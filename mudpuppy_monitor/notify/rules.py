@@ -245,17 +245,7 @@ def _nonfinite_event(run: RunInfo, hits: list[MarkerInfo]) -> Event:
     others = sorted({m.series for m in hits[1:] if m.series and m.series != first.series})
     if others:
         message += f" (also {', '.join(others)})"
-    return Event(
-        "nonfinite",
-        run.id,
-        run.name,
-        first.step,
-        first.t,
-        message,
-        series=first.series,
-        value=first.value,
-        status=run.status,
-    )
+    return _marker_event("nonfinite", run, first, message)
 
 
 def _spike_event(run: RunInfo, spikes: list[MarkerInfo]) -> Event:
@@ -264,17 +254,21 @@ def _spike_event(run: RunInfo, spikes: list[MarkerInfo]) -> Event:
     message = first.detail or f"{first.series or 'loss'} spiked{_at(first.step)}"
     if len(spikes) > 1:
         message += f" (and {len(spikes) - 1} more up to step {spikes[-1].step})"
+    return _marker_event("spike", run, first, message, count=len(spikes))
+
+
+def _marker_event(rule: str, run: RunInfo, m: MarkerInfo, message: str, count: int = 1) -> Event:
     return Event(
-        "spike",
+        rule,
         run.id,
         run.name,
-        first.step,
-        first.t,
+        m.step,
+        m.t,
         message,
-        series=first.series,
-        value=first.value,
+        series=m.series,
+        value=m.value,
         status=run.status,
-        count=len(spikes),
+        count=count,
     )
 
 
