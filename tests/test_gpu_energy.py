@@ -20,12 +20,12 @@ def test_nvml_non_counts_are_none(value: object) -> None:
 
 
 def test_amd_counter_times_resolution() -> None:
-    # ROCm >= 6.2 / 7.x: energy_accumulator (counts) x counter_resolution (uJ per count)
+    # amdsmi >= 6.2.1 and 7.x: energy_accumulator (counts) x counter_resolution (uJ per count)
     got = amd_energy_j(
         {"energy_accumulator": 1_000_000, "counter_resolution": 15.3, "timestamp": 1}
     )
     assert got == pytest.approx(15.3)
-    # ROCm 6.0/6.1: the same counter under the key "power"
+    # older bindings: the same counter under the key "power"
     assert amd_energy_j({"power": 2_000_000, "counter_resolution": 15.3}) == pytest.approx(30.6)
     # both present (6.2 .. 6.4 docs list both): the new name wins
     both = {"energy_accumulator": 10, "power": 99, "counter_resolution": 1e6}

@@ -3,8 +3,8 @@
 - NVML: `nvmlDeviceGetTotalEnergyConsumption(handle)` returns the energy the GPU used since the
   driver was last loaded, as an unsigned 64-bit count of millijoules (Volta and newer).
 - AMD SMI: `amdsmi_get_energy_count(handle)` returns a dict: the accumulated counter
-  (`energy_accumulator`; named `power` before ROCm 6.2, and deprecated under that name in 6.4
-  docs), `counter_resolution` (microjoules per count, a float) and `timestamp` (ns).
+  (`energy_accumulator`; named `power` in bindings before amdsmi 6.2.1, listed as deprecated in
+  the 6.4 reference), `counter_resolution` (microjoules per count, a float) and `timestamp` (ns).
   Energy in microjoules = counter x resolution.
 
 docs/efficiency.md records where these facts come from.
