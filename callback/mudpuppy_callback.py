@@ -21,6 +21,7 @@ The format is specified in docs/run-format.md. Sections of this file:
     3. RunWriter
     4. LoRA norms (torch, imported lazily)
     5. MonitorCallback (transformers, imported lazily)
+    6. Model shape: what the daemon needs to count training FLOPs per token
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import math
 import numbers
 import os
 import platform
+import re
 import socket
 import sys
 import threading
@@ -424,7 +426,16 @@ _NLINK_CHECK_EVERY_S = 1.0
 _TAIL_BYTES = 1 << 16
 
 
+# C0 and C1 controls, DEL and the Unicode bidi controls: in a run name they split it (a newline)
+# or disguise it in every view (U+202E shows `uni-\u202etxt.exe` as `uni-exe.txt`).
+_UNSAFE_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _check_name(name: str) -> str:
+    cleaned = _UNSAFE_NAME_CHARS.sub("_", name)
+    if cleaned != name:
+        _warn(f"mudpuppy: the run name {name!r} holds control characters; using {cleaned!r}")
+        name = cleaned
     absolute = os.path.isabs(name) or name.startswith(("/", "\\"))
     name = name.replace("\\", "/").rstrip("/")
     parts = name.split("/")
@@ -960,6 +971,13 @@ class RunWriter:
                 pass
 
     def _io_failed(self, exc: BaseException) -> None:
+        if self._deleted:
+            self._warn_once(
+                "deleted",
+                f"mudpuppy: the run directory was deleted ({exc}); training continues, "
+                "and this run records nothing more",
+            )
+            return
         if not self._io_warned:
             self._io_warned = True
             _warn(
@@ -1270,6 +1288,7 @@ class _MonitorCallbackBase:
             self.name, resume = self.writer.name, True
         config = _trainer_config(args, state, model, kwargs.get("train_dataloader"))
         config.update(self.extra_config)
+        shape = _recorded_model_shape(args, model, kwargs.get("train_dataloader"), config)
         device = getattr(args, "device", None)
         self._on_cuda = getattr(device, "type", None) == "cuda"
         self._count_tokens = getattr(args, "include_num_input_tokens_seen", "no") not in (
@@ -1290,6 +1309,7 @@ class _MonitorCallbackBase:
             rank=0,
             progress_every_s=self.progress_every_s,
             clock=self._clock,
+            meta={"model_shape": shape} if shape is not None else None,
         )
 
     @_guarded
@@ -1526,6 +1546,160 @@ def _param_counts(model: Any) -> tuple[int | None, int | None]:
         if p.requires_grad:
             trainable += n
     return trainable, total
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Model shape (meta `model_shape`): parameter counts by role, the transformer's dimensions and
+#    the sequence length, so that the daemon can count training FLOPs per token
+#    (docs/efficiency.md). Read once, at train begin; nothing here runs per step.
+# ---------------------------------------------------------------------------------------------
+
+# HF config attribute names for each dimension, across architectures (Llama/Mistral/Qwen,
+# GPT-2/GPT-J, BLOOM/Falcon, T5/OPT ...); the first one present wins.
+_SHAPE_ATTRS: dict[str, tuple[str, ...]] = {
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hidden_size"),
+    "vocab_size": ("vocab_size",),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
+    "num_kv_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num"),
+    "head_dim": ("head_dim",),
+}
+# examples looked at to find a uniform sequence length (cheap, once)
+_SEQ_LEN_SAMPLES = 8
+# a peft adapter parameter: `...lora_A.<adapter>.weight`, `...lora_embedding_A.<adapter>`
+_ADAPTER_SEGMENTS = frozenset(
+    {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
+)
+
+
+def _recorded_model_shape(
+    args: Any, model: Any, train_dataloader: Any, config: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """`model_shape` for the meta, or None (one warning) when the model cannot be read: a
+    model this code does not know must not cost the run its record."""
+    if model is None:
+        return None
+    try:
+        return _model_shape(args, model, train_dataloader, config)
+    except Exception as exc:
+        _warn(f"mudpuppy: model shape not recorded ({_error_text(exc)}); no FLOPs estimate")
+        return None
+
+
+def _model_shape(
+    args: Any, model: Any, train_dataloader: Any, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    base = _unwrap_model(model)
+    cfg = getattr(base, "config", None)
+    text_config = getattr(cfg, "get_text_config", None)
+    if callable(text_config):
+        cfg = text_config()  # multimodal models: the language model's dimensions
+    shape: dict[str, Any] = {"model_type": _str_or_none(getattr(cfg, "model_type", None))}
+    for key, names in _SHAPE_ATTRS.items():
+        shape[key] = _first_positive_int(cfg, names)
+    if shape["num_kv_heads"] is None and getattr(cfg, "multi_query", False) is True:
+        shape["num_kv_heads"] = 1
+    hidden, heads = shape["hidden_size"], shape["num_attention_heads"]
+    if shape["head_dim"] is None and hidden and heads and hidden % heads == 0:
+        shape["head_dim"] = hidden // heads
+    trainable, total = _param_counts(model)
+    shape["params_total"] = total
+    shape["params_trainable"] = trainable
+    shape["params_frozen"] = (
+        total - trainable if total is not None and trainable is not None else None
+    )
+    shape.update(_param_roles(model))
+    shape["method"] = config.get("method")
+    used_frozen = (shape["params_frozen"] or 0) - shape["params_unused"]
+    shape["frozen_base"] = bool(trainable and used_frozen > 0)
+    seq_len = _uniform_seq_len(train_dataloader)
+    shape["seq_len"] = seq_len
+    shape["seq_len_source"] = "dataset" if seq_len is not None else None
+    shape["max_seq_len"] = _first_positive_int(args, ("max_length", "max_seq_length"))
+    return shape
+
+
+def _first_positive_int(obj: Any, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        v = getattr(obj, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def _str_or_none(v: Any) -> str | None:
+    return str(v) if v is not None else None
+
+
+def _param_roles(model: Any) -> dict[str, Any]:
+    """The parameters whose role changes the FLOPs: the input embedding table (a lookup, no
+    matmul unless tied to the output head) and the parameters the forward pass never uses
+    (peft's frozen originals of `modules_to_save`, adapters that are not active)."""
+    emb_w = out_w = None
+    try:
+        emb_w = getattr(model.get_input_embeddings(), "weight", None)
+    except Exception:
+        pass
+    try:
+        out_w = getattr(model.get_output_embeddings(), "weight", None)
+    except Exception:
+        pass
+    active = _active_adapters(model)
+    unused = 0
+    # named_parameters() lists a shared tensor once, under its first name: a tied table that peft
+    # also keeps as a module's frozen original is counted as the embedding, not as unused.
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        if "original_module" in parts:
+            unused += p.numel()
+        elif active is not None:
+            for i, part in enumerate(parts[:-1]):
+                if part in _ADAPTER_SEGMENTS and parts[i + 1] not in active:
+                    unused += p.numel()
+                    break
+    return {
+        "params_embedding": int(emb_w.numel()) if emb_w is not None else None,
+        "embedding_trainable": bool(emb_w.requires_grad) if emb_w is not None else None,
+        "tied_embeddings": (out_w is emb_w) if emb_w is not None and out_w is not None else None,
+        "params_unused": unused,
+    }
+
+
+def _active_adapters(model: Any) -> frozenset[str] | None:
+    if not isinstance(getattr(model, "peft_config", None), Mapping):
+        return None
+    try:
+        active = model.active_adapters
+    except Exception:
+        active = getattr(model, "active_adapter", None)
+    if isinstance(active, str):
+        return frozenset({active})
+    if isinstance(active, (list, tuple, set, frozenset)):
+        return frozenset(str(a) for a in active)
+    return None
+
+
+def _uniform_seq_len(train_dataloader: Any) -> int | None:
+    """The sequence length when the first examples of the training set all have the same length
+    (fixed-length or pre-packed data); None for variable lengths or a dataset without indexing."""
+    try:
+        dataset = train_dataloader.dataset
+        n = min(len(dataset), _SEQ_LEN_SAMPLES)
+        lengths = set()
+        for i in range(n):
+            item = dataset[i]
+            ids = item.get("input_ids") if isinstance(item, Mapping) else None
+            if ids is None:
+                return None
+            shape = getattr(ids, "shape", None)
+            lengths.add(int(shape[-1]) if shape else len(ids))
+    except Exception:
+        return None
+    if len(lengths) == 1:
+        (length,) = lengths
+        return length if length > 0 else None
+    return None
 
 
 def _make_monitor_callback() -> type:

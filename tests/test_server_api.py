@@ -218,6 +218,16 @@ def test_content_disposition_fallback_has_no_quote_or_backslash():
     )
 
 
+def test_content_disposition_neutralises_control_and_bidi_characters():
+    from mudpuppy_monitor.server.app import content_disposition
+
+    # a directory named to read "uni-exe.txt" saves as a plain .jsonl file named what it is
+    assert content_disposition("uni-\u202etxt.exe", "jsonl") == (
+        "attachment; filename=\"uni-_txt.exe.jsonl\"; filename*=UTF-8''uni-_txt.exe.jsonl"
+    )
+    assert "%0A" not in content_disposition("two\nlines", "csv")
+
+
 def test_data_routes_do_their_work_off_the_event_loop(server, monkeypatch):
     import threading
 

@@ -4,7 +4,8 @@ HF `trainer_state.json` at the top or in a `checkpoint-*/` subdirectory).
 
 A directory that is a run is not searched further (an HF output dir's checkpoints belong to it).
 Directory symlinks are never followed (no loops, no escape from the root); hidden directories are
-skipped. An unreadable directory is skipped; the next pass tries again.
+skipped. An unreadable directory is skipped (and reported to the caller, which tells the user
+once); the next pass tries again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Found:
     dir_key: tuple[int, int]  # (st_dev, st_ino) of the directory: a recreated dir is a new run
 
 
-def _scan_dir(path: str) -> Listing | None:
+def _scan_dir(path: str, unreadable: set[str] | None = None) -> Listing | None:
+    """The directory's listing; None when it cannot be listed (added to `unreadable` unless it
+    has just disappeared)."""
     files: set[str] = set()
     dirs: list[tuple[str, str]] = []
     try:
@@ -40,18 +43,25 @@ def _scan_dir(path: str) -> Listing | None:
                         files.add(entry.name)
                 except OSError:
                     continue
+    except FileNotFoundError:
+        return None
     except OSError:
+        if unreadable is not None:
+            unreadable.add(path)
         return None
     return Listing(path, frozenset(files), tuple(dirs))
 
 
-def discover(root: str, root_name: str | None = None) -> dict[str, Found]:
-    """Every run under `root` (the root itself counts: its id is then its own name)."""
+def discover(
+    root: str, root_name: str | None = None, unreadable: set[str] | None = None
+) -> dict[str, Found]:
+    """Every run under `root` (the root itself counts: its id is then its own name). Directories
+    that could not be listed are added to `unreadable`."""
     found: dict[str, Found] = {}
     stack: list[tuple[str, str, int]] = [(root, "", 0)]
     while stack:
         path, rel, depth = stack.pop()
-        listing = _scan_dir(path)
+        listing = _scan_dir(path, unreadable)
         if listing is None:
             continue
         source = classify(listing)

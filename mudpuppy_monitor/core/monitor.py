@@ -64,6 +64,7 @@ class Monitor:
         self._refresh_lock = threading.Lock()  # one reader at a time
         self._generations = itertools.count(1)
         self._statuses: dict[str, str] = {}
+        self._unreadable: set[str] = set()  # directories already reported as unreadable
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
@@ -79,7 +80,11 @@ class Monitor:
 
     def _full_pass(self) -> Changes:
         real = os.path.realpath(self.root) if os.path.isdir(self.root) else None
-        found = discover(real, os.path.basename(self.root)) if real else {}
+        unreadable: set[str] = set()
+        found = discover(real, os.path.basename(self.root), unreadable) if real else {}
+        for path in sorted(unreadable - self._unreadable):
+            log.warning("skipping %s: the directory is not readable by this user", path)
+        self._unreadable = unreadable
         removed = set(self._runs) - set(found)
         with self._lock:
             for run_id in removed:

@@ -25,6 +25,7 @@ from mudpuppy_monitor import __version__, jsonutil
 from mudpuppy_monitor.core import Monitor
 from mudpuppy_monitor.core.protocols import LiveRuns
 from mudpuppy_monitor.gpu import GpuSampler, open_backend
+from mudpuppy_monitor.inert import inert
 from mudpuppy_monitor.server import feed, metrics
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.params import (
@@ -243,7 +244,7 @@ def content_disposition(run_id: str, fmt: str) -> str:
     `filename` is an ASCII fallback (other characters as `_`, no quote or backslash);
     `filename*` carries the real name, UTF-8 and percent-encoded, for every current browser.
     """
-    name = run_id.replace("/", "_") + "." + fmt
+    name = inert(run_id.replace("/", "_"), "_") + "." + fmt
     fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 

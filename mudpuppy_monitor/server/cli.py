@@ -152,20 +152,14 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from mudpuppy_monitor.server.app import create_app
+    from mudpuppy_monitor.server.transport import uvicorn_config
 
     prepare(settings)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     settings.port = port  # port 0: the one the kernel chose (cookie name, printed URL)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        log_level=settings.log_level,
-        access_log=False,
-        ws_per_message_deflate=False,  # costs CPU per client and per message
-        timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown_s)),
-        lifespan="on",
-    )
+    config = uvicorn_config(app, settings)
     server = uvicorn.Server(config)
     url = url_for(settings, port)
     root = Path(settings.root)
