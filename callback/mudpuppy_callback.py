@@ -239,6 +239,16 @@ def _encode_sample_items(
     return out
 
 
+def _decode_optional_number(obj: dict[str, Any], key: str) -> None:
+    """obj[key] as a float, or removed when it is there but not a number."""
+    if key in obj:
+        x = decode_number(obj[key])
+        if x is None:
+            del obj[key]
+        else:
+            obj[key] = x
+
+
 def _decode_sample_items(raw: Any) -> list[dict[str, Any]]:
     """The items of a `samples` line; an item without string `prompt` and `completion` is
     dropped, a mistyped optional field is dropped, fields this reader does not know are kept."""
@@ -254,12 +264,7 @@ def _decode_sample_items(raw: Any) -> list[dict[str, Any]]:
             continue
         if "reference" in item and not isinstance(item["reference"], str):
             del item["reference"]
-        if "score" in item:
-            score = decode_number(item["score"])
-            if score is None:
-                del item["score"]
-            else:
-                item["score"] = score
+        _decode_optional_number(item, "score")
         if "truncated" in item:
             cut = item["truncated"]
             if isinstance(cut, dict):
@@ -360,12 +365,7 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
             raise FormatError("checkpoint path must be a string")
     elif kind == KIND_SAMPLES:
         obj["items"] = _decode_sample_items(obj.get("items"))
-        if "took_s" in obj:
-            took = decode_number(obj["took_s"])
-            if took is None:
-                del obj["took_s"]
-            else:
-                obj["took_s"] = took
+        _decode_optional_number(obj, "took_s")
     return obj
 
 

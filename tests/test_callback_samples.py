@@ -48,7 +48,13 @@ class FlagRecorder:
 
 
 def train(
-    root: Path, name: str, *, steps: int = STEPS, every: int | None = EVERY, patch: Any = None
+    root: Path,
+    name: str,
+    *,
+    steps: int = STEPS,
+    every: int | None = EVERY,
+    patch: Any = None,
+    tokenizer: bool = True,
 ) -> dict[str, Any]:
     import torch
 
@@ -66,7 +72,7 @@ def train(
         steps=steps,
         lora_every=0,
         lora_dropout=DROPOUT,
-        processing_class=build_tiny_tokenizer(),
+        processing_class=build_tiny_tokenizer() if tokenizer else None,
         callback_kwargs=kwargs,
         extra_callbacks=[recorder],
         output_dir=root / f"out-{name}",
@@ -285,39 +291,13 @@ def test_sampling_leaves_rng_and_module_flags_exactly_as_they_were() -> None:
 
 
 def test_without_a_tokenizer_sampling_warns_once_and_training_goes_on(tmp_path: Path) -> None:
-    trainer = build_tiny_trainer(
-        tmp_path,
-        "r",
-        steps=2,
-        lora_every=0,
-        callback_kwargs={"sample_prompts": PROMPTS, "sample_every": 1},
-        output_dir=tmp_path / "out",
-    )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.train()
-    messages = [str(w.message) for w in caught if issubclass(w.category, MonitorWarning)]
-    assert len(messages) == 1 and "pass processing_class=tokenizer" in messages[0]
-    events = read_events(tmp_path / "r")
-    assert not [e for e in events if e["kind"] == "samples"]
-    assert (events[-1]["status"], events[-1]["step"]) == ("completed", 2)
+    run = train(tmp_path, "r", steps=2, every=1, tokenizer=False)
+    assert len(run["warnings"]) == 1 and "pass processing_class=tokenizer" in run["warnings"][0]
+    assert run["samples"] == []
+    assert (run["events"][-1]["status"], run["events"][-1]["step"]) == ("completed", 2)
 
 
 def test_a_final_sample_when_the_last_step_is_not_a_multiple(tmp_path: Path) -> None:
-    trainer = build_tiny_trainer(
-        tmp_path,
-        "r",
-        steps=3,
-        lora_every=0,
-        processing_class=build_tiny_tokenizer(),
-        callback_kwargs={
-            "sample_prompts": PROMPTS[:1],
-            "sample_every": 2,
-            "sample_max_new_tokens": 2,
-        },
-        output_dir=tmp_path / "out",
-    )
-    trainer.train()
-    events = read_events(tmp_path / "r")
-    assert [e["step"] for e in events if e["kind"] == "samples"] == [2, 3]
-    assert events[-1]["kind"] == "end"
+    run = train(tmp_path, "r", steps=3, every=2)
+    assert [e["step"] for e in run["samples"]] == [2, 3]
+    assert run["events"][-1]["kind"] == "end"
