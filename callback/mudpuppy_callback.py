@@ -22,6 +22,7 @@ The format is specified in docs/run-format.md. Sections of this file:
     4. LoRA norms (torch, imported lazily)
     5. MonitorCallback (transformers, imported lazily)
     6. Model shape: what the daemon needs to count training FLOPs per token
+    7. Samples: greedy generation during training (torch, imported lazily)
 """
 
 from __future__ import annotations
@@ -1430,8 +1431,10 @@ class _MonitorCallbackBase:
         Trainer(..., callbacks=[MonitorCallback("runs", name="qwen-lora", lora_every=50)])
 
     Writes meta (config taken from the Trainer), `metrics` per train log, `eval`, `progress`
-    (at most every 2 s), `checkpoint`, `lora` norms every `lora_every` steps, and `end`. Only
-    world rank 0 writes. Nothing here raises into training.
+    (at most every 2 s), `checkpoint`, `lora` norms every `lora_every` steps, and `end`; with
+    `sample_prompts` (a list, or a file with one prompt per line) also `samples`: greedy
+    completions every `sample_every` steps. Only world rank 0 writes. Nothing here raises into
+    training.
     """
 
     def __init__(
@@ -1939,7 +1942,7 @@ def __getattr__(name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. Samples: greedy generation during training (torch imported only when used)
+# 7. Samples: greedy generation during training (torch imported only when used)
 # ---------------------------------------------------------------------------------------------
 
 # prompts per generate() call: left-padded batches, so a prompt set costs a few calls, not one
