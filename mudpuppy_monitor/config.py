@@ -106,6 +106,16 @@ def _checked(config: ConfigFile) -> ConfigFile:
     return config
 
 
+def stall_after(config: ConfigFile, flag: float | None = None) -> float | None:
+    """Seconds of silence before a live run is stalled: `--stall-after`, else the file's
+    `stall_after`, else None (the status machine learns a window per run)."""
+    if flag is not None:
+        return as_seconds(flag, "command line", "--stall-after")
+    if "stall_after" in config.table:
+        return as_seconds(config.table["stall_after"], config.where, "stall_after")
+    return None
+
+
 # -- small validators shared by the parts that read their own tables ----------------------------
 
 

@@ -51,6 +51,7 @@ class Monitor:
         pid_alive: Callable[[int], bool] | None = None,
         host: str | None = None,
         parallel: bool = True,
+        stall_after_s: float | None = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.poll = poll
@@ -59,6 +60,8 @@ class Monitor:
         self.pid_alive = pid_alive or st.default_pid_alive
         self.host = host or st.this_host()
         self.parallel = parallel  # decode a large initial backlog in worker processes
+        # seconds of silence before a live run is stalled; None: learned per run (status.py)
+        self.stall_after_s = stall_after_s
         self._runs: dict[str, _Entry] = {}
         self._lock = threading.RLock()  # guards the run data read by queries
         self._refresh_lock = threading.Lock()  # one reader at a time
@@ -197,7 +200,9 @@ class Monitor:
                 continue
             try:
                 with self._lock:
-                    status = queries.run_status(entry.state, now, self.pid_alive, self.host)
+                    status = queries.run_status(
+                        entry.state, now, self.pid_alive, self.host, self.stall_after_s
+                    )
             except Exception as exc:  # noqa: BLE001 - see _poll
                 self._read_failed(entry.state, exc)
                 continue
@@ -282,14 +287,16 @@ class Monitor:
         if run is None:
             return None
         with self._lock:
-            return queries.make_summary(run, self.clock(), self.pid_alive, self.host)
+            return queries.make_summary(
+                run, self.clock(), self.pid_alive, self.host, self.stall_after_s
+            )
 
     def summaries(self) -> list[RunSummary]:
         """Every run, the most recently active first."""
         now = self.clock()
         with self._lock:
             out = [
-                queries.make_summary(e.state, now, self.pid_alive, self.host)
+                queries.make_summary(e.state, now, self.pid_alive, self.host, self.stall_after_s)
                 for e in list(self._runs.values())
             ]
         out.sort(key=lambda s: (-(s.last_event_t or 0.0), s.id))
@@ -300,7 +307,9 @@ class Monitor:
         if run is None:
             return None
         with self._lock:
-            summary = queries.make_summary(run, self.clock(), self.pid_alive, self.host)
+            summary = queries.make_summary(
+                run, self.clock(), self.pid_alive, self.host, self.stall_after_s
+            )
             return queries.detail(run, summary)
 
     def counts(self, run_id: str) -> dict[str, int]:

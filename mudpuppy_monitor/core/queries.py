@@ -19,7 +19,13 @@ from mudpuppy_monitor.core.summary import RunSummary
 LR_KEYS = ("learning_rate", "lr")
 
 
-def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> str:
+def run_status(
+    run: RunState,
+    now: float,
+    pid_alive: st.PidAlive,
+    host: str,
+    stall_after_s: float | None = None,
+) -> str:
     """The status alone: what the periodic pass compares every second, without a summary."""
     meta = run.meta
     pid = as_positive_int32(meta.get("pid"))
@@ -34,16 +40,23 @@ def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> 
         gap_s=run.typical_gap(),  # cached until more events arrive
         local_pid=local_pid,
         pid_alive=pid_alive,
+        stall_after_s=stall_after_s,
     )
 
 
-def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
+def make_summary(
+    run: RunState,
+    now: float,
+    pid_alive: st.PidAlive,
+    host: str,
+    stall_after_s: float | None = None,
+) -> RunSummary:
     meta = run.meta
     pid = as_positive_int32(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     last_t = run.last_event_t
     silence = None if last_t is None else max(0.0, now - last_t)
-    status = run_status(run, now, pid_alive, host)
+    status = run_status(run, now, pid_alive, host, stall_after_s)
     steps_per_s, tokens_per_s = run.rates()
     if steps_per_s is None:
         steps_per_s = run.rate_hint

@@ -4,7 +4,8 @@
   LLaMA-Factory dirs, the trainer's own sign of the end: a summary row, the last step reached).
 - `crashed`: the writer ran on this host, its pid is gone, and no `end` came.
 - `stalled`: alive (or unknowable) but silent for longer than the stall window:
-  max(60 s, 10 x the median gap between its recent events).
+  max(60 s, 10 x the median gap between its recent events), or the window a user set
+  (`serve --stall-after S`).
 - `unknown`: no pid to check (another host, or a foreign source) and silent for much longer:
   max(15 min, 3 x the stall window), or no event read at all (only meta.json, only bad lines).
 - `running`: everything else.
@@ -49,7 +50,10 @@ def this_host() -> str:
     return socket.gethostname()
 
 
-def stall_window(gap: float | None) -> float:
+def stall_window(gap: float | None, stall_after_s: float | None = None) -> float:
+    """Seconds of silence before a live run is stalled: the user's setting when there is one."""
+    if stall_after_s is not None:
+        return stall_after_s
     return max(MIN_STALL_S, STALL_GAPS * gap) if gap else MIN_STALL_S
 
 
@@ -60,11 +64,13 @@ def run_status(
     gap_s: float | None,
     local_pid: int | None,
     pid_alive: PidAlive,
+    stall_after_s: float | None = None,
 ) -> str:
-    """`local_pid` is the writer's pid when it ran on this host, else None."""
+    """`local_pid` is the writer's pid when it ran on this host, else None; `stall_after_s`
+    replaces the learned stall window."""
     if ended:
         return ended
-    window = stall_window(gap_s)
+    window = stall_window(gap_s, stall_after_s)
     if local_pid is not None:
         if not pid_alive(local_pid):
             return "crashed"

@@ -34,6 +34,7 @@ from mudpuppy_monitor.config import (
     as_table,
     as_text,
     check_keys,
+    stall_after,
 )
 from mudpuppy_monitor.notify.events import DEFAULT_RULES, RULES
 from mudpuppy_monitor.notify.settings import (
@@ -102,12 +103,6 @@ def notify_settings(
     if len(channels) > MAX_CHANNELS:
         raise ConfigError(f"{where}: more than {MAX_CHANNELS} notification channels")
 
-    stall_after = None
-    if flags.stall_after_s is not None:
-        stall_after = as_seconds(flags.stall_after_s, "command line", "--stall-after")
-    elif "stall_after" in top:
-        stall_after = as_seconds(top["stall_after"], where, "stall_after")
-
     dashboard = flags.dashboard_url
     dashboard_where = "command line"
     if dashboard is None and "dashboard_url" in top:
@@ -120,7 +115,7 @@ def notify_settings(
     n = NotifySettings()
     return NotifySettings(
         channels=tuple(channels),
-        rules=_rule_settings(section, stall_after, where),
+        rules=_rule_settings(section, stall_after(config, flags.stall_after_s), where),
         dashboard_url=dashboard,
         queue_size=as_count(section.get("queue_size", n.queue_size), where, "notify.queue_size"),
         timeout_s=as_seconds(section.get("timeout", n.timeout_s), where, "notify.timeout"),
@@ -224,7 +219,9 @@ def _limits(section: dict[str, Any], base: Limits, where: str, prefix: str) -> L
     )
 
 
-def _rule_settings(section: dict[str, Any], stall_after: float | None, where: str) -> RuleSettings:
+def _rule_settings(
+    section: dict[str, Any], stall_after_s: float | None, where: str
+) -> RuleSettings:
     d = RuleSettings()
     series = section.get("nonfinite_series", list(d.nonfinite_series))
     if not isinstance(series, list) or not all(isinstance(s, str) and s for s in series):
@@ -247,7 +244,7 @@ def _rule_settings(section: dict[str, Any], stall_after: float | None, where: st
     if not math.isfinite(delta):
         raise ConfigError(f"{where}: notify.eval_min_delta must be finite")
     return RuleSettings(
-        stall_after_s=stall_after,
+        stall_after_s=stall_after_s,
         nonfinite_series=tuple(series),
         eval_metric=metric,
         eval_mode=mode,
