@@ -59,6 +59,12 @@ class RunQueries(Protocol):
     ) -> dict[str, dict[str, Any]]: ...
 
 
+class LiveRunQueries(RunQueries, Protocol):
+    """The queries plus the stream of changes (`Changes(added, updated, removed)` batches)."""
+
+    def subscribe(self) -> AsyncIterator[Any]: ...
+
+
 @dataclass
 class _Cursor:
     generation: Any
@@ -162,7 +168,7 @@ class NotificationService:
 
     def __init__(
         self,
-        runs: Any,
+        runs: LiveRunQueries,
         settings: NotifySettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -198,8 +204,13 @@ class NotificationService:
         await asyncio.to_thread(self.notifier.close, timeout_s)
 
     async def _consume(self, changes: AsyncIterator[Any]) -> None:
-        async for batch in changes:
-            self._run(functools.partial(self.source.changed, batch))
+        try:
+            async for batch in changes:
+                self._run(functools.partial(self.source.changed, batch))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the stream itself failed: say so once, the daemon serves on
+            log.exception("notifications stopped: the stream of run changes failed")
 
     async def _ticks(self) -> None:
         while True:

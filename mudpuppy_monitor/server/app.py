@@ -26,7 +26,8 @@ from mudpuppy_monitor.core import Monitor
 from mudpuppy_monitor.core.protocols import LiveRuns
 from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.inert import inert
-from mudpuppy_monitor.server import feed, metrics
+from mudpuppy_monitor.notify import NotificationService
+from mudpuppy_monitor.server import feed, metrics, notifications
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.params import (
     ApiError,
@@ -62,6 +63,7 @@ class Context:
     gpus: feed.GpuView | None = None
     hub: Hub | None = None
     registry: CollectorRegistry | None = None
+    notifications: NotificationService | None = None
 
     def runs(self) -> LiveRuns:
         if self.monitor is None:
@@ -107,8 +109,12 @@ def create_app(settings: Settings) -> FastAPI:
 
 async def start(ctx: Context) -> None:
     s = ctx.settings
-    monitor = ctx.monitor = Monitor(Path(s.root), poll=s.poll, scan_interval_s=s.scan_interval_s)
+    monitor = ctx.monitor = Monitor(
+        Path(s.root), poll=s.poll, scan_interval_s=s.scan_interval_s, stall_after_s=s.stall_after_s
+    )
     await monitor.start()
+    # what the first pass read is history to the notifications: they tell what happens next
+    ctx.notifications = await notifications.start_notifications(monitor, s)
     backend = open_backend(s.gpu)
     sampler = None
     if backend.kind != "none":
@@ -124,6 +130,8 @@ async def start(ctx: Context) -> None:
 async def stop(ctx: Context) -> None:
     if ctx.hub is not None:
         await ctx.hub.stop()
+    # before the Monitor: what is queued gets its moment to go out (2 s at most, off the loop)
+    await notifications.stop_notifications(ctx.notifications)
     if ctx.sampler is not None:
         # joins the worker thread (which may be inside a slow driver call): not on the loop
         await asyncio.to_thread(ctx.sampler.stop)

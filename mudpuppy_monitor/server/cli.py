@@ -17,7 +17,7 @@ import threading
 import time
 import webbrowser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mudpuppy_monitor.errors import UsageError
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
@@ -28,6 +28,9 @@ from mudpuppy_monitor.server.settings import (
     display_host,
     is_loopback,
 )
+
+if TYPE_CHECKING:
+    from mudpuppy_monitor.notify.settings import NotifySettings
 
 
 def register(subparsers: Any) -> None:
@@ -62,7 +65,41 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="another name this server is reached by (Host header allow-list); repeatable",
     )
+    add_notify_arguments(p)
     p.set_defaults(func=cmd_serve)
+
+
+def add_notify_arguments(p: argparse.ArgumentParser) -> None:
+    """The notification and settings-file flags (docs/notifications.md)."""
+    p.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST a notification to this webhook (Slack, Discord, ntfy or any URL for a generic "
+        "JSON body) when a run fails, crashes, stalls, ends or logs its first NaN; repeatable",
+    )
+    p.add_argument(
+        "--stall-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a live run silent for more than S seconds is stalled "
+        "(default: max(60 s, 10x its usual gap between events))",
+    )
+    p.add_argument(
+        "--dashboard-url",
+        default=None,
+        metavar="URL",
+        help="the dashboard's address in notification links (default: the address served)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="settings file (default: ./mudpuppy.toml, or [tool.mudpuppy] in ./pyproject.toml); "
+        "flags win",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -72,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--gpu-interval must be a positive number of seconds")
     if args.token is not None and not args.token.strip():
         raise UsageError("--token must not be empty")
+    notify = notify_settings_from(args)
     settings = Settings(
         root=Path(args.root).expanduser(),
         host=args.host,
@@ -82,9 +120,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_interval_s=args.gpu_interval,
         poll=args.poll,
         allowed_hosts=tuple(args.allow_host),
+        stall_after_s=notify.rules.stall_after_s,
+        notify=notify,
     )
     serve(settings)
     return 0
+
+
+def notify_settings_from(args: argparse.Namespace) -> NotifySettings:
+    """The settings file (`--config`, or found in the working directory) under the flags."""
+    from mudpuppy_monitor.config import ConfigError, load_config
+    from mudpuppy_monitor.notify.config import NotifyFlags, notify_settings
+
+    flags = NotifyFlags(
+        notify=tuple(args.notify),
+        stall_after_s=args.stall_after,
+        dashboard_url=args.dashboard_url,
+    )
+    try:
+        config = load_config(args.config)
+        notify = notify_settings(config, flags)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if config.path is not None:
+        print(f"mudpuppy-monitor: settings from {config.where}", file=sys.stderr)
+    return notify
 
 
 def check_root(root: Path) -> None:
@@ -152,6 +212,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from mudpuppy_monitor.server.app import create_app
+    from mudpuppy_monitor.server.notifications import describe
     from mudpuppy_monitor.server.transport import uvicorn_config
 
     prepare(settings)
@@ -166,6 +227,9 @@ def serve(settings: Settings) -> None:
     if not os.path.lexists(root):
         print(f"mudpuppy-monitor: {root} does not exist yet; waiting for it", file=sys.stderr)
     print(f"mudpuppy-monitor: serving {root} at {url}", flush=True)
+    channels = describe(settings.notify)
+    if channels:
+        print(f"mudpuppy-monitor: {channels}", flush=True)
     if settings.open_browser:
         threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
     try:

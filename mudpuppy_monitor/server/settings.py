@@ -6,8 +6,12 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mudpuppy_monitor
+
+if TYPE_CHECKING:
+    from mudpuppy_monitor.notify.settings import NotifySettings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5980
@@ -25,6 +29,11 @@ class Settings:
     gpu: str = "auto"  # auto | nvidia | amd | fake | none
     gpu_interval_s: float = 1.0
     poll: bool = False
+    # seconds of silence before a live run is stalled (`--stall-after`); None: learned per run
+    stall_after_s: float | None = None
+    # notification channels and rules (`--notify`, `--config`); None or no channel: none sent.
+    # Without a dashboard_url of its own, the links point at this server.
+    notify: NotifySettings | None = None
     # extra names the Host header may carry (a reverse proxy, a DNS name of this box)
     allowed_hosts: tuple[str, ...] = ()
     web_dir: Path | None = None  # None: the dashboard shipped with the package
@@ -66,6 +75,11 @@ def default_web_dir() -> Path:
     if installed.is_dir():
         return installed
     return package.parent / "web"
+
+
+def base_url(settings: Settings) -> str:
+    """The dashboard's address as printed and linked, without the token: `http://host:port/`."""
+    return f"http://{display_host(settings.host)}:{settings.port}/"
 
 
 def display_host(host: str) -> str:
