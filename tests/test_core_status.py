@@ -141,6 +141,30 @@ def test_stall_window_follows_the_usual_gap(tmp_path: Path) -> None:
     assert mon2.summary("fast").status == "crashed"  # type: ignore[union-attr]
 
 
+def test_a_stall_window_set_by_the_user_replaces_the_learned_one(tmp_path: Path) -> None:
+    now = [0.0]
+    meta = {"host": HOST, "pid": 4242, "max_steps": 1000}
+    _native(tmp_path, "slow", _steps(20, 30.0), meta)  # learned window: 300 s
+    _native(tmp_path, "far", _steps(20, 1.0), {"host": "elsewhere", "pid": 1})
+    mon = Monitor(
+        tmp_path, clock=lambda: now[0], pid_alive=lambda pid: pid == 4242, stall_after_s=900.0
+    )
+    mon.refresh()
+
+    def status(run: str, silence: float) -> str:
+        s = mon.summary(run)
+        assert s is not None and s.last_event_t is not None
+        now[0] = s.last_event_t + silence
+        return mon.summary(run).status  # type: ignore[union-attr]
+
+    assert status("slow", 301.0) == "running"  # stalled by the learned window
+    assert status("slow", 899.0) == "running"
+    assert status("slow", 901.0) == "stalled"
+    # another host: unknown after max(15 min, 3 x the window)
+    assert status("far", 2699.0) == "stalled"
+    assert status("far", 2701.0) == "unknown"
+
+
 def test_stall_is_reported_as_a_change_by_the_timer_pass(tmp_path: Path) -> None:
     now = [T0 + 20]
     _native(tmp_path, "r", _steps(20, 1.0), {"host": HOST, "pid": 1})
