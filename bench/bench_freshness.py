@@ -95,11 +95,20 @@ def make_runs(root: Path, n: int) -> list[Path]:
 
 class Writer(threading.Thread):
     """Appends one metrics line per run every 1/HZ s, runs staggered over the period;
-    `extra` adds that many random series to every line (bigger, incompressible messages)."""
+    `extra` adds that many random series to every line (bigger, incompressible messages);
+    `spike_every` makes every Nth step's loss a spike (50 against values in [0, 1))."""
 
-    def __init__(self, runs: list[Path], seconds: float, extra: int = 0, first_step: int = 1):
+    def __init__(
+        self,
+        runs: list[Path],
+        seconds: float,
+        extra: int = 0,
+        first_step: int = 1,
+        spike_every: int = 0,
+    ):
         super().__init__(daemon=True)
         self.runs, self.seconds, self.extra, self.first_step = runs, seconds, extra, first_step
+        self.spike_every = spike_every
         self.written = 0
         self.rng = np.random.default_rng(0)
 
@@ -118,6 +127,8 @@ class Writer(threading.Thread):
                 if delay > 0:
                     time.sleep(delay)
                 value = float(self.rng.random())
+                if self.spike_every and step % self.spike_every == 0:
+                    value = 50.0
                 values = {"loss": value, "learning_rate": 1e-4, "grad_norm": value * 3}
                 for j in range(self.extra):
                     values[f"x{j}"] = float(self.rng.random())
@@ -164,17 +175,40 @@ class Recorder(threading.Thread):
         self.ws.close()
 
 
-def measure_ours(n_runs: int, seconds: float) -> np.ndarray:
+def write_backlog(runs: list[Path], steps: int) -> None:
+    """`steps` metrics lines per run, written before the daemon starts (its history)."""
+    import mudpuppy_callback as fmt
+
+    rng = np.random.default_rng(1)
+    t0 = time.time() - steps / HZ
+    for d in runs:
+        lines = [
+            fmt.encode_line({"v": 1, "seq": step, "t": t0 + step / HZ, "kind": "metrics",
+                             "step": step, "epoch": 0.0, "values": {"loss": float(rng.random())}})
+            for step in range(1, steps + 1)
+        ]  # fmt: skip
+        with open(d / fmt.EVENTS_FILE, "ab") as f:
+            f.write(b"".join(lines))
+
+
+def measure_ours(
+    n_runs: int,
+    seconds: float,
+    daemon_args: tuple[str, ...] = (),
+    spike_every: int = 0,
+    backlog: int = 0,
+) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         runs = make_runs(root, n_runs)
-        with Daemon(root) as daemon:
+        write_backlog(runs, backlog)
+        with Daemon(root, *daemon_args) as daemon:
             deadline = time.monotonic() + 20
             while len(daemon.runs()) < n_runs and time.monotonic() < deadline:
                 time.sleep(0.1)
             rec = Recorder(daemon.url)
             rec.start()
-            writer = Writer(runs, seconds)
+            writer = Writer(runs, seconds, spike_every=spike_every, first_step=backlog + 1)
             writer.start()
             writer.join()
             time.sleep(1.0)  # the last points
