@@ -92,8 +92,23 @@ def server(tmp_path_factory):
 class Page:
     """A loaded dashboard page with its console errors and every URL it asked for."""
 
-    def __init__(self, browser, server, width: int = 1440, height: int = 900) -> None:
+    def __init__(
+        self,
+        browser,
+        server,
+        width: int = 1440,
+        height: int = 900,
+        *,
+        path: str = "/",
+        permissions: tuple[str, ...] = (),
+        init_script: str | None = None,
+        real_focus: bool = False,
+    ) -> None:
         self.ctx = browser.new_context(viewport={"width": width, "height": height})
+        if permissions:
+            self.ctx.grant_permissions(list(permissions), origin=server.url)
+        if init_script:
+            self.ctx.add_init_script(init_script)
         self.page = self.ctx.new_page()
         self.errors: list[str] = []
         self.urls: list[str] = []
@@ -101,7 +116,14 @@ class Page:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("request", lambda r: self.urls.append(r.url))
         self.page.on("websocket", lambda ws: self.urls.append(ws.url))
-        self.page.goto(server.url + "/")
+        self.page.goto(server.url + path)
+        if real_focus:
+            # headless pages all believe they have the focus; this one follows the real focus
+            # (bring_to_front), so that blur and focus happen as on a desktop (set after the
+            # navigation, which turns the emulation back on)
+            self.ctx.new_cdp_session(self.page).send(
+                "Emulation.setFocusEmulationEnabled", {"enabled": False}
+            )
         self.wait("s => s.conn === 'live' && s.runs.length > 0")
         self.wait("s => s.pending === 0 && s.loads >= s.overlaid.length && s.charts.loss.lines > 0")
 

@@ -4,7 +4,9 @@
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
 import { GpuPanel } from "./gpupanel.js";
+import { runFromHash, hashFor } from "./link.js";
 import { LoraPanel } from "./lorapanel.js";
+import { DesktopAlerts } from "./notify.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
 import { Scheduler } from "./scheduler.js";
 import { Sidebar } from "./sidebar.js";
@@ -39,6 +41,16 @@ class App {
     this.statBar = new StatBar(document.getElementById("statbar"));
     this.banner = document.getElementById("banner");
     this.toasts = new Toasts(document.getElementById("toasts"));
+    this.desktop = new DesktopAlerts({
+      toggle: document.getElementById("notify-toggle"),
+      sound: document.getElementById("notify-sound"),
+      onOpen: (id) => this.openRun(id),
+    });
+    this.linked = runFromHash(window.location.hash); // focused once it is known
+    window.addEventListener("hashchange", () => {
+      this.linked = runFromHash(window.location.hash);
+      this.followLink();
+    });
     this.gpu = new GpuPanel(document.getElementById("gpu-panel"), {
       runName: (id) => this.store.summary(id)?.name || id,
       runColor,
@@ -183,6 +195,7 @@ class App {
     }
     for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
     this.autoSelect(runs);
+    this.followLink();
     this.selectionChanged();
   }
 
@@ -197,6 +210,7 @@ class App {
     }
     if (fresh.length) {
       this.autoSelect(fresh);
+      this.followLink();
       this.selectionChanged();
     }
     this.mark("sidebar");
@@ -206,6 +220,7 @@ class App {
   onAlert(m) {
     const name = this.store.summary(m.run)?.name || m.run;
     this.toasts.show(`${name}: ${m.message}`, m.kind);
+    this.desktop.alert(m, name);
     if (m.kind === "nonfinite" || m.kind === "spike") {
       this.store.addMarker(m.run, { kind: m.kind, step: num(m.step), t: num(m.t), series: null });
     }
@@ -220,6 +235,21 @@ class App {
       const best = pick(all.filter((s) => s.status === "running")) || pick(all);
       if (best && best.id !== this.focused) this.focus(best.id, false);
     }
+  }
+
+  // A link (`#run=<id>`, a notification clicked) overlays and focuses its run once it is known.
+  followLink() {
+    const id = this.linked;
+    if (!id || !this.store.summary(id)) return;
+    this.linked = null;
+    this.selected.add(id);
+    this.focus(id, true);
+  }
+
+  openRun(id) {
+    window.history.replaceState(null, "", hashFor(id)); // the address names the run; no event
+    this.linked = id;
+    this.followLink();
   }
 
   // -- selection, focus, zoom ----------------------------------------------------------------
@@ -387,6 +417,7 @@ class App {
       charts,
       lora: this.lora.stats(),
       gpu: this.gpu.stats(),
+      notify: this.desktop.stats(),
     };
   }
 }
