@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mudpuppy_callback import RunWriter
@@ -201,7 +200,9 @@ def test_bad_notification_flags_are_usage_errors(tmp_path, monkeypatch, argv, me
 def test_a_bad_settings_file_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "runs").mkdir()
     bad = tmp_path / "mudpuppy.toml"
-    bad.write_text('[notify]\nurls = ["https://example.org/hook/abcdef-secret"]\nrules = { spiek = true }\n')
+    bad.write_text(
+        '[notify]\nurls = ["https://example.org/hook/abcdef-secret"]\nrules = { spiek = true }\n'
+    )
     done = subprocess.run(
         [sys.executable, "-m", "mudpuppy_monitor", "serve", str(tmp_path / "runs"),
          "--config", str(bad), "--port", "0"],

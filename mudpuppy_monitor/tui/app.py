@@ -24,6 +24,7 @@ from mudpuppy_monitor.core.protocols import RefreshableRuns, RunQueries
 from mudpuppy_monitor.core.summary import RunSummary
 from mudpuppy_monitor.gpu.base import GpuBackend, SampleSource
 from mudpuppy_monitor.gpu.records import Attribution, GpuSample
+from mudpuppy_monitor.tui.news import News, NewsItem
 from mudpuppy_monitor.tui.render import (
     SPARK_WIDTH,
     Snapshot,
@@ -93,6 +94,8 @@ class TuiView:
         pattern: re.Pattern[str] | None = None,
         get_time: Callable[[], float] = time.time,
         attribute: Attribute | None = None,
+        news: News | None = None,
+        bell: bool = False,
     ) -> None:
         self.monitor = monitor
         self.root_label = root_label
@@ -103,6 +106,9 @@ class TuiView:
         self.attribute = attribute
         self.tails = LossTails()
         self._seen: set[str] = set()
+        self.news = news  # None: no news line, no bell (`--once`)
+        self.bell = bell  # ring the terminal bell on a frame with news
+        self.fresh: list[NewsItem] = []  # the news of the last frame, for the runs shown
 
     def _matches(self, run: RunSummary) -> bool:
         if self.pattern is None:
@@ -118,6 +124,11 @@ class TuiView:
         self.tails.update(self.monitor, [i for i in ids if i in changed or i not in self._seen])
         self.tails.forget(ids)
         self._seen = ids
+        news: list[NewsItem] = []
+        if self.news is not None:
+            fresh = self.news.update(changed, [str(r.id) for r in summaries])
+            self.fresh = [n for n in fresh if n.run in ids]
+            news = [n for n in self.news.recent if n.run in ids]
         samples = list(self.sampler.latest()) if self.sampler is not None else []
         gpu_runs: dict[int, list[str]] = {}
         gpu_others: dict[int, int] = {}
@@ -141,6 +152,7 @@ class TuiView:
             gpu_simulated=backend is not None and backend.simulated,
             gpu_reason=None if backend is None else backend.reason,
             filter=None if self.pattern is None else self.pattern.pattern,
+            news=news,
         )
 
 
@@ -188,6 +200,8 @@ def run_live(
             while True:
                 started = time.monotonic()
                 live.update(Frame(view.snapshot(), fit_height=True), refresh=True)
+                if view.bell and view.fresh:
+                    console.bell()  # once per frame, however much news it has
                 frames += 1
                 if max_frames is not None and frames >= max_frames:
                     break
@@ -232,13 +246,19 @@ def main_tui(
     backend: GpuBackend | None = None,
     sleep: Callable[[float], None] = time.sleep,
     max_frames: int | None = None,
+    bell: bool = False,
+    stall_after_s: float | None = None,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
-    `sleep` and `max_frames` bound the live loop for tests."""
+    `sleep` and `max_frames` bound the live loop for tests; `bell` rings the terminal bell on
+    news; `stall_after_s` sets the stall window (as `serve --stall-after`)."""
     from mudpuppy_monitor.core import Monitor
 
-    monitor = Monitor(root, clock=get_time)
-    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time)
+    monitor = Monitor(root, clock=get_time, stall_after_s=stall_after_s)
+    news = None
+    if not once:
+        news = News(monitor, clock=get_time, stall_after_s=stall_after_s)
+    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time, news=news, bell=bell)
     console = console or Console()
     if backend is None and gpu != "none":
         from mudpuppy_monitor.gpu import open_backend

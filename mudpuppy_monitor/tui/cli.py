@@ -26,6 +26,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--once", action="store_true", help="print one snapshot and exit (no terminal needed)"
     )
     parser.add_argument("--filter", metavar="REGEX", help="show only runs whose name or id matches")
+    parser.add_argument(
+        "--bell",
+        action="store_true",
+        help="ring the terminal bell when a run fails, crashes, stalls, ends or logs its first NaN",
+    )
+    parser.add_argument(
+        "--stall-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a live run silent for more than S seconds is stalled "
+        "(default: max(60 s, 10x its usual gap between events))",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="settings file for stall_after (default: ./mudpuppy.toml, or [tool.mudpuppy] in "
+        "./pyproject.toml); flags win",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,6 +64,24 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.refresh) or args.refresh <= 0:
         raise UsageError(f"--refresh must be a positive number of seconds, got {args.refresh}")
     pattern = compile_filter(args.filter)
+    stall_after_s = stall_after_from(args.config, args.stall_after)
     from mudpuppy_monitor.tui.app import main_tui
 
-    return main_tui(root, gpu=args.gpu, refresh_s=args.refresh, once=args.once, pattern=pattern)
+    return main_tui(
+        root,
+        gpu=args.gpu,
+        refresh_s=args.refresh,
+        once=args.once,
+        pattern=pattern,
+        bell=args.bell,
+        stall_after_s=stall_after_s,
+    )
+
+
+def stall_after_from(config_path: str | None, flag: float | None) -> float | None:
+    from mudpuppy_monitor.config import ConfigError, load_config, stall_after
+
+    try:
+        return stall_after(load_config(config_path), flag)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None

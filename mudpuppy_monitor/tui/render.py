@@ -62,6 +62,20 @@ class Snapshot:
     gpu_simulated: bool = False
     gpu_reason: str | None = None
     filter: str | None = None
+    # what happened lately (tui/news.py: `t`, `rule`, `text`), newest last
+    news: Sequence[Any] = ()
+
+
+NEWS_STYLES: dict[str, str] = {
+    "crashed": "bold red",
+    "failed": "bold red",
+    "nonfinite": "bold red",
+    "stalled": "yellow",
+    "spike": "yellow",
+    "interrupted": "magenta",
+    "completed": "cyan",
+    "eval_improved": "green",
+}
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -319,8 +333,14 @@ def gpu_line(sample: Any, run_names: Sequence[str], others: int = 0) -> Text:
 
 
 def alerts(snap: Snapshot) -> list[Text]:
-    """One line per thing that needs a look: non-finite values, stalls, crashes, failures."""
+    """One line per thing that needs a look: the latest news, then non-finite values, stalls,
+    crashes, failures."""
     out: list[Text] = []
+    if snap.news:
+        item = snap.news[-1]
+        ago = format_age(snap.now - float(_get(item, "t")))
+        style = NEWS_STYLES.get(str(_get(item, "rule")), "bold")
+        out.append(Text(f"news   {clean(str(_get(item, 'text')))} ({ago} ago)", style=style))
     for run in snap.runs:
         name = run_name(run)
         status = _get(run, "status")
