@@ -212,3 +212,20 @@ def test_a_bad_settings_file_is_one_line_and_exit_2(tmp_path):
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"mudpuppy-monitor: {bad}: notify.rules.spiek: unknown rule")
     assert "abcdef-secret" not in done.stderr
+
+
+def test_notifications_that_cannot_start_leave_the_daemon_serving(tmp_path, monkeypatch, caplog):
+    from mudpuppy_monitor.notify import NotificationService
+
+    async def broken(self) -> None:
+        raise RuntimeError("no threads left")
+
+    monkeypatch.setattr(NotificationService, "start", broken)
+    root = tmp_path / "runs"
+    RunWriter(root, "r", max_steps=10, gpus=[]).log(1, {"loss": 1.0})
+    with Receiver() as rx:
+        notify = notify_settings(None, NotifyFlags(notify=(rx.url(),)))
+        with LiveServer(root, notify=notify) as server:
+            assert [r["id"] for r in server.get_json("/api/runs")["runs"]] == ["r"]
+            assert server.ctx.notifications is None
+    assert "notifications could not start; serving without them" in caplog.text
