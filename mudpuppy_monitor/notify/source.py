@@ -15,7 +15,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +27,10 @@ from mudpuppy_monitor.notify.settings import NotifySettings
 log = logging.getLogger("mudpuppy_monitor.notify")
 
 TICK_S = 5.0
+# a batch of changes waits this long before the rules read it: the stream to the pages, woken by
+# the same change, goes first, and what changes meanwhile is merged into the next batch, so a
+# run logging at 10 Hz is read about twice a second, not ten times
+SETTLE_S = 0.5
 # markers per run and change whose value is looked up (the rest keep value None)
 MAX_VALUE_LOOKUPS = 8
 
@@ -173,6 +177,7 @@ class NotificationService:
         *,
         clock: Callable[[], float] = time.time,
         tick_s: float = TICK_S,
+        settle_s: float = SETTLE_S,
         notifier: Notifier | None = None,
     ) -> None:
         self.runs = runs
@@ -180,6 +185,7 @@ class NotificationService:
         self.engine = RuleEngine(settings.rules, clock=clock)  # since: now
         self.source = MonitorSource(runs, self.engine, self.notifier.wants("eval_improved"))
         self.tick_s = tick_s
+        self.settle_s = settle_s
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -206,7 +212,10 @@ class NotificationService:
     async def _consume(self, changes: AsyncIterator[Any]) -> None:
         try:
             async for batch in changes:
-                self._run(functools.partial(self.source.changed, batch))
+                await asyncio.sleep(self.settle_s)
+                for part in one_run_at_a_time(batch):
+                    self._run(functools.partial(self.source.changed, part))
+                    await asyncio.sleep(0)  # the loop's other work goes between runs
         except asyncio.CancelledError:
             raise
         except Exception:  # the stream itself failed: say so once, the daemon serves on
@@ -222,6 +231,24 @@ class NotificationService:
             self.notifier.publish(step())
         except Exception:  # one bad change must not end notifications for every run
             log.exception("notification rules failed on a change")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A `Changes` notice (or a part of one): run ids added, updated, removed."""
+
+    added: frozenset[str] = frozenset()
+    updated: frozenset[str] = frozenset()
+    removed: frozenset[str] = frozenset()
+
+
+def one_run_at_a_time(changes: Any) -> Iterator[Batch]:
+    """The removals, then each added or updated run on its own (the rules treat both alike)."""
+    removed = frozenset(changes.removed)
+    if removed:
+        yield Batch(removed=removed)
+    for run_id in sorted((set(changes.added) | set(changes.updated)) - removed):
+        yield Batch(updated=frozenset({run_id}))
 
 
 def run_info(summary: Any) -> RunInfo:
