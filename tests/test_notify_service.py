@@ -157,14 +157,3 @@ def test_notifications_import_no_front_end_and_no_core() -> None:
     for part in ("server", "tui", "cli", "core", "gpu", "demo"):
         assert not any(m.startswith(f"mudpuppy_monitor.{part}") for m in loaded), part
 
-
-def test_a_batch_is_read_one_run_at_a_time_removals_first() -> None:
-    from mudpuppy_monitor.core.changes import Changes
-    from mudpuppy_monitor.notify.source import Batch, one_run_at_a_time
-
-    batch = Changes(frozenset({"b"}), frozenset({"a", "c"}), frozenset({"c", "d"}))
-    assert list(one_run_at_a_time(batch)) == [
-        Batch(removed=frozenset({"c", "d"})),
-        Batch(updated=frozenset({"a"})),
-        Batch(updated=frozenset({"b"})),
-    ]

@@ -1,9 +1,9 @@
 """Feeding the rules from the runs being watched: status, markers and eval values per change.
 
 `MonitorSource` reads what changed through the few queries of `RunQueries` (the Monitor has
-them) and hands it to the RuleEngine; `NotificationService` runs that on the event loop: it
+them) and hands it to the RuleEngine; `NotificationService` runs that for an event loop: it
 subscribes to the Monitor's changes, ticks for silences, and publishes through a Notifier.
-Everything on the loop is bookkeeping; HTTP happens in the channels' own threads.
+The loop only waits: the rules run in a worker thread, HTTP in the channels' own threads.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,9 +28,8 @@ from mudpuppy_monitor.notify.settings import NotifySettings
 log = logging.getLogger("mudpuppy_monitor.notify")
 
 TICK_S = 5.0
-# a batch of changes waits this long before the rules read it: the stream to the pages, woken by
-# the same change, goes first, and what changes meanwhile is merged into the next batch, so a
-# run logging at 10 Hz is read about twice a second, not ten times
+# a batch of changes waits this long before the rules read it: what changes meanwhile is merged
+# into the next batch, so a run logging at 10 Hz is read about twice a second, not ten times
 SETTLE_S = 0.5
 # markers per run and change whose value is looked up (the rest keep value None)
 MAX_VALUE_LOOKUPS = 8
@@ -168,7 +168,12 @@ class MonitorSource:
 
 
 class NotificationService:
-    """Rules and channels attached to a Monitor: `await start()` inside the event loop."""
+    """Rules and channels attached to a Monitor: `await start()` inside the event loop.
+
+    The loop only waits: the rules read the runs in one worker thread of their own (the
+    Monitor's queries take its lock, which its reader may hold for a while), and every HTTP
+    request happens in the channel's thread. The stream to the pages never waits for either.
+    """
 
     def __init__(
         self,
@@ -187,13 +192,16 @@ class NotificationService:
         self.tick_s = tick_s
         self.settle_s = settle_s
         self._tasks: list[asyncio.Task[None]] = []
+        self._worker: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
+        # one thread for the rules: their state is touched by nothing else, in order
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mudpuppy-rules")
         self.notifier.start()
         # subscribe before priming: a change in between is seen twice (the cursors make the
         # second empty), never missed
         changes = self.runs.subscribe()
-        self.source.prime()
+        await self._in_worker(self.source.prime)
         self._tasks = [
             asyncio.create_task(self._consume(changes), name="mudpuppy-notify"),
             asyncio.create_task(self._ticks(), name="mudpuppy-notify-tick"),
@@ -206,6 +214,9 @@ class NotificationService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._worker = None
         # joining the channel threads blocks: off the loop
         await asyncio.to_thread(self.notifier.close, timeout_s)
 
@@ -213,9 +224,7 @@ class NotificationService:
         try:
             async for batch in changes:
                 await asyncio.sleep(self.settle_s)
-                for part in one_run_at_a_time(batch):
-                    self._run(functools.partial(self.source.changed, part))
-                    await asyncio.sleep(0)  # the loop's other work goes between runs
+                await self._in_worker(functools.partial(self._run, self.source.changed, batch))
         except asyncio.CancelledError:
             raise
         except Exception:  # the stream itself failed: say so once, the daemon serves on
@@ -224,31 +233,17 @@ class NotificationService:
     async def _ticks(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            self._run(self.source.tick)
+            await self._in_worker(functools.partial(self._run, self.source.tick))
 
-    def _run(self, step: Callable[[], list[Event]]) -> None:
+    async def _in_worker(self, fn: Callable[[], None]) -> None:
+        assert self._worker is not None, "Expected a started NotificationService"
+        await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    def _run(self, step: Callable[..., list[Event]], *args: Any) -> None:
         try:
-            self.notifier.publish(step())
+            self.notifier.publish(step(*args))
         except Exception:  # one bad change must not end notifications for every run
             log.exception("notification rules failed on a change")
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A `Changes` notice (or a part of one): run ids added, updated, removed."""
-
-    added: frozenset[str] = frozenset()
-    updated: frozenset[str] = frozenset()
-    removed: frozenset[str] = frozenset()
-
-
-def one_run_at_a_time(changes: Any) -> Iterator[Batch]:
-    """The removals, then each added or updated run on its own (the rules treat both alike)."""
-    removed = frozenset(changes.removed)
-    if removed:
-        yield Batch(removed=removed)
-    for run_id in sorted((set(changes.added) | set(changes.updated)) - removed):
-        yield Batch(updated=frozenset({run_id}))
 
 
 def run_info(summary: Any) -> RunInfo:
