@@ -9,6 +9,7 @@ error that names the file and the key, never a setting silently ignored (docs/no
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,26 @@ def _tool_table(doc: dict[str, Any]) -> dict[str, Any] | None:
 def _checked(config: ConfigFile) -> ConfigFile:
     check_keys(config.table, TOP_LEVEL_KEYS, config.where, "")
     return config
+
+
+def add_arguments(parser: argparse.ArgumentParser, reads: str = "") -> None:
+    """`--stall-after S` and `--config FILE`, as every command that reads the file spells them;
+    `reads` names what the command takes from the file (" for stall_after")."""
+    parser.add_argument(
+        "--stall-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a live run silent for more than S seconds is stalled "
+        "(default: max(60 s, 10x its usual gap between events))",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help=f"settings file{reads} (default: ./mudpuppy.toml, or [tool.mudpuppy] in "
+        "./pyproject.toml); flags win",
+    )
 
 
 def stall_after(config: ConfigFile, flag: float | None = None) -> float | None:

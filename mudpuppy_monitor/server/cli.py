@@ -19,6 +19,7 @@ import webbrowser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mudpuppy_monitor.config import add_arguments
 from mudpuppy_monitor.errors import UsageError
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 from mudpuppy_monitor.server.settings import (
@@ -80,26 +81,12 @@ def add_notify_arguments(p: argparse.ArgumentParser) -> None:
         "JSON body) when a run fails, crashes, stalls, ends or logs its first NaN; repeatable",
     )
     p.add_argument(
-        "--stall-after",
-        type=float,
-        default=None,
-        metavar="S",
-        help="a live run silent for more than S seconds is stalled "
-        "(default: max(60 s, 10x its usual gap between events))",
-    )
-    p.add_argument(
         "--dashboard-url",
         default=None,
         metavar="URL",
         help="the dashboard's address in notification links (default: the address served)",
     )
-    p.add_argument(
-        "--config",
-        default=None,
-        metavar="FILE",
-        help="settings file (default: ./mudpuppy.toml, or [tool.mudpuppy] in ./pyproject.toml); "
-        "flags win",
-    )
+    add_arguments(p)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

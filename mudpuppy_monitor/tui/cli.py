@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+from mudpuppy_monitor.config import add_arguments
 from mudpuppy_monitor.errors import UsageError, require_dir
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 
@@ -31,21 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="ring the terminal bell when a run fails, crashes, stalls, ends or logs its first NaN",
     )
-    parser.add_argument(
-        "--stall-after",
-        type=float,
-        default=None,
-        metavar="S",
-        help="a live run silent for more than S seconds is stalled "
-        "(default: max(60 s, 10x its usual gap between events))",
-    )
-    parser.add_argument(
-        "--config",
-        default=None,
-        metavar="FILE",
-        help="settings file for stall_after (default: ./mudpuppy.toml, or [tool.mudpuppy] in "
-        "./pyproject.toml); flags win",
-    )
+    add_arguments(parser, " for stall_after")
     parser.set_defaults(func=run)
 
 
