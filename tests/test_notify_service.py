@@ -156,4 +156,3 @@ def test_notifications_import_no_front_end_and_no_core() -> None:
     assert "mudpuppy_monitor.notify.source" in loaded
     for part in ("server", "tui", "cli", "core", "gpu", "demo"):
         assert not any(m.startswith(f"mudpuppy_monitor.{part}") for m in loaded), part
-
