@@ -124,9 +124,8 @@ def test_a_hanging_receiver_holds_up_neither_the_stream_nor_the_others(tmp_path)
             finally:
                 ws.close()
             service = server.ctx.notifications
-            stopped_at = time.monotonic()
-        # the lifespan gave the channels their 2 s and left the hung request behind
-        assert time.monotonic() - stopped_at < 10
+        # stopped (LiveServer.stop raises if it does not): the lifespan gave the channels their
+        # 2 s and left the hung request behind
         stats = {r.channel.target.url: r.channel.stats for r in service.notifier.routes}
         assert stats[good.url()].sent == 1
         assert stats[hang.url("/a/hang-123456")].sent == 0
