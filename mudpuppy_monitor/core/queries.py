@@ -148,6 +148,8 @@ def detail(run: RunState, summary: RunSummary) -> dict[str, Any]:
         "lora_snapshots": run.lora.n,
         "bad_lines": run.bad_lines,
         "last_bad_line": run.last_bad,
+        "skipped_lines": run.skipped_lines,
+        "skipped_kinds": dict(run.skipped_kinds),
         "errors": dict(run.errors),
         "markers": list(run.markers),
         "generation": run.generation,

@@ -101,6 +101,8 @@ def apply_batch(run: RunState, batch: NativeBatch) -> None:
     run.bad_lines += batch.bad
     if batch.last_errors:
         run.last_bad = batch.last_errors[-1]
+    if batch.skipped:
+        run.apply_skipped(batch.skipped, batch.unknown)
     run.apply_train(batch.train)
     run.apply_eval(batch.eval)
     progress = [e for e in batch.events if e["kind"] == KIND_PROGRESS]
