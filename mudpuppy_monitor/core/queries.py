@@ -150,6 +150,7 @@ def detail(run: RunState, summary: RunSummary) -> dict[str, Any]:
         "last_bad_line": run.last_bad,
         "skipped_lines": run.skipped_lines,
         "skipped_kinds": dict(run.skipped_kinds),
+        "samples": len(run.samples),
         "errors": dict(run.errors),
         "markers": list(run.markers),
         "generation": run.generation,

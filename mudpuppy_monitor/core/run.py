@@ -14,6 +14,7 @@ import numpy as np
 from mudpuppy_monitor.core import markers as mk
 from mudpuppy_monitor.core.coerce import as_step
 from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.samples import SampleStore
 from mudpuppy_monitor.core.store import LoraStore, Table
 
 STEPS_PER_S = "steps_per_s"
@@ -37,6 +38,7 @@ class RunState:
         self.eval = Table()
         self.progress = Table()  # step and time only: keeps step/ETA moving between logs
         self.lora = LoraStore()
+        self.samples = SampleStore()
         self.markers: list[dict[str, Any]] = []
         self._capped_markers = 0  # nonfinite + spike markers held (at most MAX_MARKERS)
         self.bad_lines = 0
@@ -110,6 +112,11 @@ class RunState:
 
     def apply_lora(self, step: int, t: float, layers: dict[str, dict[str, float]]) -> None:
         self.lora.append(step, t, layers)
+        self._note(step, t)
+
+    def apply_samples(self, step: int, t: float, took_s: float | None, items: list) -> None:
+        self.samples.append(step, t, took_s, items)
+        self.extra_times.append(t)
         self._note(step, t)
 
     def apply_skipped(self, total: int, kinds: dict[str, int]) -> None:

@@ -12,6 +12,7 @@ from mudpuppy_callback import (
     KIND_END,
     KIND_LORA,
     KIND_PROGRESS,
+    KIND_SAMPLES,
     KIND_START,
     META_FILE,
 )
@@ -117,6 +118,8 @@ def apply_batch(run: RunState, batch: NativeBatch) -> None:
             run.apply_end(event)
         elif kind == KIND_CHECKPOINT:
             run.apply_checkpoint(event["step"], event["t"], event.get("path"))
+        elif kind == KIND_SAMPLES:
+            run.apply_samples(event["step"], event["t"], event.get("took_s"), event["items"])
 
 
 SOURCE = SourceKind(KIND, claims, NativeSource, backlog_bytes)
