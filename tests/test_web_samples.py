@@ -5,7 +5,6 @@ diff between two steps, the truncation mark, and an event streamed while the pag
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,9 +106,13 @@ def test_markup_in_prompts_and_completions_is_shown_as_text(page: Any) -> None:
     page.wait_for_timeout(300)  # a frame or two: anything an image would do has happened
     assert text(page, "#samples-prompt-text") == XSS_PROMPT
     assert text(page, "#samples-view") == XSS_COMPLETION
-    rows = page.eval_on_selector_all("#samples-list .sample-text", "els => els.map(e => e.textContent)")
+    rows = page.eval_on_selector_all(
+        "#samples-list .sample-text", "els => els.map(e => e.textContent)"
+    )
     assert rows == [XSS_COMPLETION] * 3
-    picker = page.eval_on_selector_all("#samples-prompt option", "els => els.map(e => e.textContent)")
+    picker = page.eval_on_selector_all(
+        "#samples-prompt option", "els => els.map(e => e.textContent)"
+    )
     assert picker == [STORY, '<img src=x onerror="window.__pwned=1">Describe <b>this</b>', "long"]
     # nothing became an element, nothing ran, no image was even requested
     assert page.evaluate("window.__injected") == []
@@ -120,13 +123,16 @@ def test_markup_in_prompts_and_completions_is_shown_as_text(page: Any) -> None:
 
 def test_completions_newest_first_and_a_word_diff_between_two_steps(page: Any) -> None:
     choose_prompt(page, STORY)
-    steps = page.eval_on_selector_all("#samples-list .sample-step", "els => els.map(e => e.textContent)")
+    steps = page.eval_on_selector_all(
+        "#samples-list .sample-step", "els => els.map(e => e.textContent)"
+    )
     assert steps == ["step 15 \u00b7 0.25 s", "step 10 \u00b7 0.25 s", "step 5 \u00b7 0.25 s"]
     assert stats(page)["steps"] == [5, 10, 15]
     # the newest step against the previous one (the default)
     wait(page, "s => s.samples.shown.step === 15 && s.samples.shown.against === 10")
     diff = page.eval_on_selector_all(
-        "#samples-view > *, #samples-view", "els => els.slice(1).map(e => [e.className, e.textContent])"
+        "#samples-view > *, #samples-view",
+        "els => els.slice(1).map(e => [e.className, e.textContent])",
     )
     assert diff == [["del", "once"], ["ins", "twice"], ["ins", " there"]]
     assert text(page, "#samples-view") == "oncetwice upon a long time ago there"
@@ -135,11 +141,15 @@ def test_completions_newest_first_and_a_word_diff_between_two_steps(page: Any) -
         "#samples-step", "e => { e.value = '1'; e.dispatchEvent(new Event('input')); }"
     )
     wait(page, "s => s.samples.shown.step === 10 && s.samples.shown.against === 5")
-    diff = page.eval_on_selector_all("#samples-view > *", "els => els.map(e => [e.className, e.textContent])")
+    diff = page.eval_on_selector_all(
+        "#samples-view > *", "els => els.map(e => [e.className, e.textContent])"
+    )
     assert diff == [["ins", "long "], ["ins", " ago"]]
     page.select_option("#samples-compare", "2")  # event index 2: step 15
     wait(page, "s => s.samples.shown.step === 10 && s.samples.shown.against === 15")
-    diff = page.eval_on_selector_all("#samples-view > *", "els => els.map(e => [e.className, e.textContent])")
+    diff = page.eval_on_selector_all(
+        "#samples-view > *", "els => els.map(e => [e.className, e.textContent])"
+    )
     assert diff == [["del", "twice"], ["ins", "once"], ["del", " there"]]
     # a click on a row of the list picks that step
     page.click('#samples-list li[data-i="0"]')

@@ -31,6 +31,7 @@ from mudpuppy_monitor.tui.render import (
     render_snapshot,
     sort_runs,
 )
+from mudpuppy_monitor.tui.samples import LatestSamples
 
 LOSS = "loss"
 # gpu.attribute: which runs (and how many other processes) are on each device
@@ -93,6 +94,7 @@ class TuiView:
         pattern: re.Pattern[str] | None = None,
         get_time: Callable[[], float] = time.time,
         attribute: Attribute | None = None,
+        samples_run: str | None = None,
     ) -> None:
         self.monitor = monitor
         self.root_label = root_label
@@ -102,6 +104,7 @@ class TuiView:
         self.get_time = get_time
         self.attribute = attribute
         self.tails = LossTails()
+        self.samples = LatestSamples(samples_run)
         self._seen: set[str] = set()
 
     def _matches(self, run: RunSummary) -> bool:
@@ -141,6 +144,7 @@ class TuiView:
             gpu_simulated=backend is not None and backend.simulated,
             gpu_reason=None if backend is None else backend.reason,
             filter=None if self.pattern is None else self.pattern.pattern,
+            samples=self.samples.pane(self.monitor, runs, summaries),
         )
 
 
@@ -232,13 +236,14 @@ def main_tui(
     backend: GpuBackend | None = None,
     sleep: Callable[[float], None] = time.sleep,
     max_frames: int | None = None,
+    samples_run: str | None = None,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
     `sleep` and `max_frames` bound the live loop for tests."""
     from mudpuppy_monitor.core import Monitor
 
     monitor = Monitor(root, clock=get_time)
-    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time)
+    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time, samples_run=samples_run)
     console = console or Console()
     if backend is None and gpu != "none":
         from mudpuppy_monitor.gpu import open_backend

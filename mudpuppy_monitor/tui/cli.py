@@ -26,6 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--once", action="store_true", help="print one snapshot and exit (no terminal needed)"
     )
     parser.add_argument("--filter", metavar="REGEX", help="show only runs whose name or id matches")
+    parser.add_argument(
+        "--samples",
+        metavar="RUN",
+        help="show the generated samples of this run id (default: the most recently active "
+        "shown run that has samples)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -46,4 +52,11 @@ def run(args: argparse.Namespace) -> int:
     pattern = compile_filter(args.filter)
     from mudpuppy_monitor.tui.app import main_tui
 
-    return main_tui(root, gpu=args.gpu, refresh_s=args.refresh, once=args.once, pattern=pattern)
+    return main_tui(
+        root,
+        gpu=args.gpu,
+        refresh_s=args.refresh,
+        once=args.once,
+        pattern=pattern,
+        samples_run=args.samples,
+    )
