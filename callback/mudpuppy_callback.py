@@ -135,11 +135,13 @@ class FormatError(ValueError):
 
 class UnknownKind(FormatError):
     """A line with a valid envelope (`v`, `seq`, `t`, a string `kind`) whose kind this reader
-    does not know: a later addition to format v1. Readers skip it; it is not a bad line."""
+    does not know: a later addition to format v1. Readers skip it; it is not a bad line. `seq`
+    is the line's (valid) sequence number."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, seq: int) -> None:
         super().__init__(f"unknown kind {kind[:64]!r}")
         self.kind = kind
+        self.seq = seq
 
 
 def encode_number(x: float) -> float | str:
@@ -354,7 +356,7 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     obj["t"] = t
     if kind not in KINDS:
         # the envelope is valid: a kind added to v1 after this reader (skipped, not bad)
-        raise UnknownKind(kind)
+        raise UnknownKind(kind, seq)
     if kind in STEP_KINDS or "step" in obj:
         step = obj.get("step")
         if isinstance(step, float) and step.is_integer():
@@ -623,6 +625,12 @@ def _scan_tail(pieces: list[bytes]) -> tuple[int | None, int | None]:
     for raw in reversed(pieces):
         try:
             event = decode_line(raw)
+        except UnknownKind as exc:
+            # a later writer's kind: its seq counts (seq is never repeated), its step may not
+            # mean a training step
+            if next_seq is None:
+                next_seq = exc.seq + 1
+            continue
         except FormatError:
             continue
         if next_seq is None:
