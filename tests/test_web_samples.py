@@ -73,7 +73,7 @@ def page(browser: Any, setup: tuple[LiveServer, RunWriter]) -> Iterator[Any]:
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.add_init_script(WATCH)
     pg.goto(server.url + "/")
-    wait(pg, "s => s.focused === 'chat' && s.samples.events === 3")
+    wait(pg, "s => s.focused === 'chat' && s.samples.events >= 3")
     yield pg
     assert errors == []
     ctx.close()
@@ -172,3 +172,21 @@ def test_a_cut_text_shows_the_mark_and_a_new_event_streams_in(
     first = page.eval_on_selector("#samples-list li", "e => e.textContent")
     assert first == "step 20 \u00b7 0.50 s" + "the end"
     assert stats(page)["fetches"] == 1  # streamed, not refetched
+
+
+def test_after_the_daemon_restarts_the_panel_equals_a_fresh_load(
+    page: Any, setup: tuple[LiveServer, RunWriter]
+) -> None:
+    server, run = setup
+    server.restart()  # the page loses its socket and reconnects with backoff
+    run.log_samples(30, [{"prompt": STORY, "completion": "written while reconnecting"}])
+    wait(page, "s => s.conn === 'live' && s.snapshots >= 2", timeout=30_000)
+    fresh = server.get_json("/api/runs/chat/samples?limit=300")
+    n = fresh["count"]
+    wait(page, f"s => s.samples.next === {n} && s.samples.events === {n}")
+    panel = stats(page)
+    assert panel["fetches"] == 2 and panel["generation"] == fresh["generation"]
+    choose_prompt(page, STORY)
+    assert stats(page)["steps"] == [
+        e["step"] for e in fresh["events"] if any(i["prompt"] == STORY for i in e["items"])
+    ]
