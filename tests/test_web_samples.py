@@ -157,6 +157,34 @@ def test_completions_newest_first_and_a_word_diff_between_two_steps(page: Any) -
     assert page.eval_on_selector("#samples-step", "e => e.value") == "0"
 
 
+def test_the_word_diff_gives_both_texts_back_and_stays_bounded(page: Any) -> None:
+    got = page.evaluate(
+        """async () => {
+          const { diffWords, MAX_EDITS } = await import('/wordiff.js');
+          let seed = 7;
+          const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+          const words = ['a', 'b', 'cat', 'dog', ' ', '  ', '\\n', '\\t'];
+          const text = () => Array.from({ length: Math.floor(rand() * 30) },
+            () => words[Math.floor(rand() * words.length)]).join('');
+          let wrong = 0;
+          for (let t = 0; t < 2000; t += 1) {
+            const a = text(), b = text();
+            const ops = diffWords(a, b);
+            const before = ops.filter((o) => o.op !== 'ins').map((o) => o.text).join('');
+            const after = ops.filter((o) => o.op !== 'del').map((o) => o.text).join('');
+            if (before !== a || after !== b) wrong += 1;
+          }
+          const far = diffWords('x '.repeat(4000), 'y '.repeat(4000));
+          return { wrong, maxEdits: MAX_EDITS, far: far.map((o) => [o.op, o.text.length]) };
+        }"""
+    )
+    assert got["wrong"] == 0
+    # 8,000 changed tokens: past the edit bound, one removal and one insertion (the shared
+    # last space aside), found without searching every edit path
+    assert got["maxEdits"] == 1000
+    assert got["far"] == [["del", 7999], ["ins", 7999], ["eq", 1]]
+
+
 def test_a_cut_text_shows_the_mark_and_a_new_event_streams_in(
     page: Any, setup: tuple[LiveServer, RunWriter]
 ) -> None:
