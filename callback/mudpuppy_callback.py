@@ -60,6 +60,7 @@ __all__ = [
     "MAX_SAMPLE_TEXT_BYTES",
     "MAX_SAMPLE_ITEMS",
     "FormatError",
+    "UnknownKind",
     "encode_line",
     "decode_line",
     "decode_number",
@@ -130,6 +131,17 @@ _STR_TO_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.i
 
 class FormatError(ValueError):
     """A line that is not a valid format v1 event."""
+
+
+class UnknownKind(FormatError):
+    """A line with a valid envelope (`v`, `seq`, `t`, a string `kind`) whose kind this reader
+    does not know: a later addition to format v1. Readers skip it; it is not a bad line. `seq`
+    is the line's (valid) sequence number."""
+
+    def __init__(self, kind: str, seq: int) -> None:
+        super().__init__(f"unknown kind {kind[:64]!r}")
+        self.kind = kind
+        self.seq = seq
 
 
 def encode_number(x: float) -> float | str:
@@ -302,8 +314,9 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     """Parse one events line into a dict with numbers as floats.
 
     Raises FormatError for anything that is not a v1 event: invalid UTF-8 or JSON, not an object,
-    missing or mistyped `v`/`seq`/`t`/`kind`, an unknown kind, a step-bound kind without an integer
-    step. Non-numeric entries inside `values` are dropped (the rest of the line is kept), and so
+    missing or mistyped `v`/`seq`/`t`/`kind`, a step-bound kind without an integer step. A line
+    whose envelope is valid but whose kind is not one of KINDS raises UnknownKind (a FormatError):
+    readers skip such a line without counting it as bad (docs/run-format.md, "Compatibility"). Non-numeric entries inside `values` are dropped (the rest of the line is kept), and so
     are `samples` items without string `prompt` and `completion`.
     """
     if isinstance(line, str):
@@ -332,8 +345,8 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     if not isinstance(v, int) or isinstance(v, bool) or v != FORMAT_VERSION:
         raise FormatError(f"unsupported version {v!r}")
     kind = obj.get("kind")
-    if kind not in KINDS:
-        raise FormatError(f"unknown kind {kind!r}")
+    if not isinstance(kind, str):
+        raise FormatError(f"kind must be a string, got {kind!r}"[:200])
     seq = obj.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise FormatError("seq must be a non-negative integer")
@@ -341,6 +354,9 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     if t is None or not math.isfinite(t):
         raise FormatError("t must be a finite number")
     obj["t"] = t
+    if kind not in KINDS:
+        # the envelope is valid: a kind added to v1 after this reader (skipped, not bad)
+        raise UnknownKind(kind, seq)
     if kind in STEP_KINDS or "step" in obj:
         step = obj.get("step")
         if isinstance(step, float) and step.is_integer():
@@ -609,6 +625,12 @@ def _scan_tail(pieces: list[bytes]) -> tuple[int | None, int | None]:
     for raw in reversed(pieces):
         try:
             event = decode_line(raw)
+        except UnknownKind as exc:
+            # a later writer's kind: its seq counts (seq is never repeated), its step may not
+            # mean a training step
+            if next_seq is None:
+                next_seq = exc.seq + 1
+            continue
         except FormatError:
             continue
         if next_seq is None:

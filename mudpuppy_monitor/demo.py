@@ -3,7 +3,7 @@
 Each trainer is a separate process (`python -m mudpuppy_monitor.tinytrain`): a random
 Llama-style model with a peft LoRA adapter, synthetic tokens, `MonitorCallback`, no downloads.
 The learning rates differ so the comparison is visible; the first run also evaluates and saves
-checkpoints. The server runs in this process; Ctrl-C stops trainers and server.
+checkpoints; every run generates from a few fixed prompts as it trains (the samples panel). The server runs in this process; Ctrl-C stops trainers and server.
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ class DemoRun:
     lr: float
     eval_every: int | None
     save_every: int | None
+    sample_every: int | None = None
 
 
 def plan_runs(count: int, steps: int) -> list[DemoRun]:
-    """The runs of a demo: distinct learning rates; the first one evaluates and checkpoints."""
+    """The runs of a demo: distinct learning rates; the first one evaluates and checkpoints;
+    each one samples about 20 times."""
     if not 1 <= count <= len(LEARNING_RATES):
         raise UsageError(f"--runs must be between 1 and {len(LEARNING_RATES)}")
     if steps < 10:
@@ -69,7 +71,15 @@ def plan_runs(count: int, steps: int) -> list[DemoRun]:
     runs = []
     for i, lr in enumerate(LEARNING_RATES[:count]):
         every = max(5, steps // 10) if i == 0 else None
-        runs.append(DemoRun(name=f"lora-lr{lr:.0e}", lr=lr, eval_every=every, save_every=every))
+        runs.append(
+            DemoRun(
+                name=f"lora-lr{lr:.0e}",
+                lr=lr,
+                eval_every=every,
+                save_every=every,
+                sample_every=max(5, steps // 20),
+            )
+        )
     return runs
 
 
@@ -88,6 +98,8 @@ def trainer_command(run: DemoRun, root: Path, steps: int, step_delay: float) -> 
         cmd += ["--eval-every", str(run.eval_every)]
     if run.save_every:
         cmd += ["--save-every", str(run.save_every)]
+    if run.sample_every:
+        cmd += ["--sample-every", str(run.sample_every)]
     return cmd
 
 
@@ -171,6 +183,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: {len(runs)} LoRA fine-tunes on CPU, {args.steps} steps each, runs kept in {root}")
     for run in runs:
         extra = f", eval and checkpoint every {run.eval_every} steps" if run.eval_every else ""
+        if run.sample_every:
+            extra += f", samples every {run.sample_every} steps"
         print(f"  {run.name}: learning rate {run.lr:g}{extra}")
     log_dir = Path(tempfile.mkdtemp(prefix="mudpuppy-demo-logs-"))
     print(f"  trainer logs: {log_dir}")

@@ -21,6 +21,11 @@ VOCAB = 128
 SEQ_LEN = 16
 DATASET_SIZE = 256
 EVAL_SIZE = 32
+# Prompts for the samples of the demo. The tiny tokenizer gives printable ASCII consecutive ids,
+# and the synthetic rows count up in ids with a stride of 1 to 3, so a model that learned them
+# continues these runs of letters and digits: the samples show it learning.
+DEMO_PROMPTS = ("abcdefgh", "ACEGIKMO", "0369<?BE", "Once upon a time")
+DEMO_NEW_TOKENS = 16
 
 
 class _SyntheticTokens:
@@ -213,8 +218,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default=None, help="checkpoints (default: a temp dir)")
     parser.add_argument("--no-lora", action="store_true", help="full fine-tune instead of LoRA")
+    parser.add_argument(
+        "--sample-every",
+        type=int,
+        default=0,
+        help="generate from a few fixed prompts every N steps (0: never)",
+    )
     ns = parser.parse_args(argv)
     _quiet_libraries()
+    sampling: dict[str, Any] = {}
+    tokenizer = None
+    if ns.sample_every > 0:
+        sampling = {
+            "sample_prompts": list(DEMO_PROMPTS),
+            "sample_every": ns.sample_every,
+            "sample_max_new_tokens": DEMO_NEW_TOKENS,
+        }
+        # no chat template: a prompt is continued as it is, as the synthetic rows are
+        tokenizer = build_tiny_tokenizer(chat_template=False)
     trainer = build_tiny_trainer(
         ns.root,
         ns.name,
@@ -227,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=ns.seed,
         output_dir=ns.output_dir,  # None: a temporary directory, removed with the trainer
         step_delay_s=ns.step_delay,
+        callback_kwargs=sampling,
+        processing_class=tokenizer,
     )
     trainer.train()
     return 0

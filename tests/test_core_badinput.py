@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from mudpuppy_callback import FormatError, decode_line, encode_line
+from mudpuppy_callback import FormatError, UnknownKind, decode_line, encode_line
 
 from mudpuppy_monitor.core import Monitor
 
@@ -50,7 +50,11 @@ BAD: list[tuple[str, bytes]] = [
     ),
     ("version 2", raw({**M, "v": 2, "values": {"loss": 1.0}})),
     ("no version", raw({k: v for k, v in {**M, "values": {"loss": 1.0}}.items() if k != "v"})),
-    ("unknown kind", raw({**M, "kind": "weird", "values": {"loss": 1.0}})),
+    ("kind a number", raw({**M, "kind": 3, "values": {"loss": 1.0}})),
+    ("kind null", raw({**M, "kind": None, "values": {"loss": 1.0}})),
+    ("unknown kind without seq", raw({"v": 1, "t": T0, "kind": "weird"})),
+    ("unknown kind with t a word", raw({"v": 1, "seq": 0, "t": "later", "kind": "weird"})),
+    ("unknown kind of version 2", raw({"v": 2, "seq": 0, "t": T0, "kind": "weird"})),
     ("no kind", raw({k: v for k, v in {**M, "values": {"loss": 1.0}}.items() if k != "kind"})),
     ("seq missing", raw({k: v for k, v in {**M, "values": {"loss": 1.0}}.items() if k != "seq"})),
     ("seq a string", raw({**M, "seq": "7", "values": {"loss": 1.0}})),
@@ -72,6 +76,17 @@ BAD: list[tuple[str, bytes]] = [
     ("checkpoint path a number", raw({**M, "kind": "checkpoint", "path": 12})),
     ("progress without step", raw({"v": 1, "seq": 0, "t": T0, "kind": "progress"})),
     ("2 MiB line", b'{"v":1,"seq":0,"t":1,"kind":"start","pad":"' + b"x" * (2 << 20) + b'"}\n'),
+]
+
+# lines of kinds added to format v1 after this reader: a valid envelope (v, seq, t, a string
+# kind), anything else; skipped, not bad, whatever they carry (docs/run-format.md, Compatibility)
+SKIPPED: list[tuple[str, bytes]] = [
+    ("a new kind", raw({"v": 1, "seq": 5, "t": T0, "kind": "weird", "values": {"loss": 1.0}})),
+    ("a new kind with a bad step", raw({"v": 1, "seq": 5, "t": T0, "kind": "weird", "step": -4})),
+    ("a new kind with a nested payload", raw({**M, "kind": "log", "lines": [{"a": [1, None]}]})),
+    ("a kind that differs by case", raw({**M, "kind": "Metrics", "values": {"loss": 1.0}})),
+    ("an empty kind", raw({**M, "kind": ""})),
+    ("a 200-character kind", raw({**M, "kind": "k" * 200})),
 ]
 
 # good lines that look odd; each is a metrics line with one loss value (or none, noted)
@@ -146,6 +161,13 @@ def test_corpus_agrees_with_the_reference_decoder() -> None:
         assert name
     for _, line, _ in GOOD_ODD:
         decode_line(line)
+    for _, line in SKIPPED:
+        with pytest.raises(UnknownKind):
+            decode_line(line)
+    for _, line in BAD:
+        with pytest.raises(FormatError) as caught:
+            decode_line(line)
+        assert not isinstance(caught.value, UnknownKind)
 
 
 def _corpus() -> tuple[bytes, list[tuple[int, float | None]], int]:
@@ -158,6 +180,8 @@ def _corpus() -> tuple[bytes, list[tuple[int, float | None]], int]:
         expect.append((step, 1.0 + step))
         step += 1
         parts.append(bad)
+    for _, line in SKIPPED:
+        parts.append(line)
     for _, line, loss in GOOD_ODD:
         obj_line = line.replace(b'"step":1,', f'"step":{step},'.encode()).replace(
             b'"step":1.0,', f'"step":{step}.0,'.encode()
@@ -182,6 +206,16 @@ def _check(mon: Monitor, expect: list[tuple[int, float | None]], bad: int) -> No
     assert got["x"] == [st for st, _ in expect]
     assert [repr(y) for y in got["y"]] == [repr(v) for _, v in expect]
     assert s.nonfinite == 4
+    detail = mon.detail("run")
+    assert detail is not None
+    assert detail["skipped_lines"] == len(SKIPPED)
+    assert detail["skipped_kinds"] == {
+        "weird": 2,
+        "log": 1,
+        "Metrics": 1,
+        "": 1,
+        "k" * 64: 1,
+    }
 
 
 def test_corpus_in_one_read(tmp_path: Path) -> None:

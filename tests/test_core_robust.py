@@ -358,6 +358,7 @@ def _batch_picture(batch) -> dict:  # type: ignore[no-untyped-def]
         "train": rows(batch.train),
         "eval": rows(batch.eval),
         "events": repr(batch.events),
+        "skipped": (batch.skipped, batch.unknown),
         "bad": batch.bad,
     }
 
@@ -388,9 +389,10 @@ def test_fast_and_reference_decoders_agree_line_by_line() -> None:
     """Every line of the bad-input corpus and the odd cases above, through decode_block (the
     fast path) and through the reference path alone: the same rows, events and bad count."""
     from mudpuppy_monitor.core.sources.native_decode import NativeBatch, _slow, decode_block
-    from tests.test_core_badinput import BAD, GOOD_ODD
+    from tests.test_core_badinput import BAD, GOOD_ODD, SKIPPED
 
     lines = [line for _, line in BAD] + [line for _, line, _ in GOOD_ODD] + ODD_FAST + BAD_STEPS
+    lines += [line for _, line in SKIPPED]
     lines.append(good(5, 5, 0.5))
     for line in lines:
         if len(line) > 1 << 20:

@@ -20,6 +20,7 @@ import pytest
 from mudpuppy_callback import EVENTS_FILE, decode_line
 
 from mudpuppy_monitor.demo import plan_runs
+from mudpuppy_monitor.tinytrain import DEMO_PROMPTS
 from tests.browser import launched, needs_chromium
 from tests.conftest import find_free_port
 
@@ -86,6 +87,7 @@ def test_plan_gives_distinct_learning_rates_and_one_evaluating_run() -> None:
     assert [r.name for r in runs] == ["lora-lr3e-03", "lora-lr1e-03", "lora-lr3e-04"]
     assert len({r.lr for r in runs}) == 3
     assert [r.eval_every for r in runs] == [40, None, None]
+    assert [r.sample_every for r in runs] == [20, 20, 20]
 
 
 @needs_chromium
@@ -130,6 +132,15 @@ def test_demo_fills_the_run_list_and_moves_the_loss_chart(tmp_path: Path) -> Non
                 timeout=60_000,
             )
             assert loss_points() > before
+            # the focused run's samples panel fills as the trainer generates (every 20 steps)
+            page.wait_for_function(
+                "() => window.__mudpuppy.stats().samples.steps.length > 0", timeout=90_000
+            )
+            panel = page.evaluate("window.__mudpuppy.stats().samples")
+            assert panel["prompts"] == list(DEMO_PROMPTS)
+            assert (
+                page.eval_on_selector("#samples-prompt-text", "e => e.textContent") in DEMO_PROMPTS
+            )
             assert errors == []
     finally:
         code = demo.interrupt()

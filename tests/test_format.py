@@ -193,6 +193,29 @@ def test_bad_lines_raise_format_error(line: bytes, message: str) -> None:
         decode_line(line)
 
 
+def test_an_unknown_kind_with_a_valid_envelope_is_unknown_not_malformed() -> None:
+    with pytest.raises(mc.UnknownKind, match="unknown kind 'hologram'") as caught:
+        decode_line(b'{"v":1,"seq":4,"t":1.5,"kind":"hologram","step":"not checked"}')
+    assert caught.value.kind == "hologram"
+    assert isinstance(caught.value, mc.FormatError)  # an older caller still catches it
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"v":1,"t":1,"kind":"hologram"}', "seq must be"),
+        (b'{"v":1,"seq":0,"kind":"hologram"}', "t must be"),
+        (b'{"v":2,"seq":0,"t":1,"kind":"hologram"}', "unsupported version"),
+        (b'{"v":1,"seq":0,"t":1,"kind":7}', "kind must be a string"),
+        (b'{"v":1,"seq":0,"t":1}', "kind must be a string"),
+    ],
+)
+def test_an_unknown_kind_with_a_bad_envelope_is_a_bad_line(line: bytes, message: str) -> None:
+    with pytest.raises(mc.FormatError, match=message) as caught:
+        decode_line(line)
+    assert not isinstance(caught.value, mc.UnknownKind)
+
+
 def test_lines_over_one_mib_are_refused_as_bytes_and_str() -> None:
     big = encode_line(_event("metrics", step=1, values={"x" * (1 << 20): 1.0}))
     assert len(big) > mc.MAX_LINE_BYTES

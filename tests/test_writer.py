@@ -163,6 +163,21 @@ def test_resume_after_a_last_line_longer_than_the_first_window(
     assert events[3]["resumed_from"] == 12
 
 
+def test_resume_after_a_line_of_a_later_kind_continues_its_seq(tmp_path: Path) -> None:
+    with RunWriter(tmp_path, name="r") as run:
+        run.log(7, {"loss": 1.0})
+    with open(run.dir / "events.jsonl", "ab") as f:  # a newer writer's kind, with its own step
+        f.write(mc.encode_line({"v": 1, "seq": 3, "t": 5.0, "kind": "hologram", "step": 900}))
+    with RunWriter(tmp_path, name="r", resume=True) as again:
+        again.log(8, {"loss": 0.5})
+    lines = (run.dir / "events.jsonl").read_bytes().splitlines()
+    with pytest.raises(mc.UnknownKind):
+        decode_line(lines[3])
+    events = [decode_line(line) for line in lines[:3] + lines[4:]]
+    assert [(e["seq"], e["kind"]) for e in events[3:]] == [(4, "start"), (5, "metrics"), (6, "end")]
+    assert events[3]["resumed_from"] == 7
+
+
 def test_resume_after_a_torn_last_line_starts_on_a_fresh_line(tmp_path: Path) -> None:
     with RunWriter(tmp_path, name="r") as run:
         run.log(1, {"loss": 1.0})

@@ -8,6 +8,7 @@ import { runFromHash, hashFor } from "./link.js";
 import { LoraPanel } from "./lorapanel.js";
 import { DesktopAlerts } from "./notify.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
+import { SamplesPanel } from "./samplespanel.js";
 import { Scheduler } from "./scheduler.js";
 import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
@@ -31,7 +32,7 @@ class App {
     this.view = null;
     this.snapshots = 0;
     this.ui = { draw: () => this.renderUi() };
-    this.dirty = { charts: true, sidebar: true, stat: true, gpu: true, lora: true };
+    this.dirty = { charts: true, sidebar: true, stat: true, gpu: true, lora: true, samples: true };
 
     this.sidebar = new Sidebar(document.getElementById("sidebar"), {
       onToggle: (id, on) => this.toggle(id, on),
@@ -56,6 +57,7 @@ class App {
       runColor,
     });
     this.lora = new LoraPanel(document.getElementById("lora-panel"), { schedule: () => this.mark("lora") });
+    this.samples = new SamplesPanel(document.getElementById("samples-panel"), { schedule: () => this.mark("samples") });
     this.charts = new Map();
     const host = document.getElementById("charts");
     this.variant = new Map(); // chart id -> index of the shown variant
@@ -154,7 +156,10 @@ class App {
       case "run_removed":
         this.store.remove(m.id);
         this.selected.delete(m.id);
-        if (this.focused === m.id) this.focused = null;
+        if (this.focused === m.id) {
+          this.focused = null;
+          this.samples.focus(null);
+        }
         this.selectionChanged();
         break;
       case "points":
@@ -162,6 +167,9 @@ class App {
         break;
       case "lora":
         this.lora.addColumn(m);
+        break;
+      case "samples":
+        this.samples.onMessage(m);
         break;
       case "gpus":
         this.gpu.addSample(m);
@@ -192,6 +200,7 @@ class App {
       this.store.reloadAll(this.xKind());
       this.loadGpus();
       this.lora.focus(this.focused, this.hasLora(this.focused));
+      this.samples.focus(this.focused, true);
     }
     for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
     this.autoSelect(runs);
@@ -207,6 +216,7 @@ class App {
       if (this.store.updateSummary(s)) fresh.push(s);
       this.receivedAt.set(s.id, now);
       this.sidebar.pushSpark(s.id, s.loss);
+      this.samples.onSummary(s);
     }
     if (fresh.length) {
       this.autoSelect(fresh);
@@ -269,6 +279,7 @@ class App {
     this.focused = id;
     this.selectionChanged(); // the focused run is subscribed (its LoRA columns stream) and loaded
     this.lora.focus(id, this.hasLora(id));
+    this.samples.focus(id);
     this.mark("sidebar");
     this.mark("stat");
     this.mark("charts");
@@ -371,7 +382,8 @@ class App {
     }
     if (d.gpu) this.gpu.render();
     if (d.lora) this.lora.draw();
-    this.dirty = { charts: false, sidebar: false, stat: false, gpu: false, lora: false };
+    if (d.samples) this.samples.draw();
+    this.dirty = { charts: false, sidebar: false, stat: false, gpu: false, lora: false, samples: false };
   }
 
   updateCharts() {
@@ -416,6 +428,7 @@ class App {
       opts: { ...this.opts },
       charts,
       lora: this.lora.stats(),
+      samples: this.samples.stats(),
       gpu: this.gpu.stats(),
       notify: this.desktop.stats(),
     };

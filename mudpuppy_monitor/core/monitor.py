@@ -389,6 +389,31 @@ class Monitor:
         with self._lock:
             return queries.lora(run, points)
 
+    def samples(
+        self, run_id: str, start: float | None = None, end: float | None = None, limit: int = 200
+    ) -> dict[str, Any] | None:
+        """The `samples` events with a step in [start, end]: the last `limit` of them, with
+        `count` (events the run holds) and `total` (in the range); None for an unknown run."""
+        run = self._state(run_id)
+        if run is None:
+            return None
+        with self._lock:
+            total, events = run.samples.select(start, end, limit)
+            count = len(run.samples)
+            return {"generation": run.generation, "count": count, "total": total, "events": events}
+
+    def samples_since(
+        self, run_id: str, n: int, limit: int | None = None
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """(generation, i0, the events from index n on: the last `limit` when more); generation
+        -1 for an unknown run. `limit=0` asks only for the count (`i0`)."""
+        run = self._state(run_id)
+        if run is None:
+            return -1, 0, []
+        with self._lock:
+            i0, events = run.samples.since(n, limit)
+            return run.generation, i0, events
+
     def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]:
         run = self._state(run_id)
         if run is None:

@@ -69,6 +69,18 @@ class RunQueries(Protocol):
 
     def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]: ...
 
+    def samples(
+        self, run_id: str, start: float | None = None, end: float | None = None, limit: int = 200
+    ) -> dict[str, Any] | None:
+        """Generated samples with a step in [start, end] (the last `limit`), None when unknown."""
+        ...
+
+    def samples_since(
+        self, run_id: str, n: int, limit: int | None = None
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """(generation, i0, sample events from index n on); generation -1 when unknown."""
+        ...
+
 
 class LiveRuns(RunQueries, Protocol):
     def subscribe(self) -> AsyncIterator[Changes]:

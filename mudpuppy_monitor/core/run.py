@@ -14,6 +14,7 @@ import numpy as np
 from mudpuppy_monitor.core import markers as mk
 from mudpuppy_monitor.core.coerce import as_step
 from mudpuppy_monitor.core.rows import EPOCH, Rows
+from mudpuppy_monitor.core.samples import SampleStore
 from mudpuppy_monitor.core.store import LoraStore, Table
 
 STEPS_PER_S = "steps_per_s"
@@ -23,6 +24,7 @@ EVAL_PREFIX = "eval_"
 # token counters as the three sources name them; tokens_per_s is derived from the first present
 TOKEN_KEYS = ("tokens_seen", "num_input_tokens_seen", "total_tokens")
 RATE_WINDOW_S = 60.0  # steps/s and tokens/s in the summary: over the last minute of events
+MAX_SKIPPED_KINDS = 16  # unknown event kinds named per run (all are counted)
 
 
 class RunState:
@@ -36,10 +38,14 @@ class RunState:
         self.eval = Table()
         self.progress = Table()  # step and time only: keeps step/ETA moving between logs
         self.lora = LoraStore()
+        self.samples = SampleStore()
         self.markers: list[dict[str, Any]] = []
         self._capped_markers = 0  # nonfinite + spike markers held (at most MAX_MARKERS)
         self.bad_lines = 0
         self.last_bad: str | None = None  # why the latest bad line was refused
+        # lines of kinds added to the format after this reader: skipped, not bad
+        self.skipped_lines = 0
+        self.skipped_kinds: dict[str, int] = {}
         self.errors: dict[str, str] = {}  # per file: why it could not be read
         self.read_failures = 0  # unexpected reader exceptions (see Monitor._read_failed)
         self.end: dict[str, Any] | None = None
@@ -107,6 +113,17 @@ class RunState:
     def apply_lora(self, step: int, t: float, layers: dict[str, dict[str, float]]) -> None:
         self.lora.append(step, t, layers)
         self._note(step, t)
+
+    def apply_samples(self, step: int, t: float, took_s: float | None, items: list) -> None:
+        self.samples.append(step, t, took_s, items)
+        self.extra_times.append(t)
+        self._note(step, t)
+
+    def apply_skipped(self, total: int, kinds: dict[str, int]) -> None:
+        self.skipped_lines += total
+        for name, n in kinds.items():
+            if name in self.skipped_kinds or len(self.skipped_kinds) < MAX_SKIPPED_KINDS:
+                self.skipped_kinds[name] = self.skipped_kinds.get(name, 0) + n
 
     def apply_start(self, event: dict[str, Any]) -> None:
         t = event["t"]

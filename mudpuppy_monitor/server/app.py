@@ -35,6 +35,7 @@ from mudpuppy_monitor.server.params import (
     From,
     LoraPoints,
     Names,
+    SampleLimit,
     SeriesPoints,
     To,
     XAxis,
@@ -207,6 +208,13 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
             got = {"layers": [], "steps": [], "t": [], "A": [], "B": [], "update": []}
         got["t"] = feed.known_times(got.get("t") or [])
         return JSON(got)
+
+    @app.get("/api/runs/{run_id:path}/samples")
+    def samples(run_id: Run, start: From = None, to: To = None, limit: SampleLimit = 200) -> JSON:
+        got = ctx.runs().samples(run_id, start, to, limit)
+        if got is None:  # removed since the check above
+            return error(404, "no such run")
+        return JSON({"run": run_id, **got})
 
     @app.get("/api/runs/{run_id:path}/export")
     def export(run_id: Run, fmt: ExportFormat = "csv") -> Response:

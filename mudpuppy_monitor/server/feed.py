@@ -28,6 +28,10 @@ FRESH_S = 60.0
 # marker alerts per run and change: a run copied in with thousands of NaN streaks must not fill
 # every client's queue in one go (each would be resynced, then dropped); the rest are summed up
 MAX_MARKER_ALERTS = 5
+# samples events streamed per run and change; more (a run copied in) are announced, not sent:
+# the client sees `i0` past what it holds and fetches them over HTTP
+MAX_STREAM_SAMPLES = 16
+MAX_STREAM_SAMPLE_CHARS = 2 << 20  # text per message, unless a single event holds more
 
 Message = tuple[dict[str, Any], "str | None"]
 
@@ -37,6 +41,7 @@ class RunCursor:
     generation: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     markers: int = 0
+    samples: int = 0  # samples events already streamed
     status: str | None = None
     lora_last: tuple[int, float] | None = None  # (step, t) of the last LoRA snapshot sent
     # (last_event_t, step) when LoRA was last looked at: a new snapshot is a new event, so a
@@ -60,6 +65,7 @@ class ChangeTracker:
                 generation=s.generation,
                 counts=dict(self.monitor.counts(s.id)),
                 markers=self.monitor.marker_count(s.id),
+                samples=self.monitor.samples_since(s.id, 0, limit=0)[1],
                 status=s.status,
                 lora_last=_lora_key(self.monitor.last_lora(s.id)),
             )
@@ -89,6 +95,7 @@ class ChangeTracker:
             )
             self.runs[run_id] = state
         yield from self._points(run_id, state)
+        yield from self._samples(run_id, state)
         seen = (summary.last_event_t, summary.step)
         if seen != state.lora_seen:
             state.lora_seen = seen
@@ -104,6 +111,7 @@ class ChangeTracker:
         if generation != state.generation:
             # reset between the summary and this call: stream the new generation from 0
             state.generation, state.counts, state.markers = generation, {}, 0
+            state.samples = 0
             state.catch_up = True
             generation, grown = self.monitor.points_since(run_id, {}, limit=limit)
         series: dict[str, Any] = {}
@@ -118,6 +126,32 @@ class ChangeTracker:
                 {"type": "points", "run": run_id, "generation": generation, "series": series},
                 run_id,
             )
+
+    def _samples(self, run_id: str, state: RunCursor) -> Iterator[Message]:
+        generation, i0, events = self.monitor.samples_since(
+            run_id, state.samples, limit=MAX_STREAM_SAMPLES + 1
+        )
+        if generation != state.generation:
+            return  # reset since the points were read: the change that says so comes next
+        count = i0 + len(events)
+        if count <= state.samples:
+            return
+        many = len(events) > MAX_STREAM_SAMPLES or (
+            len(events) > 1 and _chars(events) > MAX_STREAM_SAMPLE_CHARS
+        )
+        if i0 != state.samples or many:
+            # too many at once: announce the count; the client fetches them over HTTP
+            i0, events = count, []
+        state.samples = count
+        message = {
+            "type": "samples",
+            "run": run_id,
+            "generation": generation,
+            "i0": i0,
+            "count": count,
+            "events": events,
+        }
+        yield message, run_id
 
     def _lora(self, run_id: str, state: RunCursor) -> Iterator[Message]:
         # the caller skips changes without a new event: only those can hold a new snapshot
@@ -216,6 +250,15 @@ def status_message(summary: RunSummary) -> str:
     if status == "failed" and summary.error:
         return f"failed at step {step}: {summary.error}"
     return f"{status} at step {step}"
+
+
+def _chars(events: list[dict[str, Any]]) -> int:
+    return sum(
+        len(item.get(f) or "")
+        for e in events
+        for item in e.get("items") or ()
+        for f in ("prompt", "completion", "reference")
+    )
 
 
 def _lora_key(row: LoraRow | None) -> tuple[int, float] | None:

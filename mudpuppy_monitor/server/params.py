@@ -19,6 +19,7 @@ from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 MAX_POINTS = 100_000
+MAX_SAMPLE_EVENTS = 1000
 # the error types raised below: their message reads after the parameter's name
 _OWN_ERRORS = frozenset({"mudpuppy_choice", "mudpuppy_number", "mudpuppy_integer"})
 
@@ -71,6 +72,7 @@ From = Annotated[float | None, BeforeValidator(_finite_or_none), Query(alias="fr
 To = Annotated[float | None, BeforeValidator(_finite_or_none)]
 SeriesPoints = Annotated[int, _clamped_int(2000, 2, MAX_POINTS), Query(alias="points")]
 LoraPoints = Annotated[int, _clamped_int(200, 2, MAX_POINTS), Query(alias="points")]
+SampleLimit = Annotated[int, _clamped_int(200, 1, MAX_SAMPLE_EVENTS), Query(alias="limit")]
 # comma-separated; absent: every series, present but empty: none
 Names = Annotated[str | None, Query()]
 ExportFormat = Annotated[Literal["csv", "jsonl"], _choice("csv", "jsonl"), Query(alias="format")]

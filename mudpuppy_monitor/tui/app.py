@@ -32,6 +32,7 @@ from mudpuppy_monitor.tui.render import (
     render_snapshot,
     sort_runs,
 )
+from mudpuppy_monitor.tui.samples import LatestSamples
 
 LOSS = "loss"
 # gpu.attribute: which runs (and how many other processes) are on each device
@@ -96,6 +97,7 @@ class TuiView:
         attribute: Attribute | None = None,
         news: News | None = None,
         bell: bool = False,
+        samples_run: str | None = None,
     ) -> None:
         self.monitor = monitor
         self.root_label = root_label
@@ -105,6 +107,7 @@ class TuiView:
         self.get_time = get_time
         self.attribute = attribute
         self.tails = LossTails()
+        self.samples = LatestSamples(samples_run)
         self._seen: set[str] = set()
         self.news = news  # None: no news line, no bell (`--once`)
         self.bell = bell  # ring the terminal bell on a frame with news
@@ -153,6 +156,7 @@ class TuiView:
             gpu_reason=None if backend is None else backend.reason,
             filter=None if self.pattern is None else self.pattern.pattern,
             news=news,
+            samples=self.samples.pane(self.monitor, runs, summaries),
         )
 
 
@@ -248,6 +252,7 @@ def main_tui(
     max_frames: int | None = None,
     bell: bool = False,
     stall_after_s: float | None = None,
+    samples_run: str | None = None,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
     `sleep` and `max_frames` bound the live loop for tests; `bell` rings the terminal bell on
@@ -258,7 +263,15 @@ def main_tui(
     news = None
     if not once:
         news = News(monitor, clock=get_time, stall_after_s=stall_after_s)
-    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time, news=news, bell=bell)
+    view = TuiView(
+        monitor,
+        str(root),
+        pattern=pattern,
+        get_time=get_time,
+        news=news,
+        bell=bell,
+        samples_run=samples_run,
+    )
     console = console or Console()
     if backend is None and gpu != "none":
         from mudpuppy_monitor.gpu import open_backend

@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="ring the terminal bell when a run fails, crashes, stalls, ends or logs its first NaN",
     )
+    parser.add_argument(
+        "--samples",
+        metavar="RUN",
+        help="show the generated samples of this run id (default: the most recently active "
+        "shown run that has samples)",
+    )
     add_arguments(parser, " for stall_after")
     parser.set_defaults(func=run)
 
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         pattern=pattern,
         bell=args.bell,
         stall_after_s=stall_after_s,
+        samples_run=args.samples,
     )
 
 

@@ -28,6 +28,7 @@ from mudpuppy_monitor.tui.formatting import (
     progress_bar,
     sparkline,
 )
+from mudpuppy_monitor.tui.samples import SamplesPane, sample_lines
 
 STATUS_STYLES: dict[str, str] = {
     "running": "green",
@@ -64,6 +65,7 @@ class Snapshot:
     filter: str | None = None
     # what happened lately (tui/news.py: `t`, `rule`, `text`), newest last
     news: Sequence[Any] = ()
+    samples: SamplesPane | None = None  # the newest completion of each prompt of one run
 
 
 NEWS_STYLES: dict[str, str] = {
@@ -381,6 +383,7 @@ def render_snapshot(
     for sample in snap.gpus:
         index = _get(sample, "index")
         parts.append(gpu_line(sample, snap.gpu_runs.get(index, ()), snap.gpu_others.get(index, 0)))
+    parts.extend(sample_lines(snap.samples, width))
     notes = alerts(snap)
     if max_alerts is not None and len(notes) > max_alerts:
         hidden_notes = len(notes) - max(0, max_alerts)
@@ -406,6 +409,7 @@ def fit_height(snap: Snapshot, height: int) -> tuple[int | None, int | None]:
     max_alerts = None if n_alerts <= budget else budget
     alert_lines = n_alerts if max_alerts is None else max_alerts + 1
     # header, table header, "+N more" line
-    rows = height - (3 + len(snap.gpus) + alert_lines)
+    pane = len(sample_lines(snap.samples, 80))
+    rows = height - (3 + len(snap.gpus) + pane + alert_lines)
     max_rows = None if rows + 1 >= len(snap.runs) else max(1, rows)
     return max_rows, max_alerts

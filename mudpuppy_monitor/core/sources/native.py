@@ -12,6 +12,7 @@ from mudpuppy_callback import (
     KIND_END,
     KIND_LORA,
     KIND_PROGRESS,
+    KIND_SAMPLES,
     KIND_START,
     META_FILE,
 )
@@ -101,6 +102,8 @@ def apply_batch(run: RunState, batch: NativeBatch) -> None:
     run.bad_lines += batch.bad
     if batch.last_errors:
         run.last_bad = batch.last_errors[-1]
+    if batch.skipped:
+        run.apply_skipped(batch.skipped, batch.unknown)
     run.apply_train(batch.train)
     run.apply_eval(batch.eval)
     progress = [e for e in batch.events if e["kind"] == KIND_PROGRESS]
@@ -115,6 +118,8 @@ def apply_batch(run: RunState, batch: NativeBatch) -> None:
             run.apply_end(event)
         elif kind == KIND_CHECKPOINT:
             run.apply_checkpoint(event["step"], event["t"], event.get("path"))
+        elif kind == KIND_SAMPLES:
+            run.apply_samples(event["step"], event["t"], event.get("took_s"), event["items"])
 
 
 SOURCE = SourceKind(KIND, claims, NativeSource, backlog_bytes)

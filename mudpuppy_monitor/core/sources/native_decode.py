@@ -16,13 +16,14 @@ from mudpuppy_callback import (
     KIND_EVAL,
     KIND_METRICS,
     FormatError,
+    UnknownKind,
     decode_line,
     decode_number,
 )
 
 from mudpuppy_monitor.core.coerce import STEP_MAX, as_step
 from mudpuppy_monitor.core.rows import EPOCH, Rows
-from mudpuppy_monitor.core.run import EVAL_PREFIX
+from mudpuppy_monitor.core.run import EVAL_PREFIX, MAX_SKIPPED_KINDS
 
 
 class NativeBatch:
@@ -31,9 +32,13 @@ class NativeBatch:
     def __init__(self) -> None:
         self.train = Rows()
         self.eval = Rows()
-        self.events: list[dict[str, Any]] = []  # start, progress, lora, checkpoint, end
+        self.events: list[dict[str, Any]] = []  # start, progress, lora, checkpoint, end, samples
         self.bad = 0
         self.last_errors: list[str] = []
+        # lines of kinds this reader does not know: their number, and per kind name (the first
+        # MAX_SKIPPED_KINDS names, each cut to 64 characters)
+        self.skipped = 0
+        self.unknown: dict[str, int] = {}
 
 
 def decode_block(block: bytes, batch: NativeBatch) -> None:
@@ -107,6 +112,13 @@ def _bad(batch: NativeBatch, reason: str) -> None:
 def _slow(line: bytes, batch: NativeBatch) -> None:
     try:
         event = decode_line(line)
+    except UnknownKind as exc:
+        # a kind added to format v1 later: skipped, not bad (docs/run-format.md, Compatibility)
+        batch.skipped += 1
+        name = exc.kind[:64]
+        if name in batch.unknown or len(batch.unknown) < MAX_SKIPPED_KINDS:
+            batch.unknown[name] = batch.unknown.get(name, 0) + 1
+        return
     except FormatError as exc:
         _bad(batch, str(exc))
         return
