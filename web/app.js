@@ -3,6 +3,7 @@
 
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
+import { Compare } from "./compare.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
@@ -11,7 +12,7 @@ import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";
 import { runColor } from "./theme.js";
-import { CHARTS, chartInputs, seriesOf } from "./views.js";
+import { CHARTS, seriesOf } from "./views.js";
 
 class App {
   constructor() {
@@ -71,6 +72,8 @@ class App {
     });
     this.connEl.addEventListener("click", () => this.socket.retryNow());
     this.bindControls();
+    // the runs table, grouping, legends, the view in the URL, snapshots (compare.js)
+    this.compare = new Compare(this);
     setInterval(() => {
       this.mark("stat");
       this.renderConn();
@@ -184,6 +187,7 @@ class App {
     for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
     this.autoSelect(runs);
     this.selectionChanged();
+    this.compare.afterSnapshot();
   }
 
   onRuns(list) {
@@ -296,6 +300,8 @@ class App {
     if (id === this.focused && this.lora.awaitsDetail(id)) {
       this.lora.focus(id, this.hasLora(id));
     }
+    // a run loaded while zoomed gets the zoomed range too (asked once per range)
+    if (this.view && this.overlaid().includes(id)) this.zoomRuns([id]);
     this.mark("charts");
     this.mark("sidebar");
   }
@@ -305,10 +311,16 @@ class App {
     if (!(b - a > 1e-12 * Math.max(1, Math.abs(a), Math.abs(b)))) return;
     this.view = { x0: a, x1: b };
     for (const ch of this.charts.values()) ch.setView(this.view);
+    this.zoomRuns(this.overlaid());
+    this.mark("charts"); // group lines are computed over the zoomed range
+  }
+
+  zoomRuns(ids) {
+    const { x0, x1 } = this.view;
     const widthPx = Math.max(...[...this.charts.values()].map((c) => c.pixelWidth()), 800);
-    for (const id of this.overlaid()) {
+    for (const id of ids) {
       const off = this.xOffset(id);
-      this.store.loadZoom(id, a + off, b + off, 2 * widthPx);
+      this.store.loadZoom(id, x0 + off, x1 + off, 2 * widthPx);
     }
   }
 
@@ -341,6 +353,7 @@ class App {
     }
     if (d.gpu) this.gpu.render();
     if (d.lora) this.lora.draw();
+    this.compare.frame(d);
     this.dirty = { charts: false, sidebar: false, stat: false, gpu: false, lora: false };
   }
 
@@ -351,7 +364,7 @@ class App {
       xOffset: (id) => this.xOffset(id),
     };
     for (const cfg of CHARTS) {
-      const { series, markers } = chartInputs(cfg, this.variant.get(cfg.id) || 0, ctx);
+      const { series, markers } = this.compare.inputs(cfg, this.variant.get(cfg.id) || 0, ctx);
       const ch = this.charts.get(cfg.id);
       ch.setSeries(series);
       ch.setMarkers(markers);
@@ -387,6 +400,7 @@ class App {
       charts,
       lora: this.lora.stats(),
       gpu: this.gpu.stats(),
+      compare: this.compare.stats(),
     };
   }
 }

@@ -69,6 +69,16 @@ class RunQueries(Protocol):
 
     def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]: ...
 
+    def columns(
+        self, run_id: str, names: Iterable[str] | None = None, points: int = 2000
+    ) -> dict[str, dict[str, Any]]:
+        """Decimated step, time and value columns per series (numpy arrays), for a report."""
+        ...
+
+    def config_diff(self, run_ids: Iterable[str] | None = None) -> dict[str, Any]:
+        """{"keys": [dotted config keys that differ], "values": {run: {key: value}}}."""
+        ...
+
 
 class LiveRuns(RunQueries, Protocol):
     def subscribe(self) -> AsyncIterator[Changes]:

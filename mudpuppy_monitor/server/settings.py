@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import mudpuppy_monitor
+from mudpuppy_monitor.webdir import default_web_dir as default_web_dir  # re-exported
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5980
@@ -57,15 +57,6 @@ def is_loopback(host: str) -> bool:
 
 def is_wildcard(host: str) -> bool:
     return host in ("", "0.0.0.0", "::", "[::]")
-
-
-def default_web_dir() -> Path:
-    """The dashboard: inside the package when installed from a wheel, else the repo's web/."""
-    package = Path(mudpuppy_monitor.__file__).resolve().parent
-    installed = package / "web"
-    if installed.is_dir():
-        return installed
-    return package.parent / "web"
 
 
 def display_host(host: str) -> str:
