@@ -84,7 +84,9 @@ class _Module:
     def wrapped(self) -> str:
         lines = [f"// ---- {self.file}", f"const {_var(self.file)} = (() => {{"]
         for file, names in self.imports:
-            binds = ", ".join(name if name == local else f"{name}: {local}" for name, local in names)
+            binds = ", ".join(
+                name if name == local else f"{name}: {local}" for name, local in names
+            )
             lines.append(f"const {{ {binds} }} = {_var(file)};")
         lines.append(self.body.strip("\n"))
         lines.append(f"return {{ {', '.join(self.exports)} }};")
@@ -121,7 +123,9 @@ def bundle(web_dir: Path, entries: Iterable[str]) -> str:
         for dep, names in mod.imports:
             missing = [n for n, _ in names if n not in modules[dep].exports]
             if missing:
-                raise BundleError(f"{mod.file} imports {', '.join(missing)} that {dep} does not export")
+                raise BundleError(
+                    f"{mod.file} imports {', '.join(missing)} that {dep} does not export"
+                )
     text = "\n".join(modules[f].wrapped() for f in order)
     # inline in HTML: nothing may close the script element or open an HTML comment in it
     # (`<\/` and `<\!` mean the same inside JavaScript strings, regexes and comments)

@@ -70,6 +70,16 @@ def encode_series(col: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def decode_series(col: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, unix times, values) of an encoded series (the inverse of `encode_series`)."""
+    steps = np.frombuffer(base64.b64decode(col["s"]), dtype="<" + col["sd"])
+    offsets = np.frombuffer(base64.b64decode(col["t"]), dtype="<f4").astype(np.float64)
+    t0 = col["t0"]
+    ts = offsets + t0 if t0 is not None else np.full(len(offsets), np.nan)
+    ys = np.frombuffer(base64.b64decode(col["y"]), dtype="<f4").astype(np.float64)
+    return steps, ts, ys
+
+
 def encode_lora(lora: dict[str, Any]) -> dict[str, Any]:
     """The /lora answer with its matrices as float32 base64, one string per row."""
     out: dict[str, Any] = {

@@ -9,8 +9,10 @@ every load and connection, so nothing can leave it even by mistake.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 from mudpuppy_monitor.snapshot.bundle import bundle
 
@@ -76,3 +78,14 @@ class PageTemplate:
     def fill(self, data_json: str) -> str:
         # inside <script>: no "</script>" and no "<!--" may appear; \u003c is "<" in JSON
         return self.head + data_json.replace("<", "\\u003c") + self.tail
+
+
+def read_data(html: str) -> dict[str, Any]:
+    """The document a snapshot page embeds (the inverse of `PageTemplate.fill`)."""
+    start = html.find(f'<script type="application/json" id="{DATA_ID}">')
+    if start < 0:
+        raise PageError("not a snapshot: no embedded data")
+    start = html.index(">", start) + 1
+    end = html.index("</script>", start)
+    doc: dict[str, Any] = json.loads(html[start:end])
+    return doc

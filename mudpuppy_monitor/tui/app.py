@@ -93,8 +93,10 @@ class TuiView:
         pattern: re.Pattern[str] | None = None,
         get_time: Callable[[], float] = time.time,
         attribute: Attribute | None = None,
+        diff: bool = False,
     ) -> None:
         self.monitor = monitor
+        self.diff = diff  # show the config keys that differ between the runs shown
         self.root_label = root_label
         self.sampler = sampler
         self.backend = backend
@@ -127,6 +129,9 @@ class TuiView:
                 gpu_runs[int(index)] = [names.get(r, r) for r in att.run_ids]
                 gpu_others[int(index)] = len(att.others)
         backend = self.backend
+        configs: dict[str, Any] = {"keys": [], "values": {}}
+        if self.diff:
+            configs = self.monitor.config_diff([str(r.id) for r in runs])
         return Snapshot(
             root=self.root_label,
             runs=runs,
@@ -141,6 +146,8 @@ class TuiView:
             gpu_simulated=backend is not None and backend.simulated,
             gpu_reason=None if backend is None else backend.reason,
             filter=None if self.pattern is None else self.pattern.pattern,
+            config_keys=configs["keys"],
+            config=configs["values"],
         )
 
 
@@ -232,13 +239,14 @@ def main_tui(
     backend: GpuBackend | None = None,
     sleep: Callable[[float], None] = time.sleep,
     max_frames: int | None = None,
+    diff: bool = False,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
     `sleep` and `max_frames` bound the live loop for tests."""
     from mudpuppy_monitor.core import Monitor
 
     monitor = Monitor(root, clock=get_time)
-    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time)
+    view = TuiView(monitor, str(root), pattern=pattern, get_time=get_time, diff=diff)
     console = console or Console()
     if backend is None and gpu != "none":
         from mudpuppy_monitor.gpu import open_backend
