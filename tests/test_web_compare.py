@@ -224,6 +224,13 @@ def test_grouping_by_seed_with_a_std_band_and_by_a_name_regex(tab):
     tab.wait("s => s.compare.group && s.compare.group.by === 're' && s.charts.lr.lines === 3")
     labels = [g["label"] for g in tab.stats()["compare"]["groups"]["lr"]]
     assert labels == ["lr0.0001", "lr0.0003", "lr0.001"]
+    # on the relative-time axis too (each run from its own start)
+    page.select_option("#x-mode", "rel")
+    tab.wait("s => s.opts.xMode === 'rel' && s.pending === 0 && s.charts.lr.lines === 3")
+    tab.settle()
+    assert tab.stats()["charts"]["lr"]["bands"] == 3
+    line = next(s for s in tab.group_series("loss") if s["run"] == "group:lr0.001" and s["spec"] == "loss")
+    assert line["x"][0] == pytest.approx(2.0) and line["x"][-1] == pytest.approx(2.0 * sweep.STEPS)
     page.fill("#group-re", "(")  # not a regex: marked, the grouping stays as it was
     assert "bad" in page.get_attribute("#group-re", "class")
     assert tab.stats()["compare"]["group"]["value"] == r"(.*)-seed\d+"

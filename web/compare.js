@@ -226,7 +226,8 @@ export class Compare {
       }
     }
     const frag = this.fragment();
-    this.snapBtn.href = this.snapshotHref(frag);
+    const href = this.snapshotHref(frag);
+    if (this.snapBtn.getAttribute("href") !== href) this.snapBtn.setAttribute("href", href);
     if (this.ready && frag !== this.written) this.scheduleWrite();
   }
 

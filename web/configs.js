@@ -35,6 +35,7 @@ export class Configs {
     this.timer = null;
     this.fetches = 0;
     this.failed = false;
+    this.memo = null; // the last differing() answer: {key, keys}
   }
 
   // The flattened config of a run, or null while it is not known.
@@ -70,6 +71,7 @@ export class Configs {
         const body = await getJson("api/config-diff");
         this.values = new Map(Object.entries(body.values || {}));
         this.fetches += 1;
+        this.memo = null;
       } catch (err) {
         console.warn(`mudpuppy: config-diff failed: ${err.message}`);
         // not again on every frame: a daemon without the route (or an outage) stays quiet
@@ -97,12 +99,17 @@ export class Configs {
   }
 
   // The keys, sorted, whose value is not the same in every one of these runs (none for < 2).
+  // Asked every frame the runs change: the last answer is kept until the runs or the configs do.
   differing(ids) {
     const known = ids.filter((id) => this.values.has(id));
     if (known.length < 2) return [];
-    return this.keys(known).filter((k) => {
+    const key = known.join("\u0000");
+    if (this.memo && this.memo.key === key) return this.memo.keys;
+    const keys = this.keys(known).filter((k) => {
       const first = canonical(this.of(known[0])[k]);
       return known.some((id) => canonical(this.of(id)[k]) !== first);
     });
+    this.memo = { key, keys };
+    return keys;
   }
 }

@@ -20,9 +20,9 @@ const num = (v) => (typeof v === "number" ? v : null);
 
 // The fixed columns: id, header, width (px), value for sorting, text for the cell.
 export const COLUMNS = [
-  { id: "name", label: "run", width: 220, value: (s) => s.name || s.id, text: (s) => s.name || s.id },
-  { id: "status", label: "status", width: 90, value: (s) => s.status, text: (s) => s.status },
-  { id: "step", label: "step", width: 80, value: (s) => num(s.step), text: (s) => fmtInt(s.step) },
+  { id: "name", label: "run", width: 190, value: (s) => s.name || s.id, text: (s) => s.name || s.id },
+  { id: "status", label: "status", width: 86, value: (s) => s.status, text: (s) => s.status },
+  { id: "step", label: "step", width: 64, value: (s) => num(s.step), text: (s) => fmtInt(s.step) },
   { id: "best_loss", label: "best loss", width: 84, value: (s) => num(s.best_loss), text: (s) => fmtNum(s.best_loss) },
   { id: "loss", label: "loss", width: 84, value: (s) => num(s.loss), text: (s) => fmtNum(s.loss) },
   {
@@ -33,7 +33,7 @@ export const COLUMNS = [
   { id: "tokens_per_s", label: "tokens/s", width: 80, value: (s) => num(s.tokens_per_s), text: (s) => fmtRate(s.tokens_per_s, "") },
   { id: "elapsed_s", label: "duration", width: 80, value: (s) => num(s.elapsed_s), text: (s) => fmtDuration(s.elapsed_s) },
 ];
-const CONFIG_WIDTH = 110;
+const CONFIG_WIDTH = 96;
 const CHECK_WIDTH = 26;
 
 // Ascending order of two sort values: numbers by value, text by locale; missing and NaN last
@@ -69,6 +69,22 @@ function configSortValue(v) {
   return typeof v === "string" ? v : canonical(v);
 }
 
+// Cells are written only where they change: a row refilled for another run keeps most classes,
+// and every attribute write costs style work on the next layout.
+function setCell(c, text, cls, title) {
+  if (c.textContent !== text) c.textContent = text;
+  if (c.className !== cls) c.className = cls;
+  if (c.title !== title) c.title = title;
+}
+
+function setStyle(c, prop, value) {
+  // read back, a style is normalised ("rgb(...)"): compare with what was written instead
+  const key = `mp_${prop}`;
+  if (c[key] === value) return;
+  c[key] = value;
+  c.style[prop] = value;
+}
+
 export class RunsTable {
   // root: the element the table lives in; handlers: {onToggle(id, on), onFocus(id), onSort()}
   constructor(root, { onToggle, onFocus, onSort }) {
@@ -90,7 +106,21 @@ export class RunsTable {
     this.note = el("div", "note rt-note");
     this.scroll.append(this.head, this.body);
     root.append(this.scroll, this.note);
-    this.scroll.addEventListener("scroll", () => this.paint());
+    // the box's scroll offset and height, kept from events: an update never reads layout (a
+    // read after the frame's DOM writes would force the whole page to be laid out again)
+    this.viewTop = 0;
+    this.viewHeight = 320;
+    this.scroll.addEventListener("scroll", () => {
+      this.viewTop = this.scroll.scrollTop;
+      this.paint();
+    });
+    new ResizeObserver((entries) => {
+      const h = entries[entries.length - 1].contentRect.height;
+      if (h > 0 && h !== this.viewHeight) {
+        this.viewHeight = h;
+        this.paint();
+      }
+    }).observe(this.scroll);
     this.headSig = "";
   }
 
@@ -155,8 +185,8 @@ export class RunsTable {
 
   // Lay out the rows in view; a row element is refilled only when what it shows changed.
   paint() {
-    const top = this.scroll.scrollTop;
-    const height = this.scroll.clientHeight || 300;
+    const top = this.viewTop;
+    const height = this.viewHeight;
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
     const last = Math.min(this.rows.length, Math.ceil((top + height) / ROW_HEIGHT) + OVERSCAN);
     const need = last - first;
@@ -170,7 +200,11 @@ export class RunsTable {
       }
       const row = this.rows[first + i];
       if (!r.li.parentNode) this.body.append(r.li);
-      r.li.style.top = `${(first + i) * ROW_HEIGHT}px`;
+      const top = `${(first + i) * ROW_HEIGHT}px`;
+      if (r.top !== top) {
+        r.top = top;
+        r.li.style.top = top;
+      }
       this.fill(r, row);
     }
   }
@@ -210,21 +244,16 @@ export class RunsTable {
     }
     while (r.cells.length > want) r.cells.pop().remove();
     COLUMNS.forEach((col, i) => {
-      const c = r.cells[i];
-      const text = col.text(s);
-      c.textContent = text;
-      c.title = col.id === "name" ? row.id : "";
-      c.className = `rt-cell c-${col.id}${col.id === "status" ? ` st-text-${s.status}` : ""}`;
-      if (col.id === "name") c.style.borderLeftColor = runColor(row.id);
       const v = col.value(s);
-      c.classList.toggle("bad", typeof v === "number" && !Number.isFinite(v));
+      const bad = typeof v === "number" && !Number.isFinite(v);
+      const cls = `rt-cell c-${col.id}${col.id === "status" ? ` st-text-${s.status}` : ""}${bad ? " bad" : ""}`;
+      setCell(r.cells[i], col.text(s), cls, col.id === "name" ? row.id : "");
+      if (col.id === "name") setStyle(r.cells[i], "borderLeftColor", runColor(row.id));
     });
     this.configKeys.forEach((k, j) => {
-      const c = r.cells[COLUMNS.length + j];
       const has = cfg && Object.prototype.hasOwnProperty.call(cfg, k);
-      c.textContent = has ? valueText(cfg[k], 24) : cfg ? "\u2014" : "";
-      c.title = has ? `${k} = ${valueText(cfg[k], 400)}` : "";
-      c.className = "rt-cell cfg";
+      const text = has ? valueText(cfg[k], 24) : cfg ? "\u2014" : "";
+      setCell(r.cells[COLUMNS.length + j], text, "rt-cell cfg", has ? `${k} = ${valueText(cfg[k], 400)}` : "");
     });
   }
 

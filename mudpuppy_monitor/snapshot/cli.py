@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 
 from mudpuppy_monitor.errors import UsageError, require_dir
 
@@ -38,23 +37,16 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     require_dir(args.root, "root")
     if not math.isfinite(args.max_mb) or args.max_mb <= 0:
         raise UsageError(f"--max-mb must be a positive number, got {args.max_mb}")
-    pattern = None
-    if args.runs is not None:
-        try:
-            pattern = re.compile(args.runs)
-        except re.error as exc:
-            raise UsageError(f"bad --runs regex {args.runs!r}: {exc}") from None
+    from mudpuppy_monitor.tui.cli import compile_filter, filter_runs
+
+    pattern = compile_filter(args.runs, "--runs")
     from mudpuppy_monitor.core.monitor import Monitor
     from mudpuppy_monitor.snapshot.build import build_snapshot
     from mudpuppy_monitor.webdir import default_web_dir
 
     mon = Monitor(args.root)
     mon.refresh()
-    ids = sorted(
-        s.id
-        for s in mon.summaries()
-        if pattern is None or pattern.search(s.name) or pattern.search(s.id)
-    )
+    ids = sorted(s.id for s in filter_runs(pattern, mon.summaries()))
     if not ids:
         what = f" matching /{args.runs}/" if pattern is not None else ""
         raise UsageError(f"no runs{what} under {args.root}")

@@ -53,7 +53,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     require_dir(args.root, "root")
     from mudpuppy_monitor.core.monitor import Monitor
-    from mudpuppy_monitor.tui.cli import compile_filter
+    from mudpuppy_monitor.tui.cli import compile_filter, filter_runs
 
     pattern = compile_filter(args.filter)
 
@@ -62,11 +62,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # piped: do not squeeze the table to 80 columns
-    summaries = [
-        s
-        for s in mon.summaries()
-        if pattern is None or pattern.search(s.name) or pattern.search(s.id)
-    ]
+    summaries = filter_runs(pattern, mon.summaries())
     if not summaries:
         what = f" matching /{args.filter}/" if pattern is not None else ""
         console.print(f"no runs{what} under {args.root}")
