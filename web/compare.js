@@ -10,9 +10,7 @@ import { BANDS, Grouper, parseGroup } from "./grouping.js";
 import { Legend } from "./legend.js";
 import { RunsTable } from "./runstable.js";
 import { chartInputs } from "./views.js";
-import { formatState, parseState } from "./urlstate.js";
-
-const WRITE_DELAY_MS = 150;
+import { UrlSync } from "./urlstate.js";
 
 export class Compare {
   constructor(app) {
@@ -26,24 +24,42 @@ export class Compare {
     this.grouper = new Grouper();
     this.tableOpen = false;
     this.diffOnly = false;
-    this.ready = false; // the link's selection, focus and zoom are applied after the first snapshot
-    this.pending = null;
-    this.written = null;
-    this.writeTimer = null;
     this.keySig = "";
     this.buildPanel(document.getElementById("compare-panel"));
     this.legends = new Map();
     for (const [id, chart] of app.charts) {
       this.legends.set(id, new Legend(chart, { onHover: (run) => this.highlight(run) }));
     }
-    this.pending = parseState(window.location.hash);
-    this.apply(this.pending, true);
-    window.addEventListener("hashchange", () => {
-      if (window.location.hash.replace(/^#/, "") === this.written) return;
-      const st = parseState(window.location.hash);
-      this.apply(st, false);
-      this.applyRuns(st);
-    });
+    this.url = new UrlSync(app, this);
+  }
+
+  // The compare bar's share of the view in the URL (urlstate.js).
+  viewParts() {
+    const sort = this.table.sort;
+    return {
+      group: this.grouper.spec,
+      band: this.grouper.band,
+      filter: this.sidebarFilter(),
+      table: this.tableOpen,
+      sort: sort.col === "name" && sort.dir === 1 ? null : sort,
+      diff: this.diffOnly,
+    };
+  }
+
+  applyParts(st) {
+    this.setFilter(st.filter);
+    this.grouper.band = st.band;
+    this.grouper.spec = st.group;
+    this.diffOnly = st.diff;
+    this.table.setSort(st.sort ? st.sort.col : "name", st.sort ? st.sort.dir : 1);
+    this.setTable(st.table);
+    this.syncControls();
+  }
+
+  afterSnapshot() {
+    this.configs.refreshSoon(0);
+    this.url.afterSnapshot();
+    this.app.mark("compare");
   }
 
   // -- the panel --------------------------------------------------------------------------
@@ -225,10 +241,9 @@ export class Compare {
         this.filterBox.value = this.sidebarFilter();
       }
     }
-    const frag = this.fragment();
-    const href = this.snapshotHref(frag);
+    const href = this.snapshotHref(this.url.fragment());
     if (this.snapBtn.getAttribute("href") !== href) this.snapBtn.setAttribute("href", href);
-    if (this.ready && frag !== this.written) this.scheduleWrite();
+    this.url.frame();
   }
 
   renderTable() {
@@ -246,113 +261,6 @@ export class Compare {
     return document.getElementById("run-filter")?.value || "";
   }
 
-  // -- the URL -----------------------------------------------------------------------------
-
-  current() {
-    const app = this.app;
-    const sort = this.table.sort;
-    return {
-      sel: app.selectionTouched ? [...app.selected].sort() : null,
-      focus: app.focused,
-      group: this.grouper.spec,
-      band: this.grouper.band,
-      smooth: app.opts.smoothing,
-      logy: app.opts.logY,
-      x: app.opts.xMode,
-      zoom: app.view ? [app.view.x0, app.view.x1] : null,
-      filter: this.sidebarFilter(),
-      table: this.tableOpen,
-      sort: sort.col === "name" && sort.dir === 1 ? null : sort,
-      diff: this.diffOnly,
-      variants: Object.fromEntries(app.variant || []),
-    };
-  }
-
-  fragment() {
-    return formatState(this.current());
-  }
-
-  link() {
-    const frag = this.fragment();
-    const base = window.location.href.split("#")[0];
-    return frag ? `${base}#${frag}` : base;
-  }
-
-  scheduleWrite() {
-    if (this.writeTimer !== null) return;
-    this.writeTimer = setTimeout(() => {
-      this.writeTimer = null;
-      const frag = this.fragment();
-      if (frag === this.written) return;
-      this.written = frag;
-      const base = window.location.href.split("#")[0];
-      try {
-        window.history.replaceState(window.history.state, "", frag ? `#${frag}` : base);
-      } catch (err) {
-        console.warn(`mudpuppy: cannot update the address: ${err.message}`);
-      }
-    }, WRITE_DELAY_MS);
-  }
-
-  // The parts of a state that need no runs: options, filter, grouping, table, selection.
-  apply(st, initial) {
-    const app = this.app;
-    const set = (id, prop, value, event) => {
-      const node = document.getElementById(id);
-      if (!node || node[prop] === value) return;
-      node[prop] = value;
-      node.dispatchEvent(new Event(event));
-    };
-    set("smoothing", "value", String(st.smooth), "input");
-    set("log-y", "checked", st.logy, "change");
-    set("x-mode", "value", st.x, "change");
-    this.setFilter(st.filter);
-    for (const [chartId, v] of Object.entries(st.variants)) {
-      const b = document.querySelector(`[data-chart="${chartId}"] button[data-variant="${v}"]`);
-      if (b && app.variant.get(chartId) !== v) b.click();
-    }
-    this.grouper.band = st.band;
-    this.grouper.spec = st.group;
-    this.diffOnly = st.diff;
-    if (st.sort) this.table.setSort(st.sort.col, st.sort.dir);
-    this.setTable(st.table);
-    this.syncControls();
-    if (st.sel) {
-      app.selected = new Set(st.sel);
-      app.selectionTouched = true;
-    } else if (!initial) {
-      app.selectionTouched = false;
-      app.autoSelect(app.store.allSummaries());
-    }
-    if (st.run) {
-      app.selected.add(st.run);
-    }
-    if (!initial) app.selectionChanged();
-    app.mark("charts");
-  }
-
-  // The parts that name runs: the focus and the zoom (once the runs are known).
-  applyRuns(st) {
-    const app = this.app;
-    const focus = st.run || st.focus;
-    if (focus && app.store.summary(focus)) {
-      if (st.run) app.selected.add(st.run);
-      app.focus(focus, true);
-    }
-    if (st.zoom) app.zoom(st.zoom[0], st.zoom[1]);
-    else if (app.view) app.resetZoom();
-  }
-
-  afterSnapshot() {
-    this.configs.refreshSoon(0);
-    if (this.ready) return;
-    this.ready = true;
-    const st = this.pending;
-    this.pending = null;
-    if (st) this.applyRuns(st);
-    this.app.mark("compare");
-  }
-
   // -- sharing -----------------------------------------------------------------------------
 
   snapshotHref(frag) {
@@ -364,7 +272,7 @@ export class Compare {
   }
 
   async copyLink() {
-    const url = this.link();
+    const url = this.url.link();
     this.linkOut.value = url;
     this.linkOut.classList.add("on");
     this.linkOut.select();
@@ -381,9 +289,9 @@ export class Compare {
 
   stats() {
     return {
-      ready: this.ready,
-      fragment: this.fragment(),
-      written: this.written,
+      ready: this.url.ready,
+      fragment: this.url.fragment(),
+      written: this.url.written,
       group: this.grouper.spec,
       band: this.grouper.band,
       groups: this.grouper.active() ? Object.fromEntries(this.grouper.groups) : {},

@@ -5,7 +5,8 @@
 //
 // Every field is optional and a missing one means the page's default (`sel` absent: runs are
 // picked automatically, as on a fresh load). `#run=<id>` (the form notifications link to)
-// focuses that run and overlays it. Pure functions: parse never throws, whatever the text.
+// focuses that run and overlays it. parseState and formatState are pure (parse never throws,
+// whatever the text); UrlSync keeps the page and the fragment in step.
 
 import { parseGroup, groupText } from "./grouping.js";
 
@@ -90,4 +91,122 @@ export function formatState(st) {
   if (st.diff) q.set("diff", "1");
   for (const [id, v] of Object.entries(st.variants || {})) if (v) q.append("variant", `${id}:${v}`);
   return q.toString();
+}
+
+const WRITE_DELAY_MS = 150;
+
+// Keeps the URL fragment and the page in step: reads the fragment once at start (the parts that
+// need no runs at once, the focus and the zoom after the first snapshot), writes the fragment as
+// the view changes (replaceState, at most every WRITE_DELAY_MS), and applies a fragment edited
+// by hand. `parts` owns the compare bar's share of the state: {viewParts(), applyParts(st)}.
+export class UrlSync {
+  constructor(app, parts) {
+    this.app = app;
+    this.parts = parts;
+    this.ready = false;
+    this.written = null;
+    this.timer = null;
+    this.pending = parseState(window.location.hash);
+    this.apply(this.pending, true);
+    window.addEventListener("hashchange", () => {
+      if (window.location.hash.replace(/^#/, "") === this.written) return;
+      const st = parseState(window.location.hash);
+      this.apply(st, false);
+      this.applyRuns(st);
+    });
+  }
+
+  current() {
+    const app = this.app;
+    return {
+      ...defaultState(),
+      ...this.parts.viewParts(),
+      sel: app.selectionTouched ? [...app.selected].sort() : null,
+      focus: app.focused,
+      smooth: app.opts.smoothing,
+      logy: app.opts.logY,
+      x: app.opts.xMode,
+      zoom: app.view ? [app.view.x0, app.view.x1] : null,
+      variants: Object.fromEntries(app.variant || []),
+    };
+  }
+
+  fragment() {
+    return formatState(this.current());
+  }
+
+  link() {
+    const frag = this.fragment();
+    const base = window.location.href.split("#")[0];
+    return frag ? `${base}#${frag}` : base;
+  }
+
+  // Once per drawn frame: write the fragment when the view changed (not before the link's own
+  // state is applied, which would overwrite it).
+  frame() {
+    if (!this.ready || this.timer !== null || this.fragment() === this.written) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      const frag = this.fragment();
+      if (frag === this.written) return;
+      this.written = frag;
+      const base = window.location.href.split("#")[0];
+      try {
+        window.history.replaceState(window.history.state, "", frag ? `#${frag}` : base);
+      } catch (err) {
+        console.warn(`mudpuppy: cannot update the address: ${err.message}`);
+      }
+    }, WRITE_DELAY_MS);
+  }
+
+  // The parts of a state that need no runs: options (through their controls, as a click
+  // would), chart toggles, the compare bar's parts, the selection.
+  apply(st, initial) {
+    const app = this.app;
+    const set = (id, prop, value, event) => {
+      const node = document.getElementById(id);
+      if (!node || node[prop] === value) return;
+      node[prop] = value;
+      node.dispatchEvent(new Event(event));
+    };
+    set("smoothing", "value", String(st.smooth), "input");
+    set("log-y", "checked", st.logy, "change");
+    set("x-mode", "value", st.x, "change");
+    for (const [chartId, v] of Object.entries(st.variants)) {
+      const b = document.querySelector(`[data-chart="${chartId}"] button[data-variant="${v}"]`);
+      if (b && app.variant.get(chartId) !== v) b.click();
+    }
+    this.parts.applyParts(st);
+    if (st.sel) {
+      app.selected = new Set(st.sel);
+      app.selectionTouched = true;
+    } else if (!initial) {
+      app.selectionTouched = false;
+      app.autoSelect(app.store.allSummaries());
+    }
+    if (st.run) app.selected.add(st.run);
+    if (!initial) app.selectionChanged();
+    app.mark("charts");
+  }
+
+  // The parts that name runs: the focus and the zoom (once the runs are known).
+  applyRuns(st) {
+    const app = this.app;
+    const focus = st.run || st.focus;
+    if (focus && app.store.summary(focus)) {
+      if (st.run) app.selected.add(st.run);
+      app.focus(focus, true);
+    }
+    if (st.zoom) app.zoom(st.zoom[0], st.zoom[1]);
+    else if (app.view) app.resetZoom();
+  }
+
+  // After the first snapshot: the link's focus and zoom; from then on the fragment is written.
+  afterSnapshot() {
+    if (this.ready) return;
+    this.ready = true;
+    const st = this.pending;
+    this.pending = null;
+    if (st) this.applyRuns(st);
+  }
 }
