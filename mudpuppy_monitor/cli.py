@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mudpuppy_monitor.tui.cli",  # tui
     "mudpuppy_monitor.tui.ls",  # ls
     "mudpuppy_monitor.core.cli",  # export
+    "mudpuppy_monitor.snapshot.cli",  # snapshot
     "mudpuppy_monitor.gpu.cli",  # gpus
     "mudpuppy_monitor.demo",  # demo
 )

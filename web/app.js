@@ -3,8 +3,8 @@
 
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
+import { Compare } from "./compare.js";
 import { GpuPanel } from "./gpupanel.js";
-import { runFromHash, hashFor } from "./link.js";
 import { LoraPanel } from "./lorapanel.js";
 import { DesktopAlerts } from "./notify.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
@@ -14,7 +14,7 @@ import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";
 import { runColor } from "./theme.js";
-import { CHARTS, chartInputs, seriesOf } from "./views.js";
+import { CHARTS, seriesOf } from "./views.js";
 
 class App {
   constructor() {
@@ -47,11 +47,7 @@ class App {
       sound: document.getElementById("notify-sound"),
       onOpen: (id) => this.openRun(id),
     });
-    this.linked = runFromHash(window.location.hash); // focused once it is known
-    window.addEventListener("hashchange", () => {
-      this.linked = runFromHash(window.location.hash);
-      this.followLink();
-    });
+    this.linked = null; // a run a link or a notification names, focused once it is known
     this.gpu = new GpuPanel(document.getElementById("gpu-panel"), {
       runName: (id) => this.store.summary(id)?.name || id,
       runColor,
@@ -85,6 +81,8 @@ class App {
     });
     this.connEl.addEventListener("click", () => this.socket.retryNow());
     this.bindControls();
+    // the runs table, grouping, legends, the view in the URL, snapshots (compare.js)
+    this.compare = new Compare(this);
     setInterval(() => {
       this.mark("stat");
       this.renderConn();
@@ -206,6 +204,7 @@ class App {
     this.autoSelect(runs);
     this.followLink();
     this.selectionChanged();
+    this.compare.afterSnapshot();
   }
 
   onRuns(list) {
@@ -247,7 +246,7 @@ class App {
     }
   }
 
-  // A link (`#run=<id>`, a notification clicked) overlays and focuses its run once it is known.
+  // A link (`#run=<id>`, urlstate.js), a notification clicked: overlays and focuses its run once it is known.
   followLink() {
     const id = this.linked;
     if (!id || !this.store.summary(id)) return;
@@ -257,8 +256,7 @@ class App {
   }
 
   openRun(id) {
-    window.history.replaceState(null, "", hashFor(id)); // the address names the run; no event
-    this.linked = id;
+    this.linked = id; // the address follows the focus (urlstate.js)
     this.followLink();
   }
 
@@ -337,6 +335,8 @@ class App {
     if (id === this.focused && this.lora.awaitsDetail(id)) {
       this.lora.focus(id, this.hasLora(id));
     }
+    // a run loaded while zoomed gets the zoomed range too (asked once per range)
+    if (this.view && this.overlaid().includes(id)) this.zoomRuns([id]);
     this.mark("charts");
     this.mark("sidebar");
   }
@@ -346,10 +346,16 @@ class App {
     if (!(b - a > 1e-12 * Math.max(1, Math.abs(a), Math.abs(b)))) return;
     this.view = { x0: a, x1: b };
     for (const ch of this.charts.values()) ch.setView(this.view);
+    this.zoomRuns(this.overlaid());
+    this.mark("charts"); // group lines are computed over the zoomed range
+  }
+
+  zoomRuns(ids) {
+    const { x0, x1 } = this.view;
     const widthPx = Math.max(...[...this.charts.values()].map((c) => c.pixelWidth()), 800);
-    for (const id of this.overlaid()) {
+    for (const id of ids) {
       const off = this.xOffset(id);
-      this.store.loadZoom(id, a + off, b + off, 2 * widthPx);
+      this.store.loadZoom(id, x0 + off, x1 + off, 2 * widthPx);
     }
   }
 
@@ -383,6 +389,7 @@ class App {
     if (d.gpu) this.gpu.render();
     if (d.lora) this.lora.draw();
     if (d.samples) this.samples.draw();
+    this.compare.frame(d);
     this.dirty = { charts: false, sidebar: false, stat: false, gpu: false, lora: false, samples: false };
   }
 
@@ -393,7 +400,7 @@ class App {
       xOffset: (id) => this.xOffset(id),
     };
     for (const cfg of CHARTS) {
-      const { series, markers } = chartInputs(cfg, this.variant.get(cfg.id) || 0, ctx);
+      const { series, markers } = this.compare.inputs(cfg, this.variant.get(cfg.id) || 0, ctx);
       const ch = this.charts.get(cfg.id);
       ch.setSeries(series);
       ch.setMarkers(markers);
@@ -431,6 +438,7 @@ class App {
       samples: this.samples.stats(),
       gpu: this.gpu.stats(),
       notify: this.desktop.stats(),
+      compare: this.compare.stats(),
     };
   }
 }

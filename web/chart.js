@@ -3,6 +3,7 @@
 // (Scheduler, in scheduler.js); per-pixel-column min/max decimation; the crosshair, selection
 // box and tooltip are DOM overlays, so hovering never repaints the canvas.
 
+import { bandRange, drawBand } from "./band.js";
 import { drawAxes, drawMarkers } from "./chartparts.js";
 import { fmtClock, fmtDuration, fmtInt } from "./format.js";
 import { BlockIndex, decimate, emaInto, nearest } from "./series.js";
@@ -13,7 +14,9 @@ import { colors } from "./theme.js";
 // glow is a shadowBlur pass per line; past this many lines only the focused run glows
 const GLOW_MAX_LINES = 8;
 const X_LABEL = { step: "step", rel: "time since start", wall: "wall time" };
-const SERIES_FIELDS = ["key", "label", "color", "buf", "xOffset", "dash", "width", "focused", "dots"];
+const SERIES_FIELDS = [
+  "key", "label", "color", "buf", "xOffset", "dash", "width", "focused", "dots", "run", "band", "presmoothed",
+];
 const MARKER_FIELDS = ["kind", "x", "color"];
 
 // Two lists of inputs hold the same things (the fields compared by identity).
@@ -37,6 +40,7 @@ export class Chart {
     this.logY = false;
     this.xMode = "step";
     this.view = null; // {x0, x1} in display units, or null = everything
+    this.highlight = null; // a series' `run`: that run stands out, the others are dimmed
     this.emaCache = new Map();
     this.scratch = new Map(); // per series key: {cols} reused between draws
     this.drawTimes = new Float64Array(512);
@@ -168,6 +172,13 @@ export class Chart {
     this.invalidate();
   }
 
+  // The run (a series' `run` field) to draw bright while the others are dimmed; null: none.
+  setHighlight(run) {
+    if (run === this.highlight) return;
+    this.highlight = run;
+    this.invalidate();
+  }
+
   setCursor(x) {
     this.overlay.showLine(x);
   }
@@ -249,7 +260,7 @@ export class Chart {
       const bi = b.sorted ? b.blocks() : null;
       const m = decimate(b.x, b.y, b.n, b.sorted, x0, x1, pxPerX, s.xOffset, sc.raw, this.logY, nf, bi);
       let ms = 0;
-      if (smoothing) {
+      if (smoothing && !s.presmoothed) {
         const sy = this.smoothed(s);
         const sbi = b.sorted ? this.emaCache.get(s.key).bi.update(sy, b.n) : null;
         ms = decimate(b.x, sy, b.n, b.sorted, x0, x1, pxPerX, s.xOffset, sc.sm, this.logY, null, sbi);
@@ -263,6 +274,11 @@ export class Chart {
       }
       points += m;
       lines.push({ s, m, ms, sc });
+      if (s.band) {
+        const [lo, hi] = bandRange(s.band, x0, x1, this.logY);
+        if (lo < ymin) ymin = lo;
+        if (hi > ymax) ymax = hi;
+      }
     }
     if (!Number.isFinite(ymin)) {
       ymin = this.logY ? -1 : 0;
@@ -302,14 +318,22 @@ export class Chart {
     // glow: a shadowBlur pass per line while few lines are overlaid; past that only the focused
     // line stands out, with a wide faint halo stroke (a blur over a busy chart costs a frame)
     const blurAll = lines.length <= GLOW_MAX_LINES;
+    let bands = 0;
+    for (const { s } of lines) {
+      if (!s.band) continue;
+      const dim = this.highlight !== null && s.run !== this.highlight;
+      bands += drawBand(ctx, s, { x0, x1, left, pxPerX, py, logY: this.logY, alpha: dim ? 0.05 : 0.16 });
+    }
     for (const { s, m, ms, sc } of lines) {
-      const glow = blurAll ? "blur" : s.focused ? "halo" : null;
-      if (smoothing) {
+      const dim = this.highlight !== null && s.run !== this.highlight;
+      const a = dim ? 0.25 : 1;
+      const glow = dim ? null : blurAll ? "blur" : s.focused || this.highlight !== null ? "halo" : null;
+      if (smoothing && !s.presmoothed) {
         // the raw line stays visible, faint, behind the smoothed one
-        this.strokeCols(sc.raw.cols, m, left, py, s, 0.22, 1, null);
-        this.strokeCols(sc.sm.cols, ms, left, py, s, 1, s.width || 1.5, glow);
+        this.strokeCols(sc.raw.cols, m, left, py, s, 0.22 * a, 1, null);
+        this.strokeCols(sc.sm.cols, ms, left, py, s, a, s.width || 1.5, glow);
       } else {
-        this.strokeCols(sc.raw.cols, m, left, py, s, 1, s.width || 1.5, glow);
+        this.strokeCols(sc.raw.cols, m, left, py, s, a, s.width || 1.5, glow);
       }
       if (s.dots && m < 400) this.drawDots(sc.raw.cols, m, left, py, s);
     }
@@ -329,7 +353,7 @@ export class Chart {
 
     this.last = {
       x0, x1, ymin, ymax, logY: this.logY, left: left / dpr, top: top / dpr, width: pw / dpr,
-      height: ph / dpr, points, lines: lines.length, markers: drawnMarkers,
+      height: ph / dpr, points, lines: lines.length, bands, markers: drawnMarkers,
       smoothing: this.smoothing, xMode: this.xMode, decimateMs: tDecimated - t0,
     };
     const dt = performance.now() - t0;
@@ -401,7 +425,7 @@ export class Chart {
       const b = s.buf;
       const i = nearest(b.x, b.n, x + s.xOffset, b.sorted);
       if (i < 0) continue;
-      const y = this.smoothing > 0 ? this.smoothed(s)[i] : b.y[i];
+      const y = this.smoothing > 0 && !s.presmoothed ? this.smoothed(s)[i] : b.y[i];
       rows.push({ label: s.label, color: s.color, value: this.yFormat(y), x: b.x[i] - s.xOffset });
     }
     return rows;
@@ -418,6 +442,7 @@ export class Chart {
     return {
       ...this.last,
       view: this.view,
+      highlight: this.highlight,
       draws: this.drawCount,
       drawTimes: Array.from(this.drawTimes.subarray(0, n)),
       series: this.series.map((s) => ({

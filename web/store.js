@@ -169,6 +169,7 @@ export class Store {
           series: m.series ?? null,
         }));
         d.zoom = null;
+        d.zoomKey = null;
         d.fetches += 1;
         this.loads += 1;
         d.failures = 0;
@@ -264,7 +265,7 @@ export class Store {
     if (!d || !d.decimated || !d.xKind) return;
     const key = `${from}:${to}:${d.xKind}`;
     const names = [...d.base.keys()];
-    if (names.length === 0) return;
+    if (names.length === 0 || d.zoomKey === key) return; // held, or being fetched
     d.zoomKey = key;
     try {
       const got = await fetchSeries(id, names, { x: d.xKind, from, to, points });
@@ -275,6 +276,7 @@ export class Store {
       this.zoomFetches += 1;
       this.onData(id);
     } catch (err) {
+      if (d.zoomKey === key) d.zoomKey = null; // asked again on the next zoom or load
       console.warn(`mudpuppy: zoom fetch for ${id} failed: ${err.message}`);
     }
   }

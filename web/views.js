@@ -44,6 +44,7 @@ export function chartInputs(cfg, variant, { ids, store, focused, xMode, xOffset 
       if (!buf) continue;
       series.push({
         key: `${id}\u0000${spec.name}`,
+        run: id, runLabel: s?.name || id, spec: spec.name, suffix: spec.suffix,
         label: `${s?.name || id}${spec.suffix ? ` ${spec.suffix}` : ""}`,
         color, buf, xOffset: off, dash: spec.dash, dots: spec.dots, focused: isFocused,
         width: isFocused ? 2.2 : 1.4,

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mudpuppy_monitor.core import prefetch, queries, watch
+from mudpuppy_monitor.core import configdiff, prefetch, queries, watch
 from mudpuppy_monitor.core import status as st
 from mudpuppy_monitor.core.changes import Changes, Subscription
 from mudpuppy_monitor.core.discovery import Found, discover, run_of_path
@@ -413,6 +413,26 @@ class Monitor:
         with self._lock:
             i0, events = run.samples.since(n, limit)
             return run.generation, i0, events
+
+    def columns(
+        self, run_id: str, names: Iterable[str] | None = None, points: int = 2000
+    ) -> dict[str, dict[str, Any]]:
+        """Decimated step, time and value columns per series (see queries.columns); {} for an
+        unknown run."""
+        run = self._state(run_id)
+        if run is None:
+            return {}
+        with self._lock:
+            wanted = run.series_names() if names is None else list(names)
+            return queries.columns(run, wanted, points)
+
+    def config_diff(self, run_ids: Iterable[str] | None = None) -> dict[str, Any]:
+        """{"keys": differing dotted config keys, "values": {run: {key: value}}} over the
+        given runs (None: every run); unknown ids are left out."""
+        with self._lock:
+            ids = list(self._runs) if run_ids is None else [r for r in run_ids if r in self._runs]
+            configs = {r: configdiff.config_of(self._runs[r].state.meta) for r in ids}
+        return configdiff.config_diff(configs)
 
     def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]:
         run = self._state(run_id)

@@ -79,6 +79,15 @@ class RunQueries(Protocol):
         self, run_id: str, n: int, limit: int | None = None
     ) -> tuple[int, int, list[dict[str, Any]]]:
         """(generation, i0, sample events from index n on); generation -1 when unknown."""
+
+    def columns(
+        self, run_id: str, names: Iterable[str] | None = None, points: int = 2000
+    ) -> dict[str, dict[str, Any]]:
+        """Decimated step, time and value columns per series (numpy arrays), for a report."""
+        ...
+
+    def config_diff(self, run_ids: Iterable[str] | None = None) -> dict[str, Any]:
+        """{"keys": [dotted config keys that differ], "values": {run: {key: value}}}."""
         ...
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from mudpuppy_monitor.core import status as st
 from mudpuppy_monitor.core.coerce import as_positive_int32
-from mudpuppy_monitor.core.decimate import decimate, select_range
+from mudpuppy_monitor.core.decimate import decimate, minmax_indices, select_range
 from mudpuppy_monitor.core.run import LOSS, RunState
 from mudpuppy_monitor.core.summary import RunSummary
 
@@ -100,6 +100,7 @@ def make_summary(
         loss=run.train.last(LOSS),
         best_loss=run.best_loss,
         eval_loss=run.eval.last("eval_loss"),
+        best_eval_loss=run.best_eval_loss,
         learning_rate=lr,
         grad_norm=run.train.last("grad_norm"),
         steps_per_s=steps_per_s,
@@ -195,6 +196,31 @@ def series(
             xs, ys = xs[idx], ys[idx]
         dx, dy, dec = decimate(xs, ys, points)
         out[name] = {"x": dx.tolist(), "y": dy.tolist(), "count": count, "decimated": dec}
+    return out
+
+
+def columns(run: RunState, names: Iterable[str], points: int) -> dict[str, dict[str, Any]]:
+    """Per series its step, time and value columns (numpy arrays) decimated to about `points`
+    with the min/max per bucket of `series()`, the first and last point always kept (a chart
+    of the columns starts and ends where the run did). `count` is the full length."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        table = run.table_of(name)
+        if table is None:
+            continue
+        steps, ts, ys = table.series(name)  # type: ignore[misc]
+        n = len(ys)
+        idx = minmax_indices(ys, points)
+        if idx is not None:
+            idx = np.union1d(idx, np.array([0, n - 1], dtype=np.int64))
+            steps, ts, ys = steps[idx], ts[idx], ys[idx]
+        out[name] = {
+            "step": np.array(steps, dtype=np.int64),
+            "t": np.array(ts, dtype=np.float64),
+            "y": np.array(ys, dtype=np.float64),
+            "count": n,
+            "decimated": idx is not None,
+        }
     return out
 
 

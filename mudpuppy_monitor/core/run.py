@@ -20,6 +20,7 @@ from mudpuppy_monitor.core.store import LoraStore, Table
 STEPS_PER_S = "steps_per_s"
 TOKENS_PER_S = "tokens_per_s"
 LOSS = "loss"
+EVAL_LOSS = "eval_loss"
 EVAL_PREFIX = "eval_"
 # token counters as the three sources name them; tokens_per_s is derived from the first present
 TOKEN_KEYS = ("tokens_seen", "num_input_tokens_seen", "total_tokens")
@@ -65,6 +66,7 @@ class RunState:
         self.rate_hint: float | None = None
         self.extra_times: list[float] = []  # times of events not kept in a table (start, end ...)
         self.best_loss: float | None = None  # kept as points arrive, not recomputed per query
+        self.best_eval_loss: float | None = None  # the same, for eval_loss
         self._gap_key: tuple[int, ...] | None = None
         self._gap: float | None = None
 
@@ -239,13 +241,10 @@ class RunState:
             if count:
                 self.nonfinite += int((~np.isfinite(values[old:])).sum())
             found += [(i, "nonfinite") for i in starts[: mk.MAX_MARKERS].tolist()]
+        if name == EVAL_LOSS:
+            self.best_eval_loss = _lowest(values[old:], self.best_eval_loss)
         if name == LOSS:
-            new = values[old:]
-            finite = new[np.isfinite(new)]
-            if len(finite):
-                low = float(finite.min())
-                if self.best_loss is None or low < self.best_loss:
-                    self.best_loss = low
+            self.best_loss = _lowest(values[old:], self.best_loss)
             found += [(i, "spike") for i in mk.spike_indices(values, old)[:100].tolist()]
         out = []
         for i, kind in sorted(found):
@@ -328,6 +327,15 @@ def _window_rate(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
     if ref_t is None or last_v is None or ref_v is None or last_v < ref_v:
         return None
     return (last_v - ref_v) / (last_t - ref_t)
+
+
+def _lowest(new: np.ndarray, best: float | None) -> float | None:
+    """The lower of `best` and the finite values in `new`."""
+    finite = new[np.isfinite(new)]
+    if not len(finite):
+        return best
+    low = float(finite.min())
+    return low if best is None or low < best else best
 
 
 def _word(v: float) -> str:

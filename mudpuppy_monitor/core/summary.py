@@ -24,6 +24,7 @@ class RunSummary:
     loss: float | None = None
     best_loss: float | None = None
     eval_loss: float | None = None
+    best_eval_loss: float | None = None
     learning_rate: float | None = None
     grad_norm: float | None = None
     steps_per_s: float | None = None

@@ -27,7 +27,7 @@ from mudpuppy_monitor.core.protocols import LiveRuns
 from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.inert import inert
 from mudpuppy_monitor.notify import NotificationService
-from mudpuppy_monitor.server import feed, metrics, notifications
+from mudpuppy_monitor.server import compare, feed, metrics, notifications
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.params import (
     ApiError,
@@ -93,8 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.ctx = ctx
-    add_routes(app, ctx)
     web_dir = settings.web_dir or default_web_dir()
+    add_routes(app, ctx, web_dir)
     if web_dir.is_dir():
         # mounted last: a "/" mount registered before /ws would swallow the handshake
         app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
@@ -169,9 +169,10 @@ def known_run(run_id: str, request: Request) -> str:
 Run = Annotated[str, Depends(known_run)]
 
 
-def add_routes(app: FastAPI, ctx: Context) -> None:
+def add_routes(app: FastAPI, ctx: Context, web_dir: Path) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, api_error)
+    compare.add_routes(app, ctx.runs, web_dir, JSON)
 
     @app.get("/healthz")
     async def healthz() -> JSON:

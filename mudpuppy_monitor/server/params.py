@@ -76,6 +76,10 @@ SampleLimit = Annotated[int, _clamped_int(200, 1, MAX_SAMPLE_EVENTS), Query(alia
 # comma-separated; absent: every series, present but empty: none
 Names = Annotated[str | None, Query()]
 ExportFormat = Annotated[Literal["csv", "jsonl"], _choice("csv", "jsonl"), Query(alias="format")]
+# comma-separated run ids; absent: every run
+RunIds = Annotated[str | None, Query(alias="runs")]
+# a dashboard link's view state (the part after "#"), for the snapshot to open with
+ViewState = Annotated[str | None, Query(alias="view", max_length=65536)]
 
 
 def validation_message(exc: RequestValidationError) -> str:

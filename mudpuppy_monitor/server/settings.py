@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mudpuppy_monitor
+from mudpuppy_monitor.webdir import default_web_dir as default_web_dir  # re-exported
 
 if TYPE_CHECKING:
     from mudpuppy_monitor.notify.settings import NotifySettings
@@ -66,15 +66,6 @@ def is_loopback(host: str) -> bool:
 
 def is_wildcard(host: str) -> bool:
     return host in ("", "0.0.0.0", "::", "[::]")
-
-
-def default_web_dir() -> Path:
-    """The dashboard: inside the package when installed from a wheel, else the repo's web/."""
-    package = Path(mudpuppy_monitor.__file__).resolve().parent
-    installed = package / "web"
-    if installed.is_dir():
-        return installed
-    return package.parent / "web"
 
 
 def base_url(settings: Settings) -> str:

@@ -98,8 +98,10 @@ class TuiView:
         news: News | None = None,
         bell: bool = False,
         samples_run: str | None = None,
+        diff: bool = False,
     ) -> None:
         self.monitor = monitor
+        self.diff = diff  # show the config keys that differ between the runs shown
         self.root_label = root_label
         self.sampler = sampler
         self.backend = backend
@@ -141,6 +143,9 @@ class TuiView:
                 gpu_runs[int(index)] = [names.get(r, r) for r in att.run_ids]
                 gpu_others[int(index)] = len(att.others)
         backend = self.backend
+        configs: dict[str, Any] = {"keys": [], "values": {}}
+        if self.diff:
+            configs = self.monitor.config_diff([str(r.id) for r in runs])
         return Snapshot(
             root=self.root_label,
             runs=runs,
@@ -157,6 +162,8 @@ class TuiView:
             filter=None if self.pattern is None else self.pattern.pattern,
             news=news,
             samples=self.samples.pane(self.monitor, runs, summaries),
+            config_keys=configs["keys"],
+            config=configs["values"],
         )
 
 
@@ -253,6 +260,7 @@ def main_tui(
     bell: bool = False,
     stall_after_s: float | None = None,
     samples_run: str | None = None,
+    diff: bool = False,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
     `sleep` and `max_frames` bound the live loop for tests; `bell` rings the terminal bell on
@@ -271,6 +279,7 @@ def main_tui(
         news=news,
         bell=bell,
         samples_run=samples_run,
+        diff=diff,
     )
     console = console or Console()
     if backend is None and gpu != "none":

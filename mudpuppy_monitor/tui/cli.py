@@ -5,11 +5,24 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from mudpuppy_monitor.config import add_arguments
 from mudpuppy_monitor.errors import UsageError, require_dir
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
+
+
+class _Named(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,17 +51,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show the generated samples of this run id (default: the most recently active "
         "shown run that has samples)",
     )
+    parser.add_argument(
+        "--diff",
+        action="store_true",
+        help="add a column per config key whose value differs between the runs shown",
+    )
     add_arguments(parser, " for stall_after")
     parser.set_defaults(func=run)
 
 
-def compile_filter(text: str | None) -> re.Pattern[str] | None:
+def compile_filter(text: str | None, flag: str = "--filter") -> re.Pattern[str] | None:
     if text is None:
         return None
     try:
         return re.compile(text)
     except re.error as exc:
-        raise UsageError(f"bad --filter regex {text!r}: {exc}") from None
+        raise UsageError(f"bad {flag} regex {text!r}: {exc}") from None
+
+
+def filter_runs(pattern: re.Pattern[str] | None, runs: Iterable[N]) -> list[N]:
+    """The runs whose name or id the pattern finds (all when None), in the order given."""
+    if pattern is None:
+        return list(runs)
+    return [r for r in runs if pattern.search(r.name) or pattern.search(r.id)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         bell=args.bell,
         stall_after_s=stall_after_s,
         samples_run=args.samples,
+        diff=args.diff,
     )
 
 

@@ -7,8 +7,8 @@ printed inert (no markup, no control characters).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mudpuppy_monitor.errors import require_dir
 
@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read every run under ROOT once and print a table of them.",
     )
     ls.add_argument("root", metavar="ROOT", help="directory holding the run directories")
+    ls.add_argument(
+        "--diff",
+        action="store_true",
+        help="add a column per config key whose value differs between the runs listed",
+    )
+    ls.add_argument("--filter", metavar="REGEX", help="list only runs whose name or id matches")
     ls.set_defaults(func=cmd_ls)
 
 
@@ -47,35 +53,52 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     require_dir(args.root, "root")
     from mudpuppy_monitor.core.monitor import Monitor
+    from mudpuppy_monitor.tui.cli import compile_filter, filter_runs
+
+    pattern = compile_filter(args.filter)
 
     mon = Monitor(args.root)
     mon.refresh()
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # piped: do not squeeze the table to 80 columns
-    summaries = mon.summaries()
+    summaries = filter_runs(pattern, mon.summaries())
     if not summaries:
-        console.print(f"no runs under {args.root}")
+        what = f" matching /{args.filter}/" if pattern is not None else ""
+        console.print(f"no runs{what} under {args.root}")
         return 0
-    console.print(ls_table(summaries))
+    diff = mon.config_diff([s.id for s in summaries]) if args.diff else None
+    console.print(ls_table(summaries, diff))
+    if diff is not None and not diff["keys"]:
+        console.print("no config key differs between these runs")
     return 0
 
 
-def ls_table(summaries: Sequence[RunSummary]) -> Table:
-    """One row per run, in the order given (ages come from the summaries)."""
+def ls_table(summaries: Sequence[RunSummary], diff: Mapping[str, Any] | None = None) -> Table:
+    """One row per run, in the order given (ages come from the summaries); with `diff` (a
+    config_diff answer) a column per differing config key after the run id."""
     from rich.markup import escape
     from rich.table import Table
 
+    from mudpuppy_monitor.core.configdiff import value_text
     from mudpuppy_monitor.tui.formatting import clean, format_age, format_eta, format_number
-    from mudpuppy_monitor.tui.render import STATUS_STYLES
+    from mudpuppy_monitor.tui.render import CONFIG_MAX, STATUS_STYLES
 
+    keys: list[str] = list(diff["keys"]) if diff else []
+    values: Mapping[str, Mapping[str, Any]] = diff["values"] if diff else {}
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in COLUMNS:
         if name == "run":
             table.add_column(name, justify=justify, min_width=8, overflow="fold")  # type: ignore[arg-type]
+            for key in keys:
+                table.add_column(escape(clean(key)), justify="right", max_width=CONFIG_MAX)
         else:
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in summaries:
+        config = values.get(s.id, {})
+        cells = [
+            escape(clean(value_text(config[k], CONFIG_MAX))) if k in config else "-" for k in keys
+        ]
         step = "-" if s.step is None else str(s.step)
         if s.max_steps:
             step += f"/{s.max_steps}"
@@ -84,6 +107,7 @@ def ls_table(summaries: Sequence[RunSummary]) -> Table:
             status += f" [dim]({s.bad_lines} bad)[/]"
         table.add_row(
             escape(clean(s.id)),  # a run name must not style or control the terminal
+            *cells,
             s.source,
             status,
             step,

@@ -15,6 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mudpuppy_monitor.core.configdiff import value_text
 from mudpuppy_monitor.tui.formatting import (
     MISSING,
     NO_ETA,
@@ -66,6 +67,9 @@ class Snapshot:
     # what happened lately (tui/news.py: `t`, `rule`, `text`), newest last
     news: Sequence[Any] = ()
     samples: SamplesPane | None = None  # the newest completion of each prompt of one run
+    # `--diff`: the config keys that differ between the runs shown, and each run's flat config
+    config_keys: Sequence[str] = ()
+    config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 NEWS_STYLES: dict[str, str] = {
@@ -179,6 +183,25 @@ def _cells(spark_width: int = SPARK_WIDTH) -> list[Column]:
     ]
 
 
+CONFIG_MAX = 20  # widest a config column gets
+CONFIG_PRIORITY = 2  # asked for with --diff: kept before the age, steps/s and trend
+
+
+def config_columns(keys: Sequence[str]) -> list[Column]:
+    """One column per differing config key: the run's value, `-` when it has none."""
+
+    def cell(key: str) -> Callable[[Any, Snapshot], Text]:
+        def text(run: Any, snap: Snapshot) -> Text:
+            values = snap.config.get(str(_get(run, "id")), {})
+            if key not in values:
+                return Text(MISSING, style="dim")
+            return Text(clean(value_text(values[key], CONFIG_MAX)), style="magenta")
+
+        return text
+
+    return [Column(f"cfg:{k}", clean(k), CONFIG_PRIORITY, cell(k)) for k in keys]
+
+
 def _eta_cell(run: Any) -> str:
     status = _get(run, "status")
     if status == "completed":
@@ -233,6 +256,7 @@ def runs_table(snap: Snapshot, width: int, max_rows: int | None = None) -> tuple
     hidden = len(runs) - len(shown)
     # a short trend line still fits beside the essentials of an 80-column terminal
     columns = _cells(SPARK_WIDTH if width >= 120 else SPARK_WIDTH // 2)
+    columns[2:2] = config_columns(snap.config_keys)  # right after the run's name
     cells = {c.key: [c.cell(r, snap) for r in shown] for c in columns}
     widths: dict[str, int] = {}
     for c in columns:
@@ -241,6 +265,8 @@ def runs_table(snap: Snapshot, width: int, max_rows: int | None = None) -> tuple
             w = max(len(c.header), c.fixed_width)
         if c.key == "name":
             w = min(w, NAME_MAX)
+        elif c.key.startswith("cfg:"):
+            w = min(w, CONFIG_MAX)
         widths[c.key] = w
     chosen, name_w = choose_columns(widths, columns, width)
     widths["name"] = name_w
