@@ -63,7 +63,7 @@ def test_the_page_neutralises_exactly_what_the_terminal_views_do(dash):
 def test_names_ids_hosts_and_errors_are_shown_inert(dash):
     row = '#run-list li[data-id="uni"]'
     assert dash.page.text_content(f"{row} .name") == "uni-?txt.exe"
-    assert dash.page.get_attribute(f'#run-list li[data-id="live\u202ex"] .name', "title") == "live?x"
+    assert dash.page.get_attribute('#run-list li[data-id="live\u202ex"] .name', "title") == "live?x"
     dash.page.click(f"{row} .name")
     dash.wait("s => s.focused === 'uni' && s.banner === 'crashed'")
     dash.wait_text("#focus-name", "uni-?txt.exe")

@@ -51,7 +51,7 @@ NEWEST = [run_id(k) for k in range(RUNS - 20, RUNS)]
 
 
 def test_the_twenty_most_recent_runs_are_overlaid_with_one_request(dash, server):
-    dash.wait(f"s => s.overlaid.length === 20 && s.charts.loss.lines === 20 && s.loads >= 20")
+    dash.wait("s => s.overlaid.length === 20 && s.charts.loss.lines === 20 && s.loads >= 20")
     s = dash.stats()
     assert s["overlaid"] == NEWEST
     assert s["runs"] == sorted(run_id(k) for k in range(RUNS))
@@ -116,7 +116,9 @@ def test_all_overlays_every_run_and_none_clears(dash):
     dash.wait("s => s.overlaid.length === 20 && s.pending === 0")
     before = dash.stats()["requests"]
     dash.page.click("#select-all")
-    dash.wait(f"s => s.overlaid.length === {RUNS} && s.pending === 0 && s.charts.loss.lines === {RUNS}")
+    dash.wait(
+        f"s => s.overlaid.length === {RUNS} && s.pending === 0 && s.charts.loss.lines === {RUNS}"
+    )
     assert dash.stats()["requests"] == before + 1  # the 40 others in one request
     assert dash.page.text_content("#run-note") == ""
     dash.page.click("#select-none")
