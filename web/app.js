@@ -7,11 +7,11 @@ import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
 import { Scheduler } from "./scheduler.js";
+import { autoFocus, autoOverlay, pointsPerRun } from "./selection.js";
 import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";
 import { runColor } from "./theme.js";
-import { autoFocus, autoOverlay, pointsPerRun } from "./selection.js";
 import { CHARTS, chartInputs, seriesOf } from "./views.js";
 
 class App {
