@@ -57,7 +57,24 @@ def floats_to_json(values: np.ndarray) -> list[Any]:
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(json_safe(obj), option=_OPTS)
+    safe = json_safe(obj)
+    try:
+        return orjson.dumps(safe, option=_OPTS)
+    except TypeError:
+        # Text read from the root may hold a lone surrogate ("\udcff" escaped in a JSON file),
+        # which UTF-8 cannot carry: one such name must not break a whole answer.
+        return orjson.dumps(_valid_text(safe), option=_OPTS)
+
+
+def _valid_text(obj: Any) -> Any:
+    """obj with every lone surrogate in its strings (keys too) as U+FFFD."""
+    if isinstance(obj, str):
+        return obj.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(obj, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_valid_text(v) for v in obj]
+    return obj
 
 
 def loads(data: bytes | str) -> Any:

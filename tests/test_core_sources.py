@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -369,3 +372,132 @@ def test_an_unreadable_state_file_is_tried_again_without_changing(
     assert mon.refresh() == {"job"}
     assert mon.summary("job").error is None  # type: ignore[union-attr]
     assert mon.series("job", ["loss"])["loss"]["y"] == [2.0]
+
+
+def _native_run(root: Path, name: str = "job") -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text(json.dumps({"name": "readable", "max_steps": 40}))
+    line = {"v": 1, "seq": 0, "t": 1.0, "kind": "metrics", "step": 1, "values": {"loss": 2.0}}
+    (run / "events.jsonl").write_text(json.dumps(line) + "\n")
+    return run
+
+
+def test_an_unreadable_meta_json_is_tried_again_without_changing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mudpuppy_monitor.core import files
+
+    _native_run(tmp_path)
+    real_open = files.open_regular
+    denied = [True]
+    opened: list[str] = []
+
+    def open_regular(path: str, root: str | None):  # type: ignore[no-untyped-def]
+        opened.append(Path(path).name)
+        if denied[0] and path.endswith("meta.json"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, root)
+
+    monkeypatch.setattr(files, "open_regular", open_regular)
+    mon = Monitor(tmp_path, pid_alive=lambda pid: True)
+    mon.refresh()
+    assert mon.summary("job").error == "meta.json: Permission denied"  # type: ignore[union-attr]
+    assert mon.refresh() == set()  # the same error again is not news
+    assert opened.count("meta.json") == 2  # but it was tried again
+    denied[0] = False  # made readable: same file, same mtime
+    assert mon.refresh() == {"job"}
+    s = mon.summary("job")
+    assert s is not None and s.error is None and s.name == "readable" and s.max_steps == 40
+    mon.refresh()
+    assert opened.count("meta.json") == 3  # read once more, then left alone while unchanged
+
+
+def test_a_meta_json_that_does_not_parse_is_not_read_again_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mudpuppy_monitor.core import files
+
+    run = _native_run(tmp_path)
+    (run / "meta.json").write_text('{"name": "cut' + " " * 100_000)
+    parsed: list[int] = []
+    real_loads = files.loads_lenient
+    monkeypatch.setattr(files, "loads_lenient", lambda data: parsed.append(1) or real_loads(data))
+    mon = Monitor(tmp_path, pid_alive=lambda pid: True)
+    for _ in range(5):
+        mon.refresh()
+    assert len(parsed) == 1
+    assert mon.summary("job").error == "meta.json: not valid JSON (yet)"  # type: ignore[union-attr]
+    (run / "meta.json").write_text(json.dumps({"name": "whole"}))
+    assert mon.refresh() == {"job"}
+    assert mon.summary("job").name == "whole"  # type: ignore[union-attr]
+    assert len(parsed) == 2
+
+
+META_SCRIPT = """
+import sys
+sys.path[:0] = sys.argv[2:]
+from mudpuppy_monitor.core import Monitor
+
+mon = Monitor(sys.argv[1], pid_alive=lambda pid: True)
+mon.refresh()
+print(mon.summary("job").error, flush=True)
+sys.stdin.readline()  # the test makes the file readable, without changing it
+mon.refresh()
+s = mon.summary("job")
+print(s.error, s.name, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
+def test_a_real_meta_json_made_readable_by_chmod_is_read(tmp_path: Path) -> None:
+    """chmod changes neither the size nor the mtime: only the retry notices it."""
+    import mudpuppy_callback
+
+    import mudpuppy_monitor
+
+    privileged = os.geteuid() == 0
+    if privileged and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: every file is readable")
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"mudpuppy-meta-{os.getpid()}"
+    shutil.rmtree(base, ignore_errors=True)
+    try:
+        run = _native_run(base / "runs")
+        meta = run / "meta.json"
+        for p in (base, base / "runs", run):
+            p.chmod(0o755)
+        (run / "events.jsonl").chmod(0o644)
+        meta.chmod(0o600 if privileged else 0o000)  # owned by root: unreadable to nobody
+        paths = [
+            str(Path(mudpuppy_monitor.__file__).parent.parent),
+            str(Path(mudpuppy_callback.__file__).parent),
+        ]
+        cmd = [sys.executable, "-c", META_SCRIPT, str(base / "runs"), *paths]
+        if privileged:
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=base,
+        )
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            first = proc.stdout.readline().strip()
+            if not first:
+                pytest.skip(f"the interpreter does not run as nobody here: {proc.stderr.read()}")  # type: ignore[union-attr]
+            assert first == "meta.json: Permission denied"
+            meta.chmod(0o644)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert out.strip() == "None readable", err
+    finally:
+        for p in base.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(base, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -36,3 +37,27 @@ def test_non_finite_values_become_strings_wherever_they_are():
         "scalar": "Infinity",
         "int": 7,
     }
+
+
+def test_a_lone_surrogate_from_a_file_becomes_a_replacement_character():
+    # json.loads('"\\udcff"') is a str UTF-8 cannot carry: a name in meta.json, a series name
+    doc = {"name": "x\udcffy", "values": {"lo\ud800ss": [1.0, math.nan]}, "ok": "\U0001f600"}
+    assert jsonutil.loads(jsonutil.dumps(doc)) == {
+        "name": "x\ufffdy",
+        "values": {"lo\ufffdss": [1.0, "NaN"]},
+        "ok": "\U0001f600",
+    }
+
+
+def test_a_run_with_a_lone_surrogate_in_its_names_does_not_break_the_listing(tmp_path):
+    from tests.serverutil import LiveServer, RunDir
+
+    RunDir(tmp_path, "fine").metrics(1, loss=1.0)
+    odd = RunDir(tmp_path, "odd", meta={"name": "x\udcffy"})  # json.dumps escapes it: \\udcff
+    line = {"v": 1, "seq": 1, "t": 1.0, "kind": "metrics", "step": 1, "values": {"lo\ud800ss": 2}}
+    with odd.events.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    with LiveServer(tmp_path) as srv:
+        runs = {r["id"]: r for r in srv.get_json("/api/runs")["runs"]}
+        assert set(runs) == {"fine", "odd"} and runs["odd"]["name"] == "x\ufffdy"
+        assert "lo\ufffdss" in srv.get_json("/api/runs/odd")["series"]

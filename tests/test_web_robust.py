@@ -229,7 +229,7 @@ def test_a_load_in_flight_across_a_restart_is_asked_again(browser, tmp_path):
         dash.wait("s => s.pending === 0 && s.loads === 1")
         assert dash.xs("survivor") == list(range(1, 21))
         # a reload asked before the outage and answered late: it holds the 20 points of then
-        dash.page.evaluate("window.__gate.match = 'api/runs/survivor'")
+        dash.page.evaluate("window.__gate.match = 'api/series$'")
         dash.page.evaluate("() => { window.__mudpuppy.app.store.load('survivor', 'step'); }")
         dash.page.wait_for_function("() => window.__gate.held.length === 1")
         server.stop()
@@ -328,7 +328,8 @@ def test_a_lora_column_streamed_while_the_matrix_is_fetched_is_kept(browser, ser
 
 
 def test_a_failed_first_load_is_retried(browser, server):
-    dash = GatedPage(browser, server, match="api/runs/calm$", fail=1)
+    # the first request holds every overlaid run: they fail together and are retried together
+    dash = GatedPage(browser, server, match="api/series$", fail=1)
     try:
         dash.page.wait_for_function("() => window.__gate.failed.length === 1")
         dash.page.wait_for_function(

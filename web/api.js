@@ -67,8 +67,12 @@ export async function fetchSeries(id, names, { x = "step", from = null, to = nul
   if (from !== null && Number.isFinite(from)) q.set("from", String(from));
   if (to !== null && Number.isFinite(to)) q.set("to", String(to));
   const body = await getJson(`api/runs/${runPath(id)}/series?${q}`);
+  return { generation: body.generation ?? null, x: body.x || x, series: decodeSeries(body.series) };
+}
+
+function decodeSeries(series) {
   const out = {};
-  for (const [name, s] of Object.entries(body.series || {})) {
+  for (const [name, s] of Object.entries(series || {})) {
     out[name] = {
       x: column(s.x),
       y: column(s.y),
@@ -76,7 +80,34 @@ export async function fetchSeries(id, names, { x = "step", from = null, to = nul
       decimated: !!s.decimated,
     };
   }
-  return { generation: body.generation ?? null, x: body.x || x, series: out };
+  return out;
+}
+
+// The series of many runs in one request (POST api/series): {runs: Map(id -> {generation,
+// series, markers, lora_snapshots}), missing: [ids]}.
+export async function fetchBatch(ids, { names, x = "step", from = null, to = null, points = 2000 }) {
+  const req = { runs: ids, names, x, points: Math.round(points) };
+  if (from !== null && Number.isFinite(from)) req.from = from;
+  if (to !== null && Number.isFinite(to)) req.to = to;
+  const res = await fetch("api/series", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(req),
+    cache: "no-store",
+    credentials: "same-origin",
+  });
+  if (!res.ok) throw new HttpError(res.status, "api/series");
+  const body = await res.json();
+  const runs = new Map();
+  for (const r of body.runs || []) {
+    runs.set(r.id, {
+      generation: r.generation ?? null,
+      series: decodeSeries(r.series),
+      markers: r.markers || [],
+      lora_snapshots: r.lora_snapshots || 0,
+    });
+  }
+  return { runs, missing: body.missing || [] };
 }
 
 export async function fetchLora(id, points = 200) {

@@ -10,6 +10,7 @@ import { DesktopAlerts } from "./notify.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
 import { SamplesPanel } from "./samplespanel.js";
 import { Scheduler } from "./scheduler.js";
+import { autoFocus, autoOverlay, pointsPerRun } from "./selection.js";
 import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";
@@ -37,7 +38,11 @@ class App {
     this.sidebar = new Sidebar(document.getElementById("sidebar"), {
       onToggle: (id, on) => this.toggle(id, on),
       onFocus: (id) => this.focus(id, true),
-      onFilter: () => this.selectionChanged(),
+      onFilter: () => {
+        this.autoSelect();
+        this.selectionChanged();
+      },
+      onScroll: () => this.mark("sidebar"),
     });
     this.statBar = new StatBar(document.getElementById("statbar"));
     this.banner = document.getElementById("banner");
@@ -158,6 +163,7 @@ class App {
           this.focused = null;
           this.samples.focus(null);
         }
+        this.autoSelect();
         this.selectionChanged();
         break;
       case "points":
@@ -201,7 +207,7 @@ class App {
       this.samples.focus(this.focused, true);
     }
     for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
-    this.autoSelect(runs);
+    this.autoSelect();
     this.followLink();
     this.selectionChanged();
     this.compare.afterSnapshot();
@@ -218,7 +224,7 @@ class App {
       this.samples.onSummary(s);
     }
     if (fresh.length) {
-      this.autoSelect(fresh);
+      this.autoSelect();
       this.followLink();
       this.selectionChanged();
     }
@@ -235,13 +241,14 @@ class App {
     }
   }
 
-  // New runs are overlaid until the user picks by hand; the newest running run gets the focus.
-  autoSelect(runs) {
-    if (!this.selectionTouched) for (const s of runs) this.selected.add(s.id);
+  // Until the user picks by hand the overlay is the AUTO_OVERLAY most recently active shown
+  // runs, chosen again when runs appear or go and when the filter changes (not on every
+  // summary, so lines do not come and go while runs log); the newest running run gets the focus.
+  autoSelect() {
+    const all = this.store.allSummaries();
+    if (!this.selectionTouched) this.selected = autoOverlay(all, (s) => this.sidebar.matches(s));
     if (!this.focusTouched || !this.store.summary(this.focused)) {
-      const all = this.store.allSummaries();
-      const pick = (xs) => xs.sort((a, b) => (num(b.last_event_t) || 0) - (num(a.last_event_t) || 0))[0];
-      const best = pick(all.filter((s) => s.status === "running")) || pick(all);
+      const best = autoFocus(all);
       if (best && best.id !== this.focused) this.focus(best.id, false);
     }
   }
@@ -284,9 +291,7 @@ class App {
   }
 
   hasLora(id) {
-    if (!id) return false;
-    const layers = this.store.loraLayers(id);
-    return layers === null ? null : layers.length > 0;
+    return id ? this.store.hasLora(id) : false;
   }
 
   // The runs the page streams and holds: the overlaid ones and the focused one.
@@ -306,6 +311,7 @@ class App {
   }
 
   selectionChanged() {
+    this.store.points = pointsPerRun(this.overlaid().length);
     const subs = this.wantedRuns();
     // The server streams only subscribed runs and sends no catch-up when the subscription
     // changes, so what is held of a run it stops streaming goes stale: drop it, and fetch it
@@ -380,7 +386,10 @@ class App {
   renderUi() {
     const d = this.dirty;
     if (d.charts) this.updateCharts();
-    if (d.sidebar) this.sidebar.render(this.store.summaries, this.selected, this.focused);
+    if (d.sidebar) {
+      this.sidebar.render(this.store.summaries, this.selected, this.focused, this.store.listVersion);
+      this.sidebar.renderNote(this.overlaid().length, !this.selectionTouched);
+    }
     if (d.stat) {
       const s = this.store.summary(this.focused);
       this.statBar.render(s, this.receivedAt.get(this.focused) || 0, s ? runColor(s.id) : "");
@@ -429,6 +438,7 @@ class App {
       zoomFetches: store.zoomFetches,
       droppedPoints: store.droppedPoints,
       loads: store.loads,
+      requests: store.requests,
       held: store.held,
       pending: store.pending,
       view: this.view,

@@ -5,6 +5,7 @@
 // as a click would.
 
 import { el } from "./dom.js";
+import { inert } from "./format.js";
 import { Configs } from "./configs.js";
 import { BANDS, Grouper, parseGroup } from "./grouping.js";
 import { Legend } from "./legend.js";
@@ -196,7 +197,7 @@ export class Compare {
     const opt = (value, label) => {
       const o = document.createElement("option");
       o.value = value;
-      o.textContent = label;
+      o.textContent = inert(label); // config keys come from the runs' files
       return o;
     };
     sel.append(opt("", "none"), opt("\u0000re", "run name regex\u2026"));

@@ -132,3 +132,14 @@ export function fmtStepOf(step, max) {
   if (step === null || step === undefined) return DASH;
   return max ? `${fmtInt(step)} / ${fmtInt(max)}` : fmtInt(step);
 }
+
+// Text from the watched root (run names and ids, errors, alerts, layer names, hosts) made
+// harmless to show: control characters and the Unicode bidi controls become "?", as in the
+// terminal views (mudpuppy_monitor/inert.py). textContent already keeps markup out; this keeps
+// a U+202E from making `uni-\u202etxt.exe` read `uni-exe.txt`, and a line break from splitting
+// a row.
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+export function inert(text) {
+  return text === null || text === undefined ? "" : String(text).replace(UNSAFE, "?");
+}

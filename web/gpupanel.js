@@ -2,7 +2,7 @@
 // the runs using the device, "SIMULATED" for the fake backend and the reason when there is none.
 
 import { drawGauge } from "./gauge.js";
-import { fmtBytes, fmtPct } from "./format.js";
+import { fmtBytes, fmtPct, inert } from "./format.js";
 import { drawSparkline } from "./sparkline.js";
 import { el } from "./dom.js";
 import { colors } from "./theme.js";
@@ -122,7 +122,7 @@ export class GpuPanel {
       this.body.textContent = "";
       this.cards.clear();
       const p = el("p", "nogpu");
-      p.textContent = `no GPU detected${reason ? `: ${reason}` : ""}`;
+      p.textContent = `no GPU detected${reason ? `: ${inert(reason)}` : ""}`;
       this.body.append(p);
       return;
     }
@@ -131,7 +131,7 @@ export class GpuPanel {
       const k = String(d.index);
       seen.add(k);
       const card = this.card(k);
-      card.title.textContent = `GPU ${d.index} \u00b7 ${d.name || "unknown"}`;
+      card.title.textContent = `GPU ${d.index} \u00b7 ${inert(d.name || "unknown")}`;
       const h = this.history.get(k) || {};
       const readings = gaugeReadings(d);
       METRICS.forEach((m, i) => {
@@ -165,7 +165,7 @@ export class GpuPanel {
     }
     for (const id of runs) {
       const s = el("span", "gpu-run");
-      s.textContent = this.runName(id);
+      s.textContent = inert(this.runName(id));
       s.style.color = this.runColor(id);
       box.append(s);
     }

@@ -10,6 +10,7 @@
 // values are left out of the mean (their markers stay on the chart).
 
 import { SeriesBuf, emaInto } from "./series.js";
+import { inert } from "./format.js";
 import { runColor } from "./theme.js";
 import { valueText } from "./configs.js";
 
@@ -202,8 +203,8 @@ export class Grouper {
         used.add(key);
         const isFocused = ids.includes(focused);
         out.push({
-          key, run, runLabel: `${label} (${ids.length})`, spec: name,
-          label: `${label}${proto.suffix ? ` ${proto.suffix}` : ""}`,
+          key, run, runLabel: inert(`${label} (${ids.length})`), spec: name,
+          label: inert(`${label}${proto.suffix ? ` ${proto.suffix}` : ""}`), // legend, tooltip
           color, buf: hit.mean, band: hit.band, xOffset: 0, dash: proto.dash, dots: proto.dots,
           presmoothed: smoothing > 0, focused: isFocused, width: isFocused ? 2.4 : 1.8,
         });

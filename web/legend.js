@@ -4,6 +4,7 @@
 // every chart.
 
 import { el } from "./dom.js";
+import { inert } from "./format.js";
 import { nearest } from "./series.js";
 
 export const MAX_ENTRIES = 40;
@@ -43,8 +44,8 @@ export class Legend {
       const sw = el("span", "swatch");
       sw.style.background = s.color;
       const name = el("span", "lg-name");
-      name.textContent = s.runLabel || s.label;
-      item.title = s.runLabel || s.label;
+      name.textContent = inert(s.runLabel || s.label);
+      item.title = inert(s.runLabel || s.label);
       item.append(sw, name);
       item.addEventListener("mouseenter", () => this.onHover(s.run));
       item.addEventListener("mouseleave", () => this.onHover(null));

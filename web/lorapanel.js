@@ -2,7 +2,7 @@
 // names on hover, the latest values as bars, and the adapters still near zero.
 
 import { fetchLora, num } from "./api.js";
-import { fmtInt, fmtNum } from "./format.js";
+import { fmtInt, fmtNum, inert } from "./format.js";
 import { drawHeatmap, hitHeatmap } from "./heatmap.js";
 
 const MAX_COLUMNS = 400; // bounded memory: older columns are thinned past this
@@ -154,7 +154,7 @@ export class LoraPanel {
     }
     const m = this.m;
     const rows = m[this.mode] && m[this.mode].length ? m[this.mode] : m.update;
-    const name = m.layers[hit.row];
+    const name = inert(m.layers[hit.row]); // a layer name comes from the events file
     let text;
     if (hit.bar) {
       text = `${name}\nlatest ${this.mode} ${fmtNum(this.geo.latest[hit.row])}${this.geo.zero.has(hit.row) ? "  NEAR ZERO" : ""}`;

@@ -48,11 +48,12 @@ export class OfflineApi {
     return c;
   }
 
-  series(run, q) {
-    const names = q.has("names") ? q.get("names").split(",").filter(Boolean) : Object.keys(this.doc.series?.[run] || {});
-    const x = q.get("x") === "time" ? "time" : "step";
-    const from = q.get("from") ? Number(q.get("from")) : -Infinity;
-    const to = q.get("to") ? Number(q.get("to")) : Infinity;
+  // One run's columns for {names, x, from, to} (names null: every series of the run).
+  series(run, { names = null, x = "step", from = null, to = null }) {
+    names = names || Object.keys(this.doc.series?.[run] || {});
+    x = x === "time" ? "time" : "step";
+    from = from === null || from === "" || !Number.isFinite(Number(from)) ? -Infinity : Number(from);
+    to = to === null || to === "" || !Number.isFinite(Number(to)) ? Infinity : Number(to);
     const out = {};
     for (const name of names) {
       const c = this.column(run, name);
@@ -71,6 +72,27 @@ export class OfflineApi {
     return { run, generation: this.doc.details[run]?.generation ?? null, x, series: out };
   }
 
+  // POST api/series: the series of many runs at once, in the daemon's shape.
+  batch(req) {
+    const ids = Array.isArray(req?.runs) ? [...new Set(req.runs)] : [];
+    const names = Array.isArray(req?.names) ? req.names : null;
+    const runs = [];
+    const missing = [];
+    for (const id of ids) {
+      const detail = this.doc.details[id];
+      if (!detail) {
+        missing.push(id);
+        continue;
+      }
+      const got = this.series(id, { names, x: req.x, from: req.from ?? null, to: req.to ?? null });
+      runs.push({
+        id, generation: got.generation, series: got.series,
+        markers: detail.markers || [], lora_snapshots: detail.lora_snapshots || 0,
+      });
+    }
+    return { x: req?.x === "time" ? "time" : "step", points: req?.points ?? 2000, runs, missing };
+  }
+
   lora(run) {
     const raw = this.doc.lora?.[run];
     if (!raw) return { layers: [], steps: [], t: [], A: [], B: [], update: [] };
@@ -83,10 +105,17 @@ export class OfflineApi {
   }
 
   // [status, body] for a request path relative to the page ("api/runs/a%2Fb/series?...").
-  answer(url) {
+  answer(url, init = {}) {
     const [path, query = ""] = url.replace(/^\.\//, "").split("?");
     const q = new URLSearchParams(query);
     const doc = this.doc;
+    if (path === "api/series" && (init.method || "GET").toUpperCase() === "POST") {
+      try {
+        return [200, this.batch(JSON.parse(init.body))];
+      } catch (err) {
+        return [400, { error: "body: not JSON" }];
+      }
+    }
     if (path === "api/runs") return [200, { runs: doc.runs }];
     if (path === "api/gpus") return [200, NO_GPUS];
     if (path === "api/config-diff") return [200, doc.config];
@@ -100,7 +129,10 @@ export class OfflineApi {
         return [404, { error: "no such run" }];
       }
       if (!doc.details[run]) return [404, { error: "no such run" }];
-      if (m[2] === "series") return [200, this.series(run, q)];
+      if (m[2] === "series") {
+        const names = q.has("names") ? q.get("names").split(",").filter(Boolean) : null;
+        return [200, this.series(run, { names, x: q.get("x"), from: q.get("from"), to: q.get("to") })];
+      }
       if (m[2] === "lora") return [200, this.lora(run)];
       if (m[2] === "export") return [404, { error: "a snapshot holds decimated data only: export from the daemon" }];
       return [200, doc.details[run]];
@@ -145,9 +177,9 @@ function offlineSocket(api) {
 
 export function installOffline(doc) {
   const api = new OfflineApi(doc);
-  window.fetch = async (input) => {
+  window.fetch = async (input, init) => {
     const url = typeof input === "string" ? input : input.url;
-    const [status, body] = api.answer(url);
+    const [status, body] = api.answer(url, init || {});
     return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
   };
   window.WebSocket = offlineSocket(api);

@@ -3,7 +3,7 @@
 import { runPath } from "./api.js";
 import { el } from "./dom.js";
 import {
-  fmtClock, fmtDuration, fmtInt, fmtLr, fmtNum, fmtRate, fmtStepOf,
+  fmtClock, fmtDuration, fmtInt, fmtLr, fmtNum, fmtRate, fmtStepOf, inert,
 } from "./format.js";
 
 const STAT_FIELDS = [
@@ -40,7 +40,7 @@ export class StatBar {
       const fmt = a.id.replace("export-", "");
       if (s) a.href = `api/runs/${runPath(s.id)}/export?format=${fmt}`;
       else a.removeAttribute("href");
-      a.title = s ? `full-fidelity ${fmt} export of ${s.id}` : "";
+      a.title = s ? `full-fidelity ${fmt} export of ${inert(s.id)}` : "";
     }
     const warn = [];
     if (s && s.nonfinite) warn.push(`${s.nonfinite} non-finite`);
@@ -48,6 +48,7 @@ export class StatBar {
     this.warn.textContent = warn.join(" \u00b7 ");
     if (!s) {
       this.title.textContent = "no run selected";
+      this.title.title = "";
       this.meta.textContent = "";
       this.bar.style.width = "0%";
       for (const v of Object.values(this.cells)) v.textContent = "\u2014";
@@ -55,9 +56,10 @@ export class StatBar {
     }
     const live = s.status === "running";
     const ago = live ? (performance.now() - receivedAt) / 1000 : 0;
-    this.title.textContent = s.name || s.id;
+    this.title.textContent = inert(s.name || s.id);
+    this.title.title = inert(s.id);
     this.title.style.color = color;
-    this.meta.textContent = `${s.status} \u00b7 ${s.source}${s.host ? ` \u00b7 ${s.host}` : ""}${s.pid ? ` \u00b7 pid ${s.pid}` : ""}`;
+    this.meta.textContent = inert(`${s.status} \u00b7 ${s.source}${s.host ? ` \u00b7 ${s.host}` : ""}${s.pid ? ` \u00b7 pid ${s.pid}` : ""}`);
     const frac = s.max_steps ? Math.min(1, (s.step || 0) / s.max_steps) : 0;
     this.bar.style.width = `${(frac * 100).toFixed(1)}%`;
     const c = this.cells;
@@ -109,7 +111,7 @@ export function bannerFor(s) {
 
 export function renderBanner(node, s) {
   const b = bannerFor(s);
-  node.textContent = b ? b.text : "";
+  node.textContent = b ? inert(b.text) : ""; // the error of a failed run comes from its files
   node.className = b ? `banner on ${b.kind}` : "banner";
   node.dataset.kind = b ? b.kind : "";
 }
@@ -121,7 +123,7 @@ export class Toasts {
 
   show(text, kind) {
     const t = el("div", `toast ${kind}`);
-    t.textContent = text;
+    t.textContent = inert(text); // run names and alert messages come from the root
     this.root.prepend(t);
     while (this.root.children.length > 5) this.root.lastChild.remove();
     setTimeout(() => t.remove(), 8000);

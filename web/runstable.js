@@ -8,7 +8,7 @@
 // capped at MAX_CONFIG_COLUMNS with a note.
 
 import { el } from "./dom.js";
-import { fmtDuration, fmtInt, fmtNum, fmtRate } from "./format.js";
+import { fmtDuration, fmtInt, fmtNum, fmtRate, inert } from "./format.js";
 import { runColor } from "./theme.js";
 import { canonical, valueText } from "./configs.js";
 
@@ -72,6 +72,8 @@ function configSortValue(v) {
 // Cells are written only where they change: a row refilled for another run keeps most classes,
 // and every attribute write costs style work on the next layout.
 function setCell(c, text, cls, title) {
+  text = inert(text); // names and config values come from the runs' files
+  title = inert(title);
   if (c.textContent !== text) c.textContent = text;
   if (c.className !== cls) c.className = cls;
   if (c.title !== title) c.title = title;
@@ -166,9 +168,9 @@ export class RunsTable {
       const h = el("button", `rt-cell rt-sort${id.startsWith("cfg:") ? " cfg" : ""}`);
       h.type = "button";
       h.dataset.col = id;
-      h.title = `${title}: click to sort`;
+      h.title = inert(`${title}: click to sort`);
       const mark = this.sort.col === id ? (this.sort.dir > 0 ? " \u25b2" : " \u25bc") : "";
-      h.textContent = label + mark;
+      h.textContent = inert(label) + mark;
       h.classList.toggle("on", this.sort.col === id);
       h.addEventListener("click", () => {
         this.setSort(id, this.sort.col === id ? -this.sort.dir : 1);

@@ -1,15 +1,17 @@
 // Client-side state of the runs: summaries, and for the runs on screen their series buffers,
-// zoomed detail and markers. It fetches over HTTP and applies streamed points by index, so a
-// point is never appended twice and a gap triggers a refetch (protocol: `i0`, `count`).
+// zoomed detail and markers. It fetches over HTTP (the runs loaded together share requests:
+// batch.js) and applies streamed points by index, so a point is never appended twice and a gap
+// triggers a refetch (protocol: `i0`, `count`).
 
-import { fetchDetail, fetchSeries, num } from "./api.js";
+import { num } from "./api.js";
+import { Batcher } from "./batch.js";
 import { SeriesBuf } from "./series.js";
 import { backoffDelay } from "./socket.js";
 
 export class RunData {
   constructor(id) {
     this.id = id;
-    this.detail = null;
+    this.loraSnapshots = null; // LoRA snapshots the run held when loaded; null before
     this.generation = null;
     this.xKind = null; // "step" | "time": what x the buffers hold
     this.base = new Map(); // series name -> SeriesBuf
@@ -23,7 +25,7 @@ export class RunData {
 
   // Forget what was loaded: after a failed load it cannot be trusted to be complete.
   clear() {
-    this.detail = null;
+    this.loraSnapshots = null;
     this.generation = null;
     this.xKind = null;
     this.base = new Map();
@@ -34,12 +36,16 @@ export class RunData {
 }
 
 export class Store {
-  constructor({ wanted, onData }) {
+  constructor({ wanted, onData, batcher = new Batcher() }) {
     this.wanted = wanted; // series names the charts show
+    this.names = [...wanted].sort(); // what is asked for (the daemon leaves out unknown names)
     this.onData = onData; // called with a run id after its data changed
+    this.batcher = batcher;
     this.summaries = new Map();
     this.data = new Map();
-    this.points = 2000;
+    this.points = 2000; // per series of a run loaded; the app lowers it when many are overlaid
+    this.listVersion = 0; // bumped when a run appears, goes or is renamed (the sidebar's cache)
+    this.retries = new Map(); // failure count -> Map(RunData -> x kind): runs waiting to retry
     this.zoomFetches = 0;
     this.dropped = 0; // streamed points skipped because we already had them
     this.loads = 0; // loads completed, over the page's life
@@ -51,6 +57,7 @@ export class Store {
       for (const id of [...this.summaries.keys()]) if (!ids.has(id)) this.remove(id);
     }
     for (const s of list) this.summaries.set(s.id, s);
+    this.listVersion += 1;
   }
 
   // A summary from the stream. A run held at another generation is reset upstream: its data is
@@ -59,12 +66,13 @@ export class Store {
     const old = this.summaries.get(s.id);
     const d = this.data.get(s.id);
     if (old && d && old.generation !== s.generation && d.xKind) this.load(s.id, d.xKind, { force: true });
+    if (!old || old.name !== s.name) this.listVersion += 1;
     this.summaries.set(s.id, s);
     return !old;
   }
 
   remove(id) {
-    this.summaries.delete(id);
+    if (this.summaries.delete(id)) this.listVersion += 1;
     this.data.delete(id);
   }
 
@@ -101,10 +109,10 @@ export class Store {
     return this.data.get(id)?.xKind ?? null;
   }
 
-  // The LoRA layer names of a loaded run, or null while its detail is not known.
-  loraLayers(id) {
-    const d = this.data.get(id);
-    return d && d.detail ? d.detail.lora_layers || [] : null;
+  // Whether a loaded run has LoRA snapshots, or null while that is not known.
+  hasLora(id) {
+    const n = this.data.get(id)?.loraSnapshots;
+    return n === null || n === undefined ? null : n > 0;
   }
 
   markers(id) {
@@ -122,6 +130,7 @@ export class Store {
       zoomFetches: this.zoomFetches,
       droppedPoints: this.dropped,
       loads: this.loads,
+      requests: this.batcher.requests,
       held: this.heldIds().sort(),
       pending: [...this.data.values()].filter((d) => d.loading).length,
     };
@@ -148,21 +157,18 @@ export class Store {
     d.loadingKind = xKind;
     const p = (async () => {
       try {
-        const detail = await fetchDetail(id);
-        const names = (detail.series || []).filter((n) => this.wanted.has(n));
-        const got = names.length
-          ? await fetchSeries(id, names, { x: xKind, points: this.points })
-          : { generation: detail.summary?.generation ?? null, series: {} };
+        const got = await this.batcher.ask(id, { names: this.names, x: xKind, points: this.points });
         if (d.loading !== p) return; // superseded by a newer load
-        d.detail = detail;
-        d.generation = got.generation ?? detail.summary?.generation ?? null;
+        if (!got) throw new Error("the daemon does not know this run (removed?)");
+        d.loraSnapshots = got.lora_snapshots;
+        d.generation = got.generation;
         d.xKind = xKind;
         d.base = new Map();
         for (const [name, s] of Object.entries(got.series)) {
           d.base.set(name, SeriesBuf.from(s.x, s.y, s.count));
         }
         d.decimated = Object.values(got.series).some((s) => s.decimated);
-        d.markers = (detail.markers || []).map((m) => ({
+        d.markers = got.markers.map((m) => ({
           kind: m.kind,
           step: num(m.step),
           t: num(m.t),
@@ -180,9 +186,7 @@ export class Store {
           // again: drop what is held (the run is not drawn meanwhile) and retry with backoff.
           d.clear();
           d.failures += 1;
-          setTimeout(() => {
-            if (this.data.get(id) === d && !d.loading && d.xKind === null) this.load(id, xKind);
-          }, backoffDelay(d.failures - 1));
+          this.retryLater(d, xKind);
         }
       } finally {
         if (d.loading === p) {
@@ -196,6 +200,24 @@ export class Store {
     })();
     d.loading = p;
     return p;
+  }
+
+  // Load a failed run again after the backoff of its failure count. The runs of one failed
+  // request fail together: one timer per count retries them together, in one request.
+  retryLater(d, xKind) {
+    const attempt = d.failures;
+    let group = this.retries.get(attempt);
+    if (!group) {
+      group = new Map();
+      this.retries.set(attempt, group);
+      setTimeout(() => {
+        this.retries.delete(attempt);
+        for (const [run, kind] of group) {
+          if (this.data.get(run.id) === run && !run.loading && run.xKind === null) this.load(run.id, kind);
+        }
+      }, backoffDelay(attempt - 1));
+    }
+    group.set(d, xKind);
   }
 
   // A `points` message: append by index; a gap or a new generation means refetch.
@@ -264,12 +286,13 @@ export class Store {
     const d = this.data.get(id);
     if (!d || !d.decimated || !d.xKind) return;
     const key = `${from}:${to}:${d.xKind}`;
-    const names = [...d.base.keys()];
-    if (names.length === 0 || d.zoomKey === key) return; // held, or being fetched
+    if (d.base.size === 0 || d.zoomKey === key) return; // held, or being fetched
     d.zoomKey = key;
     try {
-      const got = await fetchSeries(id, names, { x: d.xKind, from, to, points });
-      if (d.zoomKey !== key) return;
+      // the runs zoomed together share requests when their ranges are equal (not on a
+      // relative time axis, where each run has its own start)
+      const got = await this.batcher.ask(id, { names: this.names, x: d.xKind, from, to, points });
+      if (d.zoomKey !== key || !got) return;
       const bufs = new Map();
       for (const [name, s] of Object.entries(got.series)) bufs.set(name, SeriesBuf.from(s.x, s.y, s.count));
       d.zoom = { key, bufs };

@@ -1,7 +1,7 @@
 // What each chart shows, and the lines and markers it gets from the store: pure functions of
 // the app's state, kept apart from the wiring in app.js.
 
-import { fmtBytes, fmtLr, fmtNum, fmtRate } from "./format.js";
+import { fmtBytes, fmtLr, fmtNum, fmtRate, inert } from "./format.js";
 import { runColor } from "./theme.js";
 
 // What each chart shows; `series` entries are the server's series names.
@@ -44,8 +44,8 @@ export function chartInputs(cfg, variant, { ids, store, focused, xMode, xOffset 
       if (!buf) continue;
       series.push({
         key: `${id}\u0000${spec.name}`,
-        run: id, runLabel: s?.name || id, spec: spec.name, suffix: spec.suffix,
-        label: `${s?.name || id}${spec.suffix ? ` ${spec.suffix}` : ""}`,
+        run: id, runLabel: inert(s?.name || id), spec: spec.name, suffix: spec.suffix,
+        label: inert(`${s?.name || id}${spec.suffix ? ` ${spec.suffix}` : ""}`), // legend, tooltip
         color, buf, xOffset: off, dash: spec.dash, dots: spec.dots, focused: isFocused,
         width: isFocused ? 2.2 : 1.4,
       });

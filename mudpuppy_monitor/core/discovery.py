@@ -6,6 +6,12 @@ A directory that is a run is not searched further (an HF output dir's checkpoint
 Directory symlinks are never followed (no loops, no escape from the root); hidden directories are
 skipped. An unreadable directory is skipped (and reported to the caller, which tells the user
 once); the next pass tries again.
+
+A run's id is its path relative to the root, and the id is what every front end names it by
+(URLs, the stream, `ls`, exports). A directory whose relative path cannot be an id
+(`valid_run_id`: a line break, a backslash, a NUL, a name that is not UTF-8) is not a run: it is
+skipped and reported to the caller like an unreadable one, so no view lists a run that no route
+can serve.
 """
 
 from __future__ import annotations
@@ -17,6 +23,27 @@ from dataclasses import dataclass
 from mudpuppy_monitor.core.sources import Listing, classify
 
 MAX_DEPTH = 4
+MAX_ID_CHARS = 1024
+# characters no run id may hold: a path separator of another system, NUL, and line breaks
+# (which would split a log line, a header or a table row)
+_REFUSED_IN_ID = ("\\", "\x00", "\r", "\n")
+
+
+def valid_run_id(run_id: str) -> bool:
+    """A run id as discovery makes them: a relative path with `/` separators, UTF-8 text.
+
+    The HTTP routes apply the same rule at the edge, before any lookup: `..`, absolute paths,
+    backslashes, NUL, line breaks and empty parts are refused.
+    """
+    if not run_id or len(run_id) > MAX_ID_CHARS or run_id.startswith("/"):
+        return False
+    if any(c in run_id for c in _REFUSED_IN_ID):
+        return False
+    try:
+        run_id.encode("utf-8")  # a name that was not UTF-8 on disk holds lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return all(part not in ("", ".", "..") for part in run_id.split("/"))
 
 
 @dataclass(frozen=True)
@@ -53,10 +80,14 @@ def _scan_dir(path: str, unreadable: set[str] | None = None) -> Listing | None:
 
 
 def discover(
-    root: str, root_name: str | None = None, unreadable: set[str] | None = None
+    root: str,
+    root_name: str | None = None,
+    unreadable: set[str] | None = None,
+    refused: set[str] | None = None,
 ) -> dict[str, Found]:
-    """Every run under `root` (the root itself counts: its id is then its own name). Directories
-    that could not be listed are added to `unreadable`."""
+    """Every run under `root` (the root itself counts: its id is then its own name, or `run`
+    when that name cannot be an id). Directories that could not be listed are added to
+    `unreadable`, runs whose path cannot be an id to `refused`."""
     found: dict[str, Found] = {}
     stack: list[tuple[str, str, int]] = [(root, "", 0)]
     while stack:
@@ -67,6 +98,12 @@ def discover(
         source = classify(listing)
         if source is not None:
             run_id = rel or (root_name or os.path.basename(root.rstrip(os.sep)) or "run")
+            if not valid_run_id(run_id):
+                if rel:
+                    if refused is not None:
+                        refused.add(path)
+                    continue
+                run_id = "run"  # the root's own name is only a label
             try:
                 st = os.stat(path)
             except OSError:

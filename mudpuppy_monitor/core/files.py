@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-from typing import Any
+from typing import Any, NamedTuple
 
 from mudpuppy_monitor.core.coerce import loads_lenient
 
@@ -69,24 +69,40 @@ def describe(path: str, exc: BaseException) -> str:
     return f"{name}: {exc}"
 
 
+class JsonRead(NamedTuple):
+    value: Any  # the parsed JSON, or None
+    error: str | None
+    # the error may pass while the file stays the same (permission denied, an I/O error):
+    # worth trying again on the next pass; a parse error or a refused file is not
+    transient: bool = False
+
+
 def read_json_file(path: str, limit: int, root: str | None) -> tuple[Any, str | None]:
     """(parsed JSON or None, error text or None); never raises for a bad or missing file."""
+    got = read_json(path, limit, root)
+    return got.value, got.error
+
+
+def read_json(path: str, limit: int, root: str | None) -> JsonRead:
+    """As read_json_file, and whether the error is worth trying again without a change."""
     try:
         fd, _ = open_regular(path, root)
     except FileNotFoundError:
-        return None, None
-    except (OSError, Refused) as exc:
-        return None, describe(path, exc)
+        return JsonRead(None, None)
+    except Refused as exc:
+        return JsonRead(None, describe(path, exc))
+    except OSError as exc:
+        return JsonRead(None, describe(path, exc), transient=True)
     try:
         with os.fdopen(fd, "rb") as f:
             data = f.read(limit + 1)
     except OSError as exc:
-        return None, describe(path, exc)
+        return JsonRead(None, describe(path, exc), transient=True)
     if len(data) > limit:
-        return None, f"{os.path.basename(path)}: larger than {limit >> 20} MiB, not read"
+        return JsonRead(None, f"{os.path.basename(path)}: larger than {limit >> 20} MiB, not read")
     # Python's json.dump (so transformers' trainer_state.json) writes bare NaN/Infinity for a
     # NaN loss: loads_lenient reads those tokens too
     try:
-        return loads_lenient(data), None
+        return JsonRead(loads_lenient(data), None)
     except ValueError:
-        return None, f"{os.path.basename(path)}: not valid JSON (yet)"
+        return JsonRead(None, f"{os.path.basename(path)}: not valid JSON (yet)")

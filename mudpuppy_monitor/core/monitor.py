@@ -68,6 +68,7 @@ class Monitor:
         self._generations = itertools.count(1)
         self._statuses: dict[str, str] = {}
         self._unreadable: set[str] = set()  # directories already reported as unreadable
+        self._refused: set[str] = set()  # run directories already reported as unnameable
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
@@ -84,10 +85,19 @@ class Monitor:
     def _full_pass(self) -> Changes:
         real = os.path.realpath(self.root) if os.path.isdir(self.root) else None
         unreadable: set[str] = set()
-        found = discover(real, os.path.basename(self.root), unreadable) if real else {}
+        refused: set[str] = set()
+        found = discover(real, os.path.basename(self.root), unreadable, refused) if real else {}
         for path in sorted(unreadable - self._unreadable):
             log.warning("skipping %s: the directory is not readable by this user", path)
+        for path in sorted(refused - self._refused):
+            # repr: the path holds a line break or bytes that are not UTF-8
+            log.warning(
+                "skipping %r: a run's path may not hold a line break, a backslash or bytes"
+                " that are not UTF-8 (rename the directory)",
+                path,
+            )
         self._unreadable = unreadable
+        self._refused = refused
         removed = set(self._runs) - set(found)
         with self._lock:
             for run_id in removed:

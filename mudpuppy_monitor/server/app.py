@@ -18,7 +18,8 @@ from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry
-from starlette.concurrency import iterate_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from mudpuppy_monitor import __version__, jsonutil
@@ -27,7 +28,7 @@ from mudpuppy_monitor.core.protocols import LiveRuns
 from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.inert import inert
 from mudpuppy_monitor.notify import NotificationService
-from mudpuppy_monitor.server import compare, feed, metrics, notifications
+from mudpuppy_monitor.server import batch, compare, feed, metrics, notifications
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.params import (
     ApiError,
@@ -147,12 +148,22 @@ def error(status: int, message: str) -> JSON:
     return JSON({"error": message}, status_code=status)
 
 
+# what Starlette's own errors say (the static files, a route asked with the wrong method)
+HTTP_MESSAGES = {404: "not found", 405: "method not allowed"}
+
+
 async def api_error(request: Request, exc: Exception) -> JSON:
-    """The one error handler: a bad query parameter (400) or an ApiError a route raised."""
+    """The one error handler: a bad query parameter (400), an ApiError a route raised, or an
+    HTTP error of the framework (a static file that is not there, a wrong method): every error
+    body is `{"error": ...}`."""
     if isinstance(exc, RequestValidationError):
         return error(400, validation_message(exc))
     if isinstance(exc, ApiError):
         return error(exc.status, exc.message)
+    if isinstance(exc, HTTPException):
+        answer = error(exc.status_code, HTTP_MESSAGES.get(exc.status_code, str(exc.detail)))
+        answer.headers.update(exc.headers or {})  # Allow on a 405
+        return answer
     raise exc
 
 
@@ -172,6 +183,7 @@ Run = Annotated[str, Depends(known_run)]
 def add_routes(app: FastAPI, ctx: Context, web_dir: Path) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, api_error)
+    app.add_exception_handler(HTTPException, api_error)
     compare.add_routes(app, ctx.runs, web_dir, JSON)
 
     @app.get("/healthz")
@@ -233,6 +245,22 @@ def add_routes(app: FastAPI, ctx: Context, web_dir: Path) -> None:
             return error(404, "no such run")
         return JSON(_detail_json(detail))
 
+    @app.post("/api/series")
+    async def series_of_runs(request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # a cross-site page cannot send this type without a preflight, which is not granted
+            return error(415, "content-type must be application/json")
+        query = batch.parse_body(await _body(request, batch.MAX_BODY_BYTES))
+        # decimation and encoding off the event loop, as for the other data routes
+        body = await run_in_threadpool(lambda: jsonutil.dumps(batch.answer(ctx.runs(), query)))
+        return Response(body, media_type="application/json")
+
+    @app.get("/api/series")
+    async def series_of_runs_get() -> JSON:
+        return JSON(
+            {"error": "use POST with a JSON body"}, status_code=405, headers={"allow": "POST"}
+        )
+
     @app.get("/api/gpus")
     def gpus() -> JSON:
         assert ctx.gpus is not None
@@ -266,10 +294,25 @@ def content_disposition(run_id: str, fmt: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, read no further than one byte past `limit` (the caller refuses it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body larger than {limit >> 20} MiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
 def _detail_json(detail: dict[str, Any]) -> dict[str, Any]:
     out = dict(detail)  # the core's detail is plain data already (summary as a dict)
     # an unknown marker time is null on the wire, as everywhere (the core holds NaN)
-    out["markers"] = [{**m, "t": feed.known_time(m.get("t"))} for m in out.get("markers") or []]
+    out["markers"] = feed.markers_json(out.get("markers") or [])
     return out
 
 

@@ -206,6 +206,11 @@ def known_time(t: Any) -> float | None:
     return None
 
 
+def markers_json(markers: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Markers for the wire: an unknown time is null, as everywhere (the core holds NaN)."""
+    return [{**m, "t": known_time(m.get("t"))} for m in markers]
+
+
 def known_times(values: list[Any]) -> list[Any]:
     """A time column with unknown times (NaN in the core) as None: `null` on the wire, unlike a
     non-finite value, which stays a string."""

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from mudpuppy_monitor.core.discovery import valid_run_id as valid_run_id
 from mudpuppy_monitor.server.settings import Settings, is_wildcard
 
 Scope = dict[str, Any]
@@ -44,19 +45,6 @@ def cookie_name(port: int) -> str:
 
 def tokens_equal(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-def valid_run_id(run_id: str) -> bool:
-    """A run id as the core makes them: a relative path with `/` separators, nothing else.
-
-    The core only knows runs inside the root, so an unknown id is a 404 anyway; this refuses the
-    obvious attacks before any lookup: `..`, absolute paths, backslashes, NUL, empty parts.
-    """
-    if not run_id or len(run_id) > 1024 or run_id.startswith("/"):
-        return False
-    if any(c in run_id for c in ("\\", "\x00", "\r", "\n")):
-        return False
-    return all(part not in ("", ".", "..") for part in run_id.split("/"))
 
 
 def split_host(value: str) -> str:

@@ -18,7 +18,7 @@ from mudpuppy_callback import (
 )
 
 from mudpuppy_monitor.core.coerce import as_float, as_step
-from mudpuppy_monitor.core.files import read_json_file
+from mudpuppy_monitor.core.files import read_json
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources.base import Listing, Lock, SourceKind
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
@@ -71,7 +71,13 @@ class NativeSource:
         if key == self.meta_key:
             return False
         self.meta_key = key
-        meta, err = read_json_file(self.meta_path, MAX_META_BYTES, self.root)
+        meta, err, transient = read_json(self.meta_path, MAX_META_BYTES, self.root)
+        if transient:
+            # permissions can change without the file changing: open it again on the next
+            # pass (a failed open is cheap); the same error again is not news
+            self.meta_key = None
+            if run.errors.get(META_FILE) == err:
+                return False
         with lock:
             if err:
                 run.errors[META_FILE] = err
