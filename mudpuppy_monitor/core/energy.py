@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
@@ -279,12 +280,18 @@ class EnergyAccountant:
             rejected=self._rejected,
         )
 
-    def covered_until(self) -> float | None:
+    def covered_until(self, devices: Iterable[str] | None = None) -> float | None:
         """The latest time every device's energy is accounted up to (None without samples): an
-        interval ending later is not complete yet."""
-        if not self._tracks:
+        interval ending later is not complete yet. `devices` limits it to those (a device no
+        longer fed would hold it back for good)."""
+        tracks = (
+            list(self._tracks.values())
+            if devices is None
+            else [self._tracks[d] for d in devices if d in self._tracks]
+        )
+        if not tracks:
             return None
-        return min(tr.ts[-1] for tr in self._tracks.values())
+        return min(tr.ts[-1] for tr in tracks)
 
     def interval(self, t0: float, t1: float) -> EnergyInterval:
         """The energy over [t0, t1] of the devices whose accounted curve overlaps it."""

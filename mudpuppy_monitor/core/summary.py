@@ -42,6 +42,12 @@ class RunSummary:
     error: str | None = None
     nonfinite: int = 0
     generation: int = 0
+    # efficiency, filled by the layer that combines runs and GPU samples (mudpuppy_monitor.
+    # efficiency, through Monitor.annotator); null when unknown, and `efficiency_note` says why
+    mfu: float | None = None  # model FLOPs utilisation, a fraction of the devices' summed peak
+    joules_per_token: float | None = None  # over the recent window
+    energy_kwh: float | None = None  # GPU energy of the run since the daemon saw it on a GPU
+    efficiency_note: str | None = None  # why any of the three is null; None when all are known
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: non-finite floats become the run format's strings."""
