@@ -226,6 +226,7 @@ class EfficiencyTracker:
                 "energy": None,
                 "simulated": False,
                 "since_t": None,
+                "last_seen_t": None,
                 "intervals": 0,
                 "interval_s": self.interval_s,
                 "window_s": self.window_s,
@@ -238,6 +239,7 @@ class EfficiencyTracker:
                 out["energy"] = state.totals().to_dict()
                 out["simulated"] = state.simulated
                 out["since_t"] = state.since
+                out["last_seen_t"] = state.last_seen
                 out["intervals"] = state.intervals
             return out
 

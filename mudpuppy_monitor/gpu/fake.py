@@ -5,9 +5,10 @@ backends with the same seed and clock give identical samples. Values move like a
 (utilisation waves, memory that breathes, power and temperature that follow utilisation), and
 odd-numbered devices have no fan, as passive datacenter cards do, so None paths get exercised.
 
-The energy counter is the exact integral, from t = 0, of the noiseless power curve the power
-readings scatter around (`fake_energy_j`): differences of two readings are the energy of that
-stretch to float precision, as a real counter's are to its resolution.
+The energy counter is the exact integral, from the time the backend was opened (a simulated
+driver load), of the noiseless power curve the power readings scatter around (`fake_energy_j`):
+differences of two readings are the energy of that stretch to float precision, as a real
+counter's are to its resolution.
 """
 
 from __future__ import annotations
@@ -45,19 +46,24 @@ def fake_phase(seed: int, index: int) -> float:
     return random.Random(f"{seed}:{index}:phase").random()
 
 
-def fake_energy_j(seed: int, index: int, t: float) -> float:
-    """The energy counter of simulated device `index` at time `t`: joules since t = 0 under the
-    noiseless power curve P(s) = P0 + k * (U + A * sin(2 pi (s / T + phase))), i.e.
+def fake_energy_j(seed: int, index: int, t: float, since: float = 0.0) -> float:
+    """The energy of simulated device `index` from `since` to `t` in joules, under the noiseless
+    power curve P(s) = P0 + k * (U + A * sin(2 pi (s / T + phase))):
 
-        E(t) = (P0 + k U) t + k A T / (2 pi) * (cos(2 pi phase) - cos(2 pi (t / T + phase)))
+        E = (P0 + k U) (t - since) + k A T / (2 pi) * (cos(2 pi (since / T + phase))
+                                                      - cos(2 pi (t / T + phase)))
 
-    (P > 0 everywhere, so E grows with t). Tests compute expected energies from it by hand."""
+    (P > 0 everywhere, so E grows with t). A sample's counter is this from the time the backend
+    was opened (the simulated driver load). Tests compute expected energies from it by hand."""
     phase = fake_phase(seed, index)
     per_pct = _POWER_SPAN_W / 100.0
     mean_w = _POWER_IDLE_W + per_pct * _UTIL_MEAN
     swing = per_pct * _UTIL_SWING * _PERIOD_S / (2 * math.pi)
-    cos0 = math.cos(2 * math.pi * phase)
-    return mean_w * t + swing * (cos0 - math.cos(2 * math.pi * (t / _PERIOD_S + phase)))
+
+    def cos_at(x: float) -> float:
+        return math.cos(2 * math.pi * (x / _PERIOD_S + phase))
+
+    return mean_w * (t - since) + swing * (cos_at(since) - cos_at(t))
 
 
 class FakeBackend:
@@ -78,6 +84,7 @@ class FakeBackend:
         self._seed = seed
         self._clock = clock
         self._lock = threading.Lock()
+        self._opened_t = clock()  # the simulated driver load: the energy counters start here
         self._phase = [fake_phase(seed, i) for i in range(devices)]
         self._uuids = [fake_uuid(seed, i) for i in range(devices)]
         self._processes: dict[int, tuple[tuple[int, int | None], ...] | None] = {
@@ -140,7 +147,7 @@ class FakeBackend:
             sm_clock_mhz=float(1410 + round(570 * util / 100)) if util > 3 else 345.0,
             mem_clock_mhz=2619.0,
             fan_pct=float(round(30 + util * 0.5)) if i % 2 == 0 else None,
-            energy_j=fake_energy_j(self._seed, i, t),
+            energy_j=fake_energy_j(self._seed, i, t, self._opened_t),
             processes=tuple(GpuProcess(int(pid), used) for pid, used in procs),
             simulated=True,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import secrets
 import socket
@@ -56,6 +57,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--poll", action="store_true", help="poll files instead of inotify (NFS)")
     p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        metavar="X",
+        help="dense peak TFLOPS of one GPU for MFU, instead of the built-in table "
+        "(for devices it does not know)",
+    )
+    p.add_argument(
         "--allow-host",
         action="append",
         default=[],
@@ -72,6 +81,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--gpu-interval must be a positive number of seconds")
     if args.token is not None and not args.token.strip():
         raise UsageError("--token must not be empty")
+    if args.peak_tflops is not None and not (
+        math.isfinite(args.peak_tflops) and args.peak_tflops > 0
+    ):
+        raise UsageError(f"--peak-tflops must be a positive number, not {args.peak_tflops}")
     settings = Settings(
         root=Path(args.root).expanduser(),
         host=args.host,
@@ -82,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_interval_s=args.gpu_interval,
         poll=args.poll,
         allowed_hosts=tuple(args.allow_host),
+        peak_tflops=args.peak_tflops,
     )
     serve(settings)
     return 0
