@@ -71,8 +71,9 @@ def test_mfu_and_joules_per_token_equal_the_hand_computed_numbers(tmp_path) -> N
         detail = wait_for(
             server,
             path,
-            lambda d: d["summary"]["status"] == "completed"
-            and d["efficiency"]["last_seen_t"] is not None,
+            lambda d: (
+                d["summary"]["status"] == "completed" and d["efficiency"]["last_seen_t"] is not None
+            ),
         )
         time.sleep(0.6)  # a few more ticks: nothing may change once the run has ended
         detail = server.get_json(path)
@@ -154,7 +155,9 @@ def test_metrics_carry_the_efficiency_gauges_and_the_energy_counter(tmp_path) ->
         wait_for(server, "/api/runs/eff", lambda d: d["summary"]["status"] == "completed")
         summary = server.get_json("/api/runs/eff")["summary"]
         text = server.get("/metrics")[2].decode()
-    lines = {line.split(" ")[0]: line.split(" ")[1] for line in text.splitlines() if line[:1] != "#"}
+    lines = {
+        line.split(" ")[0]: line.split(" ")[1] for line in text.splitlines() if line[:1] != "#"
+    }
     assert float(lines['mudpuppy_run_mfu_ratio{run="eff"}']) == pytest.approx(summary["mfu"])
     assert float(lines['mudpuppy_run_joules_per_token{run="eff"}']) == pytest.approx(
         summary["joules_per_token"]
@@ -162,4 +165,4 @@ def test_metrics_carry_the_efficiency_gauges_and_the_energy_counter(tmp_path) ->
     assert float(lines['mudpuppy_run_energy_joules{run="eff"}']) == pytest.approx(
         summary["energy_kwh"] * 3.6e6
     )
-    assert any(k.startswith("mudpuppy_gpu_energy_joules_total{gpu=\"0\"") for k in lines)
+    assert any(k.startswith('mudpuppy_gpu_energy_joules_total{gpu="0"') for k in lines)

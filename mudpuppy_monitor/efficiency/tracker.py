@@ -108,7 +108,9 @@ class EfficiencyTracker:
                     )
                 state.observe(t, devs)
             reads = [(r, st.generation, st.token_key, st.cursor) for r, st in self._state.items()]
-        tokens = {run_id: self._read_tokens(run_id, key, cursor) for run_id, _, key, cursor in reads}
+        tokens = {
+            run_id: self._read_tokens(run_id, key, cursor) for run_id, _, key, cursor in reads
+        }
         emits: list[tuple[str, int, list[tuple[int, float, dict[str, float]]]]] = []
         changed: list[str] = []
         with self._lock:
@@ -272,9 +274,7 @@ class EfficiencyTracker:
             reasons.update(mfu=absent, joules_per_token=absent, energy_kwh=absent)
             return out
         assert state is not None
-        peaks = device_peaks(
-            self._devices(state, state.current), model.precision, self.peak_tflops
-        )
+        peaks = device_peaks(self._devices(state, state.current), model.precision, self.peak_tflops)
         out["_peaks"] = peaks
         mfu = compute_mfu(summary.tokens_per_s, model, peaks)
         out["mfu"] = mfu.value
