@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import secrets
 import socket
@@ -20,7 +19,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.errors import UsageError, optional_positive
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 from mudpuppy_monitor.server.settings import (
     DEFAULT_HOST,
@@ -56,14 +55,7 @@ def register(subparsers: Any) -> None:
         "--gpu-interval", type=float, default=1.0, metavar="S", help="GPU sample interval in s"
     )
     p.add_argument("--poll", action="store_true", help="poll files instead of inotify (NFS)")
-    p.add_argument(
-        "--peak-tflops",
-        type=float,
-        default=None,
-        metavar="X",
-        help="dense peak TFLOPS of one GPU for MFU, instead of the built-in table "
-        "(for devices it does not know)",
-    )
+    add_peak_argument(p)
     p.add_argument(
         "--allow-host",
         action="append",
@@ -74,6 +66,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def add_peak_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        metavar="X",
+        help="dense peak TFLOPS of one GPU, for MFU: replaces the built-in table "
+        "(devices it does not know, a MIG slice, a power-capped card)",
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
@@ -81,10 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--gpu-interval must be a positive number of seconds")
     if args.token is not None and not args.token.strip():
         raise UsageError("--token must not be empty")
-    if args.peak_tflops is not None and not (
-        math.isfinite(args.peak_tflops) and args.peak_tflops > 0
-    ):
-        raise UsageError(f"--peak-tflops must be a positive number, not {args.peak_tflops}")
+    optional_positive(args.peak_tflops, "--peak-tflops")
     settings = Settings(
         root=Path(args.root).expanduser(),
         host=args.host,

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
@@ -31,6 +31,10 @@ from mudpuppy_monitor.tui.render import (
     render_snapshot,
     sort_runs,
 )
+
+if TYPE_CHECKING:
+    from mudpuppy_monitor.core import Monitor
+    from mudpuppy_monitor.efficiency import EfficiencyTracker
 
 LOSS = "loss"
 # gpu.attribute: which runs (and how many other processes) are on each device
@@ -232,6 +236,7 @@ def main_tui(
     backend: GpuBackend | None = None,
     sleep: Callable[[float], None] = time.sleep,
     max_frames: int | None = None,
+    peak_tflops: float | None = None,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
     `sleep` and `max_frames` bound the live loop for tests."""
@@ -249,10 +254,13 @@ def main_tui(
 
         view.backend = backend
         view.attribute = attribute
+    tracker = _efficiency(monitor, backend, peak_tflops)
     if once:
         # one direct sample: no thread to start, and no empty line from a sampler not yet ticked
         if backend is not None:
-            view.sampler = OneSample(backend)
+            view.sampler = one = OneSample(backend)
+            monitor.refresh()
+            tracker.observe(one.latest())  # MFU from one sample; J/token needs two readings
         try:
             return run_once(view, console)
         finally:
@@ -264,6 +272,7 @@ def main_tui(
 
         sampler = GpuSampler(backend, interval_s=max(0.2, min(refresh_s, 1.0)))
         view.sampler = sampler
+        sampler.add_listener(tracker.observe)
         sampler.start()
     try:
         return run_live(
@@ -274,6 +283,21 @@ def main_tui(
             sampler.stop()  # the worker first: closing the library under a call can crash it
         if backend is not None:
             backend.close()
+
+
+def _efficiency(
+    monitor: Monitor, backend: GpuBackend | None, peak_tflops: float | None
+) -> EfficiencyTracker:
+    """MFU, J/token and kWh in the summaries the view reads (docs/efficiency.md)."""
+    from mudpuppy_monitor.efficiency import EfficiencyTracker
+
+    sampling = backend is not None and backend.kind != "none"
+    reason = "turned off with --gpu none" if backend is None else backend.reason
+    tracker = EfficiencyTracker(
+        monitor, sampling=sampling, sampling_reason=reason, peak_tflops=peak_tflops
+    )
+    monitor.annotator = tracker
+    return tracker
 
 
 class OneSample:

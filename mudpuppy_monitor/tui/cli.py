@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from mudpuppy_monitor.errors import UsageError, require_dir
+from mudpuppy_monitor.errors import UsageError, optional_positive, require_dir
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 
 
@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--once", action="store_true", help="print one snapshot and exit (no terminal needed)"
     )
     parser.add_argument("--filter", metavar="REGEX", help="show only runs whose name or id matches")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        metavar="X",
+        help="dense peak TFLOPS of one GPU, for MFU: replaces the built-in table",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,6 +51,14 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.refresh) or args.refresh <= 0:
         raise UsageError(f"--refresh must be a positive number of seconds, got {args.refresh}")
     pattern = compile_filter(args.filter)
+    peak = optional_positive(args.peak_tflops, "--peak-tflops")
     from mudpuppy_monitor.tui.app import main_tui
 
-    return main_tui(root, gpu=args.gpu, refresh_s=args.refresh, once=args.once, pattern=pattern)
+    return main_tui(
+        root,
+        gpu=args.gpu,
+        refresh_s=args.refresh,
+        once=args.once,
+        pattern=pattern,
+        peak_tflops=peak,
+    )
