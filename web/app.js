@@ -3,6 +3,7 @@
 
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
+import { EfficiencyView, JPT_SERIES, MFU_SERIES } from "./efficiency.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
@@ -63,6 +64,7 @@ class App {
         });
       }
     }
+    this.eff = new EfficiencyView(document.getElementById("stats"), this.charts.get("eff").el);
     this.connEl = document.getElementById("conn");
     this.socket = new Socket({
       url: wsUrl(),
@@ -339,6 +341,11 @@ class App {
       this.statBar.render(s, this.receivedAt.get(this.focused) || 0, s ? runColor(s.id) : "");
       renderBanner(this.banner, s);
     }
+    if (d.stat || d.charts) {
+      const s = this.store.summary(this.focused);
+      const points = s && [MFU_SERIES, JPT_SERIES].some((n) => this.store.buf(s.id, n)?.n);
+      this.eff.render(s, !!points, this.gpu.stats().simulated);
+    }
     if (d.gpu) this.gpu.render();
     if (d.lora) this.lora.draw();
     this.dirty = { charts: false, sidebar: false, stat: false, gpu: false, lora: false };
@@ -387,6 +394,7 @@ class App {
       charts,
       lora: this.lora.stats(),
       gpu: this.gpu.stats(),
+      efficiency: this.eff.stats(),
     };
   }
 }
