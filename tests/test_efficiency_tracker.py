@@ -251,3 +251,33 @@ def test_readings_that_stop_for_a_device_leave_the_interval_unmeasured(tmp_path)
     s = monitor.summary("a")
     assert s.joules_per_token is None
     assert "energy not measured for" in s.efficiency_note
+
+
+def test_the_tick_attribution_is_shared_with_the_gpu_payload(tmp_path) -> None:
+    from mudpuppy_monitor.gpu.base import backend_json
+    from mudpuppy_monitor.server.feed import GpuView, attribution_dict
+
+    monitor, tracker, clock = setup(tmp_path)
+    make_run(tmp_path)
+    monitor.refresh()
+    samples = [sample(100.0, energy=1.0, power=1.0), sample(100.0, "GPU-bbb", 1, energy=1.0)]
+    tracker.observe(samples)
+    assert tracker.attribution_of(samples) is not None
+    assert tracker.attribution_of(list(samples)) is None  # another list: another tick
+
+    class Feed:
+        def latest(self):
+            return samples
+
+    calls = []
+
+    def known(given):
+        calls.append(given)
+        return tracker.attribution_of(given)
+
+    view = GpuView(None, Feed(), known)  # type: ignore[arg-type]
+    payload = view.payload(monitor, samples)
+    assert calls == [samples]
+    assert payload["attribution"] == attribution_dict(samples, monitor.summaries())
+    assert payload["attribution"]["0"]["runs"] == ["a"]
+    assert {k: payload[k] for k in backend_json(None)} == backend_json(None)

@@ -135,7 +135,7 @@ class _Track:
     """One device: the cumulative curve and the samples not yet accounted for."""
 
     __slots__ = ("ts", "es", "kinds", "frontier", "waiting", "counter_j", "power_j", "resets",
-                 "gaps", "gap_s")  # fmt: skip
+                 "gaps", "gap_s", "counter_only")  # fmt: skip
 
     def __init__(self, first: _Sample) -> None:
         self.ts = array("d", [first[0]])
@@ -148,6 +148,7 @@ class _Track:
         self.resets = 0
         self.gaps = 0
         self.gap_s = 0.0
+        self.counter_only = True  # every segment so far came from the counter
 
     @property
     def last_t(self) -> float:
@@ -161,8 +162,10 @@ class _Track:
             self.counter_j += joules
         else:
             self.power_j += joules
+            self.counter_only = False
 
     def gap(self, t: float) -> None:
+        self.counter_only = False
         self.gaps += 1
         self.gap_s += t - self.ts[-1]
         self.ts.append(t)
@@ -304,6 +307,8 @@ class EnergyAccountant:
             devices += 1
             joules += tr.energy_at(t1) - tr.energy_at(t0)
             uncovered += max(0.0, ts[0] - t0) + max(0.0, t1 - ts[-1])
+            if tr.counter_only:
+                continue  # no power or gap segment to look for (the usual case: one per tick)
             i = max(1, bisect_right(ts, t0))
             while i < len(ts) and ts[i - 1] < t1:
                 overlap = min(ts[i], t1) - max(ts[i - 1], t0)

@@ -78,6 +78,7 @@ class RunEnergy:
         self.points: list[TokenPoint] = []  # token points since `since`, trimmed behind
         self.anchor: TokenPoint | None = None  # where the next interval starts
         self.recent: PerToken | None = None
+        self._recent_key: tuple[TokenPoint, TokenPoint, tuple[str, ...]] | None = None
         self.recent_reason: str | None = "waiting for two token counts while on a GPU"
         self.intervals = 0  # series points made
 
@@ -181,6 +182,9 @@ class RunEnergy:
         start = next(p for p in inside if p.t >= end.t - self.window_s)
         if start is end:
             start = inside[-2]  # counts further apart than the window: the last two
+        if self.recent is not None and self._recent_key == (start, end, self.current):
+            return  # the energy between two covered points does not change
+        self._recent_key = (start, end, self.current)
         result = self.accountant.joules_per_token(start.t, start.tokens, end.t, end.tokens)
         self.recent = result
         self.recent_reason = result.reason

@@ -14,7 +14,6 @@ calls the core, so the two locks are always taken in the order core -> tracker.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import socket
 import threading
@@ -26,6 +25,7 @@ from mudpuppy_monitor.core.protocols import DerivedRuns
 from mudpuppy_monitor.core.run import RATE_WINDOW_S, TOKEN_KEYS
 from mudpuppy_monitor.core.summary import RunSummary
 from mudpuppy_monitor.efficiency.figures import (
+    DevicePeak,
     RunModel,
     compute_mfu,
     device_peaks,
@@ -75,8 +75,13 @@ class EfficiencyTracker:
         self._attribute = attribute_fn
         self._lock = threading.Lock()
         self._state: dict[str, RunEnergy] = {}
+        self._last_attribution: tuple[list[GpuSample], Mapping[int, Any]] | None = None
         self._models: dict[str, tuple[Mapping[str, Any], RunModel]] = {}
         self._told: dict[str, tuple[Any, ...]] = {}  # what clients last heard, per run
+        # peaks of a set of devices at a precision: the table lookup tokenizes the names
+        self._peaks: dict[
+            tuple[tuple[tuple[str, int, str], ...], str | None], list[DevicePeak]
+        ] = {}
         self.ticks = 0
 
     # -- the sampler side ---------------------------------------------------------------
@@ -89,7 +94,9 @@ class EfficiencyTracker:
         gens = {s.id: s.generation for s in summaries}
         on: dict[str, list[GpuSample]] = {}
         by_index = {s.index: s for s in samples}
-        for index, att in self._attribute(samples, summaries, hostname=self.hostname).items():
+        attribution = self._attribute(samples, summaries, hostname=self.hostname)
+        self._last_attribution = (samples, attribution)
+        for index, att in attribution.items():
             for run_id in att.run_ids:
                 on.setdefault(run_id, []).append(by_index[index])
         t = max(s.t for s in samples)
@@ -145,6 +152,12 @@ class EfficiencyTracker:
         if changed:
             self.runs.notify_updated(changed)
 
+    def attribution_of(self, samples: list[GpuSample]) -> Mapping[int, Any] | None:
+        """The attribution this tracker made of exactly these samples (the same list a sampler
+        hands every listener), so another listener of the same tick need not make it again."""
+        last = self._last_attribution
+        return last[1] if last is not None and last[0] is samples else None
+
     def _read_tokens(
         self, run_id: str, key: str | None, cursor: int
     ) -> tuple[str, int, int, list[TokenPoint]] | None:
@@ -170,7 +183,7 @@ class EfficiencyTracker:
         def mfu_of(tokens_per_s: float, devices: Sequence[str]) -> float | None:
             if model is None:
                 return None
-            peaks = device_peaks(self._devices(state, devices), model.precision, self.peak_tflops)
+            peaks = self._device_peaks(state, devices, model.precision)
             return compute_mfu(tokens_per_s, model, peaks).value
 
         return mfu_of
@@ -180,9 +193,17 @@ class EfficiencyTracker:
         self._models.pop(run_id, None)
         self._told.pop(run_id, None)
 
-    @staticmethod
-    def _devices(state: RunEnergy, uuids: Sequence[str]) -> list[tuple[str, int, str]]:
-        return [(u, *state.names.get(u, (-1, "unknown device"))) for u in uuids]
+    def _device_peaks(
+        self, state: RunEnergy, uuids: Sequence[str], precision: str | None
+    ) -> list[DevicePeak]:
+        devices = tuple((u, *state.names.get(u, (-1, "unknown device"))) for u in uuids)
+        key = (devices, precision)
+        peaks = self._peaks.get(key)
+        if peaks is None:
+            if len(self._peaks) > 1024:  # device sets come and go with runs
+                self._peaks.clear()
+            peaks = self._peaks[key] = device_peaks(devices, precision, self.peak_tflops)
+        return peaks
 
     @staticmethod
     def _figures_key(state: RunEnergy) -> tuple[Any, ...]:
@@ -197,12 +218,11 @@ class EfficiencyTracker:
     def summary(self, summary: RunSummary, meta: Mapping[str, Any]) -> RunSummary:
         with self._lock:
             figures = self._figures(summary, meta)
-        return dataclasses.replace(
-            summary,
-            mfu=figures["mfu"],
-            joules_per_token=figures["joules_per_token"],
-            energy_kwh=figures["energy_kwh"],
-            efficiency_note=efficiency_note(figures["reasons"]),
+        return summary.with_efficiency(
+            figures["mfu"],
+            figures["joules_per_token"],
+            figures["energy_kwh"],
+            efficiency_note(figures["reasons"]),
         )
 
     def detail(self, summary: RunSummary, meta: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -274,7 +294,7 @@ class EfficiencyTracker:
             reasons.update(mfu=absent, joules_per_token=absent, energy_kwh=absent)
             return out
         assert state is not None
-        peaks = device_peaks(self._devices(state, state.current), model.precision, self.peak_tflops)
+        peaks = self._device_peaks(state, state.current, model.precision)
         out["_peaks"] = peaks
         mfu = compute_mfu(summary.tokens_per_s, model, peaks)
         out["mfu"] = mfu.value

@@ -125,7 +125,8 @@ async def start(ctx: Context) -> None:
     )
     if sampler is not None:
         sampler.add_listener(ctx.efficiency.observe)
-    ctx.gpus = feed.GpuView(backend, sampler)
+    # the hub's listener comes after the tracker's: it reuses the tick's attribution
+    ctx.gpus = feed.GpuView(backend, sampler, ctx.efficiency.attribution_of)
     ctx.hub = Hub(monitor, ctx.gpus, s)
     ctx.hub.start()  # listens to the sampler before it takes its first sample
     if sampler is not None:
