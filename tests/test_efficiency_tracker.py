@@ -281,3 +281,28 @@ def test_the_tick_attribution_is_shared_with_the_gpu_payload(tmp_path) -> None:
     assert payload["attribution"] == attribution_dict(samples, monitor.summaries())
     assert payload["attribution"]["0"]["runs"] == ["a"]
     assert {k: payload[k] for k in backend_json(None)} == backend_json(None)
+
+
+def test_a_long_run_holds_minutes_of_points_and_keeps_its_totals(tmp_path) -> None:
+    monitor, tracker, clock = setup(tmp_path)
+    run = make_run(tmp_path)
+    quiet = make_run(tmp_path, "quiet", gpus=("GPU-bbb",))  # on a GPU, no token counts
+    for k in range(1500):  # 25 minutes at 1 Hz, a token count every second
+        clock.t = t = 100.0 + k
+        run.metrics(k, t=t, tokens_seen=1000 * k)
+        quiet.metrics(k, t=t, loss=1.0)
+        monitor.refresh()
+        tracker.observe(
+            [
+                sample(t, energy=1e6 + 500 * k, power=500.0),
+                sample(t, "GPU-bbb", 1, energy=2e6 + 100 * k, power=100.0),
+            ]
+        )
+    for run_id, watts in (("a", 500), ("quiet", 100)):
+        state = tracker._state[run_id]
+        assert len(state.points) <= 2 * 60 + 2
+        track = state.accountant._tracks[f"GPU-{'aaa' if run_id == 'a' else 'bbb'}"]
+        assert len(track.ts) <= 2 * 60 + 3
+        assert monitor.summary(run_id).energy_kwh == pytest.approx(watts * 1499 / 3.6e6)
+    assert monitor.summary("a").joules_per_token == pytest.approx(0.5)
+    assert monitor.counts("a")[JPT_SERIES] == 149  # one per 10 s after the first count

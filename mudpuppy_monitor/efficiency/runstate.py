@@ -48,6 +48,8 @@ class IntervalPoint:
         return (self.end.tokens - self.start.tokens) / (self.end.t - self.start.t)
 
 
+MAX_POINTS = 100_000  # token counts held per run at most (normally minutes' worth)
+
 # a function giving the MFU of an interval: (tokens/s, device uuids) -> MFU or None
 MfuOf = Callable[[float, Sequence[str]], "float | None"]
 
@@ -139,7 +141,16 @@ class RunEnergy:
         """The intervals that became complete since the last call, each with its MFU."""
         covered = self.covered_until()
         out: list[tuple[IntervalPoint, float | None]] = []
-        if covered is None or not self.points:
+        if covered is None:
+            return out
+        if len(self.points) > MAX_POINTS:
+            # counts pile up past readings that do not come (the run left its GPUs but logs on):
+            # start over from the newest instead of holding them all
+            self.points = self.points[-1:]
+            self.anchor = None
+        if not self.points:
+            self._recent(covered)
+            self._trim(covered)
             return out
         if self.anchor is None:
             self.anchor = self.points[0]
@@ -163,7 +174,7 @@ class RunEnergy:
         self.anchor = anchor
         self.intervals += len(out)
         self._recent(covered)
-        self._trim()
+        self._trim(covered)
         return out
 
     def _recent(self, covered: float) -> None:
@@ -189,17 +200,16 @@ class RunEnergy:
         self.recent = result
         self.recent_reason = result.reason
 
-    def _trim(self) -> None:
-        """Forget token points and energy behind both the next interval's start and the recent
-        window; keep the spans that may still overlap them."""
-        if not self.points or self.anchor is None:
-            return
-        covered = self.covered_until() or self.points[-1].t
-        keep_from = min(self.anchor.t, covered - 2 * self.window_s)
+    def _trim(self, covered: float) -> None:
+        """Forget token points, energy and spans behind both the next interval's start and the
+        recent window (the totals stay), so a run watched for days holds minutes of them."""
+        keep_from = covered - 2 * self.window_s
+        if self.anchor is not None:
+            keep_from = min(keep_from, self.anchor.t)
         first = next((i for i, p in enumerate(self.points) if p.t >= keep_from), len(self.points))
         if first > 1:
             del self.points[: first - 1]
-        cut = self.points[0].t - 1.0
+        cut = min(keep_from, self.points[0].t if self.points else keep_from) - 1.0
         self.accountant.trim_before(cut)
         for spans in self.spans.values():
             while len(spans) > 1 and spans[0][1] < cut:

@@ -102,7 +102,7 @@ class EfficiencyTracker:
         t = max(s.t for s in samples)
         with self._lock:
             self.ticks += 1
-            for run_id in [r for r in self._state if r not in gens]:
+            for run_id in [r for r in {*self._state, *self._models} if r not in gens]:
                 self._forget(run_id)
             for run_id, devs in on.items():
                 state = self._state.get(run_id)
