@@ -1,6 +1,7 @@
 """GPU sampling costs that do not need a GPU: our own overhead per sample (fake backend, and the
-nvidia backend over the fake binding, i.e. everything but the driver), the sampler tick with
-history and a listener, attribution, and the memory of one hour of history.
+nvidia backend over the fake binding, i.e. everything but the driver, with and without the energy
+counter read), the sampler tick with history and a listener, attribution, the efficiency tracker's
+tick and what it adds to every summary, and the memory of one hour of history.
 
 The driver's own cost is not measured here (no GPU): NVML calls take ~20 ms per device with
 persistence mode off (docs/gpu.md, "The sampler"), which is the anchor our overhead is compared to.
@@ -35,6 +36,91 @@ def _median_us(fn: Any, n: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e6
+
+
+def _paired_us(a: Any, b: Any, n: int) -> tuple[float, float]:
+    """Medians of two functions timed alternately (like with like, under the same load)."""
+    ta, tb = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        a()
+        t1 = time.perf_counter()
+        b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return statistics.median(ta) * 1e6, statistics.median(tb) * 1e6
+
+
+def _efficiency_rows(n: int) -> list[dict[str, Any]]:
+    """The efficiency tracker over a real Monitor: 20 runs logging tokens, each on a device."""
+    import tempfile
+
+    from mudpuppy_monitor.core import Monitor
+    from mudpuppy_monitor.efficiency import EfficiencyTracker
+    from tests.serverutil import RunDir
+    from tests.test_efficiency_tracker import SHAPE
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = [1_000.0]
+        backend = FakeBackend(devices=DEVICES, seed=0, clock=lambda: clock[0])
+        runs = []
+        for k in range(20):
+            meta = {
+                "gpus": [backend.uuids[k % DEVICES]],
+                "model_shape": SHAPE,
+                "config": {"precision": "bf16"},
+            }
+            runs.append(RunDir(Path(tmp), f"run-{k}", meta=meta))
+        monitor = Monitor(tmp, clock=lambda: clock[0], parallel=False)
+        tracker = EfficiencyTracker(monitor, sampling=True, peak_tflops=100.0)
+
+        def tick() -> None:
+            clock[0] += 1.0
+            for k, run in enumerate(runs):
+                run.metrics(int(clock[0]), t=clock[0], tokens_seen=clock[0] * 1000 + k, loss=1.0)
+            monitor.refresh()
+            samples = backend.sample()
+            t0 = time.perf_counter()
+            tracker.observe(samples)
+            ticks.append(time.perf_counter() - t0)
+
+        ticks: list[float] = []
+        monitor.annotator = tracker
+        for _ in range(min(n, 300)):
+            tick()
+        us = statistics.median(ticks) * 1e6
+        rows.append(
+            _row(
+                f"efficiency tick, {DEVICES} devices x 20 runs with tokens",
+                us,
+                "us",
+                "< 1 % of a core at 1 Hz (10 ms)",
+                f"{us / 1e4:.3f} % of a core at 1 Hz (on the sampler thread)",
+            )
+        )
+
+        def plain() -> None:
+            monitor.annotator = None
+            monitor.summaries()
+
+        def annotated() -> None:
+            monitor.annotator = tracker
+            monitor.summaries()
+
+        with_us, without_us = _paired_us(annotated, plain, n)
+        rows.append(
+            _row(
+                "summaries() of 20 runs, with the efficiency figures vs without",
+                with_us,
+                "us",
+                "a small share of a summary",
+                f"{with_us:.0f} us vs {without_us:.0f} us: x{with_us / without_us:.2f}, "
+                f"{(with_us - without_us) / 20:.1f} us per summary",
+            )
+        )
+    return rows
 
 
 def _row(metric: str, value: float, unit: str, target: str, compare: str) -> dict[str, Any]:
@@ -82,6 +168,23 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             f"(persistence off): {100 * us / DEVICES / NVML_ANCHOR_US:.2f} %",
         )
     )
+
+    # the same binding without the energy call: asked once, then skipped (a pre-Volta card)
+    no_energy = make_fake_pynvml(devices)
+    del no_energy.nvmlDeviceGetTotalEnergyConsumption  # type: ignore[attr-defined]
+    without = NvidiaBackend(module=no_energy)
+    with_us, without_us = _paired_us(nvidia.sample, without.sample, n)
+    rows.append(
+        _row(
+            f"energy counter read, {DEVICES} devices (fake binding)",
+            with_us - without_us,
+            "us",
+            "small next to the driver",
+            f"{with_us:.0f} us with vs {without_us:.0f} us without: x{with_us / without_us:.3f}",
+        )
+    )
+
+    rows += _efficiency_rows(n)
 
     sampler = GpuSampler(FakeBackend(devices=DEVICES, seed=0), interval_s=1.0, history_s=3600)
     sampler.add_listener(lambda samples: None)

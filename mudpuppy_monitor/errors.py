@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 
@@ -15,3 +16,10 @@ def require_dir(path: str, what: str) -> None:
         raise UsageError(f"{what} not found: {path}")
     if not os.path.isdir(path):
         raise UsageError(f"{what} is not a directory: {path}")
+
+
+def optional_positive(value: float | None, flag: str) -> float | None:
+    """None, or a finite positive number; anything else is a UsageError naming `flag`."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} must be a positive number, not {value}")
+    return value

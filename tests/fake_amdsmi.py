@@ -10,6 +10,10 @@ Reproduced behaviour:
 - clock info: "cur_clk" in 6.x, "clk" in 7.x;
 - process list: 6.0/6.1 return process handles to pass to amdsmi_get_gpu_process_info; 6.2+
   and 7.x return dicts with pid, mem, memory_usage {gtt_mem, cpu_mem, vram_mem} (bytes).
+- energy: `amdsmi_get_energy_count` returns {counter key: counts, "counter_resolution": uJ per
+  count (float), "timestamp": ns}; the counter key is "power" in bindings before 6.2.1 and
+  "energy_accumulator" after (`energy_key`); NOT_SUPPORTED in a VM guest (`energy_count=None`).
+  The counter grows by `energy_step` counts after each read.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class FakeAmdDevice:
     fan_speed: int | None = None  # 0..fan_max; None: no fan (NOT_SUPPORTED)
     fan_max: int = 255
     busy: bool = False  # every metric call raises STATUS_BUSY (transient)
+    energy_count: Any = 123_456_789_012  # counts; None: NOT_SUPPORTED (a VM guest)
+    energy_resolution_uj: Any = 15.3  # microjoules per count
+    energy_step: int = 0  # counts added after each read
     # (pid, vram_mem bytes, mem bytes)
     processes: list[tuple[int, Any, Any]] = field(default_factory=list)
 
@@ -76,9 +83,11 @@ def make_fake_amdsmi(
     version: int = 7,
     process_list_shape: str | None = None,
     init_error: int | None = None,
+    energy_key: str = "energy_accumulator",
 ) -> types.ModuleType:
     """`version` picks the clock key (6: cur_clk, 7: clk); `process_list_shape` is "handles"
-    (6.0/6.1) or "dicts" (6.2+/7.x; the default for both versions)."""
+    (6.0/6.1) or "dicts" (6.2+/7.x; the default for both versions); `energy_key` names the
+    energy counter ("power" before amdsmi 6.2.1)."""
     devs = list(devices if devices is not None else [FakeAmdDevice()])
     shape = process_list_shape or "dicts"
     mod = types.ModuleType("amdsmi")
@@ -185,6 +194,19 @@ def make_fake_amdsmi(
     def amdsmi_get_power_cap_info(processor_handle):
         d = check("amdsmi_get_power_cap_info", processor_handle)
         return {"power_cap": d.power_cap_uw, "default_power_cap": d.power_cap_uw, "dpm_cap": 0}
+
+    def amdsmi_get_energy_count(processor_handle):
+        d = check("amdsmi_get_energy_count", processor_handle)
+        if d.energy_count is None:
+            raise AmdSmiLibraryException(STATUS_NOT_SUPPORTED)
+        count = d.energy_count
+        if isinstance(count, int):
+            d.energy_count = count + d.energy_step
+        return {
+            energy_key: count,
+            "counter_resolution": d.energy_resolution_uj,
+            "timestamp": 1_764_330_000_000_000_000 + mod.calls["amdsmi_get_energy_count"],
+        }
 
     def amdsmi_get_clock_info(processor_handle, clock_type):
         d = check("amdsmi_get_clock_info", processor_handle)

@@ -14,6 +14,9 @@ Reproduced behaviour of the real binding and driver:
   report 0 fans.
 - the unversioned process calls are v3 and turn FunctionNotFound into NVMLLibraryMismatchError
   (not an NVMLError) on old drivers; `_v2` still works there. `usedGpuMemory` may be None.
+- `nvmlDeviceGetTotalEnergyConsumption` returns an unsigned count of millijoules since the driver
+  loaded, and raises NotSupported (3) before Volta (`energy_mj=None`). The fake counter grows by
+  `energy_step_mj` after each read, so consecutive reads differ deterministically.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class FakeNvDevice:
     has_memory_v2: bool = True
     has_temperature_v: bool = True
     has_processes_v3: bool = True
+    energy_mj: int | None = 5_321_987_654  # None: no counter (pre-Volta: NotSupported)
+    energy_step_mj: int = 0  # added to the counter after each read
     lost: bool = False  # every call raises GpuIsLost (a transient error, retried)
     compute: list[tuple[int, int | None]] = field(default_factory=list)
     graphics: list[tuple[int, int | None]] = field(default_factory=list)
@@ -251,6 +256,14 @@ def make_fake_pynvml(
         if not d.power_supported:
             raise err("NOT_SUPPORTED")
         return d.power_limit_mw
+
+    def nvmlDeviceGetTotalEnergyConsumption(handle):
+        d = check("nvmlDeviceGetTotalEnergyConsumption", handle)
+        if d.energy_mj is None:
+            raise err("NOT_SUPPORTED")
+        value = d.energy_mj
+        d.energy_mj += d.energy_step_mj
+        return value
 
     def nvmlDeviceGetClockInfo(handle, type):  # noqa: A002 (the binding's name)
         d = check("nvmlDeviceGetClockInfo", handle)

@@ -178,3 +178,16 @@ def test_trim_keeps_totals_and_recent_intervals() -> None:
     assert acc.totals().joules == 1000.0
     assert acc.interval(95.0, 100.0).joules == 50.0 and acc.interval(95.0, 100.0).complete
     assert acc.interval(90.0, 92.5).joules == 25.0
+
+
+def test_covered_until_limited_to_the_devices_still_fed() -> None:
+    acc = EnergyAccountant()
+    for t in (0.0, 1.0, 2.0):
+        acc.add("gpu0", t, energy_j=100.0 * t)
+        acc.add("gpu1", t, energy_j=100.0 * t)
+    for t in (3.0, 4.0):  # gpu1 is no longer the run's
+        acc.add("gpu0", t, energy_j=100.0 * t)
+    assert acc.covered_until() == 2.0
+    assert acc.covered_until(["gpu0"]) == 4.0
+    assert acc.covered_until(["gpu1", "unknown"]) == 2.0
+    assert acc.covered_until(["unknown"]) is None

@@ -192,3 +192,48 @@ def test_value(raw, expected) -> None:
 )
 def test_byte_count(raw, unit, expected) -> None:
     assert byte_count(raw, unit) == expected
+
+
+@pytest.mark.parametrize("key", ["energy_accumulator", "power"])
+def test_energy_count_times_resolution_in_joules_for_either_binding_key(key: str) -> None:
+    dev = FakeAmdDevice(energy_count=2_000_000, energy_resolution_uj=15.25, energy_step=1_000)
+    backend, _ = backend_for(dev, energy_key=key)
+    assert backend.sample()[0].energy_j == pytest.approx(30.5)  # 2e6 counts x 15.25 uJ
+    assert backend.sample()[0].energy_j == pytest.approx(30.51525)  # 1000 counts later
+
+
+def test_energy_unsupported_in_a_vm_guest_is_asked_once() -> None:
+    backend, am = backend_for(FakeAmdDevice(energy_count=None))
+    for _ in range(3):
+        assert backend.sample()[0].energy_j is None
+    assert am.calls["amdsmi_get_energy_count"] == 1
+    assert "energy" in backend.reader.known_unsupported(0)
+
+
+@pytest.mark.parametrize(
+    ("count", "resolution"), [(NA, 15.3), (123, NA), (123, 0.0), ({"value": NA}, 15.3)]
+)
+def test_energy_na_or_without_resolution_is_unsupported(count, resolution) -> None:
+    backend, am = backend_for(FakeAmdDevice(energy_count=count, energy_resolution_uj=resolution))
+    assert backend.sample()[0].energy_j is None
+    assert backend.sample()[0].energy_j is None
+    assert am.calls["amdsmi_get_energy_count"] == 1
+
+
+def test_energy_zero_counter_is_no_reading_but_asked_again() -> None:
+    # the second GCD of an MI250X reports 0: its package's energy is on the first GCD
+    dev = FakeAmdDevice(energy_count=0)
+    backend, am = backend_for(dev)
+    assert backend.sample()[0].energy_j is None
+    dev.energy_count = 1_000
+    assert backend.sample()[0].energy_j == pytest.approx(1_000 * 15.3 / 1e6)
+    assert am.calls["amdsmi_get_energy_count"] == 2
+
+
+def test_binding_without_energy_count_is_unsupported() -> None:
+    am = make_fake_amdsmi()
+    del am.amdsmi_get_energy_count
+    backend = AmdBackend(module=am, clock=clock)
+    assert backend.sample()[0].energy_j is None
+    assert "energy" in backend.reader.known_unsupported(0)
+    assert backend.reader.errors == 0

@@ -22,9 +22,12 @@ ROW = (
     "81559 MiB, 64, 312.45 W, 700.00 W, 1980 MHz, 2619 MHz, 52 %"
 )
 APPS = "pid, used_memory [MiB], gpu_uuid\n4242, 10240 MiB, GPU-11111111-2222-3333-4444-555555555555"
+UUID = "GPU-11111111-2222-3333-4444-555555555555"
+# FakeNvDevice's counter: 5,321,987,654 mJ
+ENERGY = f"uuid, energy.consumption [mJ]\n{UUID}, 5321987654 mJ"
 
 
-def fake_run(csv: str):
+def fake_run(csv: str, energy: tuple[int, str] = (0, ENERGY)):
     calls: list[list[str]] = []
 
     def run(cmd):
@@ -33,9 +36,23 @@ def fake_run(csv: str):
             return 0, csv
         if cmd == check.NVIDIA_SMI_APPS:
             return 0, APPS
+        if cmd == check.NVIDIA_SMI_ENERGY:
+            return energy
         return 0, "amd-smi output line\n" * 100
 
     return run, calls
+
+
+def energy_check(capsys, energy: tuple[int, str], device: FakeNvDevice | None = None):
+    run, _ = fake_run(f"{HEADER}\n{ROW}", energy)
+    rc = check.main(
+        ["--no-process-check", "--sampler-seconds", "0.3"],
+        nvidia_module=make_fake_pynvml([device or FakeNvDevice()]),
+        amd_module=no_amd(),
+        run=run,
+        which=lambda n: n,
+    )
+    return rc, capsys.readouterr().out
 
 
 def no_amd():
@@ -62,8 +79,13 @@ def test_matching_nvidia_smi_passes(capsys) -> None:
     )
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert calls == [check.NVIDIA_SMI, check.NVIDIA_SMI_APPS]
+    assert calls == [check.NVIDIA_SMI, check.NVIDIA_SMI_APPS, check.NVIDIA_SMI_ENERGY]
     assert "OK: nvidia sampled and matched the vendor tool" in out
+    assert "energy counter (first sample): GPU 0 5321987.654 J" in out
+    assert (
+        "GPU 0 energy J      before=      5321987.65  after=      5321987.65"
+        "  smi=     5321987.654  within" in out
+    )
     assert "GPU 0 mem total MiB  ours=    81559.00  smi=     81559 MiB  diff +0.00" in out
     assert "GPU 0 power W        ours=      312.46  smi=      312.45 W  diff +0.01" in out
     assert "clean stop True" in out
@@ -166,10 +188,55 @@ def test_amd_with_amd_smi_output_trimmed(capsys) -> None:
     )
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert calls == [["amd-smi", "list"], ["amd-smi", "metric"]]
+    assert calls == [["amd-smi", "list"], ["amd-smi", "metric"], check.AMD_SMI_ENERGY]
+    # 123,456,789,012 counts x 15.3 uJ, printed before and after amd-smi's own energy output
+    assert out.count("ours: GPU 0 1888888.872 J") == 2
     assert "... (20 more lines)" in out
     assert "AMD Instinct MI300X" in out
     assert "OK: amd sampled" in out
+
+
+def test_an_energy_reading_between_ours_before_and_after_passes(capsys) -> None:
+    # the counter grows 2 J per read; the check has read it twice (the two timed samples)
+    # before it reads "before" (5321991.654) and "after" (5321993.654) around nvidia-smi,
+    # whose reading in between is in joules
+    device = FakeNvDevice(energy_step_mj=2_000)
+    smi = f"uuid, energy.consumption [J]\n{UUID}, 5321992.654 J"
+    rc, out = energy_check(capsys, (0, smi), device)
+    assert rc == 0, out
+    assert "before=      5321991.65  after=      5321993.65  smi=     5321992.654  within" in out
+    smi = f"uuid, energy.consumption [J]\n{UUID}, 5321999.654 J"  # past after + 2 J of slack
+    rc, out = energy_check(capsys, (0, smi), FakeNvDevice(energy_step_mj=2_000))
+    assert rc == 1 and "outside ours 5321991.654..5321993.654 J" in out
+
+
+def test_an_energy_reading_outside_ours_fails(capsys) -> None:
+    rc, out = energy_check(capsys, (0, ENERGY.replace("5321987654", "5321887654")))
+    assert rc == 1
+    assert "GPU 0 energy: nvidia-smi 5321887.654 J outside ours 5321987.654..5321987.654 J" in out
+
+
+def test_an_nvidia_smi_without_the_energy_field_is_reported_not_failed(capsys) -> None:
+    refused = (2, 'Field "energy.consumption" is not a valid field to query.')
+    rc, out = energy_check(capsys, refused)
+    assert rc == 0, out
+    assert "nvidia-smi gives no energy field here (exit 2): Field" in out
+
+
+def test_energy_not_supported_on_both_sides_passes_and_on_one_fails(capsys) -> None:
+    na = f"uuid, energy.consumption [mJ]\n{UUID}, [N/A]"
+    rc, out = energy_check(capsys, (0, na), FakeNvDevice(energy_mj=None))
+    assert rc == 0, out
+    assert "smi=None  both n/a" in out
+    rc, out = energy_check(capsys, (0, na))
+    assert rc == 1
+    assert "GPU 0 energy: ours 5321987.654 vs nvidia-smi None" in out
+
+
+def test_an_energy_unit_not_known_here_is_shown_not_compared(capsys) -> None:
+    rc, out = energy_check(capsys, (0, ENERGY.replace("[mJ]", "[erg]")))
+    assert rc == 0, out
+    assert "(unit not known here: not compared)" in out
 
 
 def test_parse_nvidia_smi_ignores_garbage() -> None:

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 
-from mudpuppy_monitor.gpu.fake import FAKE_MEM_TOTAL_BYTES, FakeBackend, fake_uuid
+from mudpuppy_monitor.gpu.fake import (
+    FAKE_MEM_TOTAL_BYTES,
+    FakeBackend,
+    fake_energy_j,
+    fake_phase,
+    fake_uuid,
+)
 from mudpuppy_monitor.gpu.records import GpuProcess
 
 
@@ -41,9 +48,39 @@ def test_pinned_values_for_seed_0() -> None:
         "sm_clock_mhz": 1706.0,
         "mem_clock_mhz": 2619.0,
         "fan_pct": 56.0,
+        "energy_j": 0.0,  # the counter starts when the backend opens
         "processes": [{"pid": 900000, "used_bytes": 46_970_961_920 - 512 * 1024 * 1024}],
         "simulated": True,
     }
+
+
+def test_energy_counter_is_the_integral_of_the_noiseless_power_curve() -> None:
+    # hand-written curve: 85 W idle + 5.8 W per % of a 62 +- 30 % wave of period 47 s
+    phase = fake_phase(4, 1)
+
+    def power(s: float) -> float:
+        return 85 + 5.8 * (62 + 30 * math.sin(2 * math.pi * (s / 47 + phase)))
+
+    a, b, n = 1_700_000_000.0, 1_700_000_030.0, 30_000
+    h = (b - a) / n
+    midpoint = sum(power(a + (k + 0.5) * h) for k in range(n)) * h
+    assert fake_energy_j(4, 1, b, since=a) == pytest.approx(midpoint, rel=1e-8)
+    assert fake_energy_j(4, 1, b) - fake_energy_j(4, 1, a) == pytest.approx(midpoint, rel=1e-6)
+    # the samples carry it; it only grows; over whole periods its rate is the power readings'
+    # mean (they scatter around the curve with noise)
+    clock = Clock(a)
+    backend = FakeBackend(devices=2, seed=4, clock=clock)
+    energies, powers = [], []
+    for step in range(3 * 47 + 1):
+        clock.t = a + step
+        s = backend.sample()[1]
+        assert s.energy_j == fake_energy_j(4, 1, clock.t, since=a)  # opened at a
+        energies.append(s.energy_j)
+        powers.append(s.power_w)
+    assert all(e1 > e0 for e0, e1 in zip(energies, energies[1:], strict=False))
+    mean_rate = (energies[-1] - energies[0]) / (3 * 47)
+    assert mean_rate == pytest.approx(85 + 5.8 * 62, rel=1e-9)
+    assert abs(sum(powers[:-1]) / len(powers[:-1]) - mean_rate) < 10.0
 
 
 def test_seeds_differ() -> None:

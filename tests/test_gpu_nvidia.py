@@ -215,3 +215,41 @@ def test_real_pynvml_without_driver_is_unavailable() -> None:
         pytest.skip("an NVIDIA driver is present on this host")
     with pytest.raises(BackendUnavailable, match="NVML library not found"):
         NvidiaBackend()
+
+
+def test_energy_counter_in_joules_and_not_asked_again_where_unsupported() -> None:
+    counting = FakeNvDevice(energy_mj=5_321_987_654, energy_step_mj=250_125)
+    pre_volta = FakeNvDevice(uuid="GPU-old", energy_mj=None)
+    backend, nv = backend_for(counting, pre_volta)
+    first, old = backend.sample()
+    assert first.energy_j == 5_321_987.654  # mJ / 1000
+    assert old.energy_j is None
+    second, old = backend.sample()
+    assert second.energy_j == pytest.approx(5_321_987.654 + 250.125, abs=1e-9)
+    assert old.energy_j is None
+    # NotSupported is remembered per device: the old card was asked once, the other every time
+    assert nv.calls["nvmlDeviceGetTotalEnergyConsumption"] == 3
+    assert backend.reader.known_unsupported(1) == ["energy"]
+    assert second.to_dict()["energy_j"] == second.energy_j
+
+
+def test_energy_not_available_sentinel_and_missing_binding_read_as_none() -> None:
+    # an old binding passes NVML_VALUE_NOT_AVAILABLE (2^64-1) through instead of raising
+    backend, _ = backend_for(FakeNvDevice(energy_mj=2**64 - 1))
+    assert backend.sample()[0].energy_j is None
+    nv = make_fake_pynvml()
+    del nv.nvmlDeviceGetTotalEnergyConsumption  # a binding that predates the call
+    backend = NvidiaBackend(module=nv, clock=clock)
+    assert backend.sample()[0].energy_j is None
+    assert backend.reader.known_unsupported(0) == ["energy"]
+    assert backend.reader.errors == 0
+
+
+def test_transient_energy_error_gives_none_once_and_is_retried() -> None:
+    dev = FakeNvDevice()
+    backend, nv = backend_for(dev)
+    dev.lost = True
+    assert backend.sample()[0].energy_j is None
+    dev.lost = False
+    assert backend.sample()[0].energy_j == 5_321_987.654
+    assert backend.reader.known_unsupported(0) == []

@@ -4,7 +4,9 @@ those inside functions and `if TYPE_CHECKING:` blocks):
 - no import cycle between modules, nor between areas (a subpackage, or a top-level module);
 - `core` and `gpu` import nothing from `server`, `tui`, `notify` or the commands (`cli`, `demo`);
 - `notify` imports nothing from `core`, `server`, `tui` or the commands: it reads runs through a
-  protocol of its own.
+  protocol of its own;
+- `efficiency` (where runs meet GPU samples) imports nothing from `server`, `tui`, `notify` or
+  the commands: both front ends use it.
 
 The checker is tried on a small package made up for the purpose, so it is shown to fail.
 """
@@ -21,6 +23,7 @@ FORBIDDEN = {
     "core": ("server", "tui", "notify", "cli", "demo"),
     "gpu": ("server", "tui", "notify", "cli", "demo"),
     "notify": ("core", "server", "tui", "cli", "demo"),
+    "efficiency": ("server", "tui", "notify", "cli", "demo"),
 }
 
 Graph = dict[str, set[str]]

@@ -65,6 +65,23 @@ def test_bad_arguments_are_exit_2(tmp_path):
     assert run_serve(str(tmp_path), "--gpu-interval", "0").returncode == 2
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "fast"])
+def test_a_peak_that_is_not_a_positive_number_is_one_line_and_exit_2(tmp_path, value):
+    done = run_serve(str(tmp_path), "--peak-tflops", value, "--gpu", "none")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 or "invalid float value" in done.stderr, done.stderr
+    assert "--peak-tflops" in done.stderr
+
+
+def test_a_given_peak_reaches_mfu(tmp_path):
+    run = RunDir(tmp_path, "a", meta={"gpus": [], "config": {"precision": "bf16"}})
+    run.metrics(1, loss=1.0)
+    with ServeProcess(tmp_path, "--gpu", "fake", "--peak-tflops", "312.5") as server:
+        eff = server.get_json("/api/runs/a")["efficiency"]
+    assert eff["peak_tflops_override"] == 312.5
+
+
 def test_prints_the_url_and_serves_until_interrupted(tmp_path):
     RunDir(tmp_path, "a").metrics(1, loss=1.0)
     server = ServeProcess(tmp_path, "--gpu", "fake")

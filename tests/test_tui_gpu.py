@@ -106,3 +106,36 @@ def test_a_missing_driver_is_a_header_note_not_an_error(tmp_path: Path):
     assert not [line for line in text.splitlines() if line.startswith("GPU0")]
     _, rows = table_cells(text)
     assert rows["live"]["step"] == "40/100"
+
+
+def test_once_shows_mfu_from_one_sample_and_hides_what_needs_two(tmp_path: Path):
+    from tests.serverutil import RunDir
+    from tests.test_efficiency_tracker import FLOPS_PER_TOKEN, SHAPE
+
+    root = tmp_path / "runs"
+    t0 = time.time() - 10
+    meta = {"gpus": [fake_uuid(0, 0)], "model_shape": SHAPE, "config": {"precision": "bf16"}}
+    run = RunDir(root, "eff", meta=meta)
+    run.metrics(1, t=t0, tokens_seen=0, loss=1.0)
+    run.metrics(2, t=t0 + 4, tokens_seen=40_000, loss=0.9)  # 10,000 tokens/s
+    plain = RunDir(root, "plain")  # no tokens: its columns stay empty
+    plain.metrics(1, loss=1.0)
+    console = _console(200)
+    backend = FakeBackend(devices=1)
+    assert main_tui(root, once=True, console=console, backend=backend, peak_tflops=50.0) == 0
+    headers, rows = table_cells(console.file.getvalue())  # type: ignore[attr-defined]
+    # 10,000 tokens/s x 17,982,912 FLOPs per token over one 50 TFLOPS device = 0.35966 %
+    mfu = 10_000 * FLOPS_PER_TOKEN / 50e12
+    assert rows["eff"]["MFU"] == f"{mfu * 100:.3g}%" == "0.36%"
+    assert rows["plain"]["MFU"] == "-"
+    # energy needs two readings of the counter: one sample has no J/token and no kWh yet
+    assert "J/tok" not in headers and "kWh" not in headers
+
+
+def test_without_any_efficiency_value_the_columns_are_left_out(tmp_path: Path):
+    root = tmp_path / "runs"
+    write_native_run(root, "live", time.time() - 3)
+    console = _console(200)
+    assert main_tui(root, once=True, console=console, backend=FakeBackend(devices=1)) == 0
+    headers, _ = table_cells(console.file.getvalue())  # type: ignore[attr-defined]
+    assert not {"MFU", "J/tok", "kWh"} & set(headers)

@@ -485,3 +485,35 @@ def test_colours_on_a_terminal():
     assert "\x1b[1;31m×\x1b[0m" in out  # the NaN point of the trend
     # only the program name is bold in the header, not the counts after it
     assert out.startswith("\x1b[1mmudpuppy-monitor  \x1b[0m3 runs: ")
+
+
+def test_efficiency_columns_format_mfu_as_percent_and_show_only_with_a_value():
+    from types import SimpleNamespace
+
+    from mudpuppy_monitor.tui.render import Snapshot, format_mfu, runs_table
+
+    assert format_mfu(0.4123) == "41.2%"
+    assert format_mfu(1.18e-4) == "0.0118%"
+    assert format_mfu(None) == format_mfu(float("nan")) == "-"
+    base = dict(status="running", step=5, max_steps=10, last_event_t=100.0)
+    runs = [
+        SimpleNamespace(
+            id="a", name="a", mfu=0.4123, joules_per_token=0.0123, energy_kwh=1.5, **base
+        ),
+        SimpleNamespace(id="b", name="b", mfu=None, joules_per_token=None, energy_kwh=None, **base),
+    ]
+    from io import StringIO
+
+    from rich.console import Console
+
+    def render(rs):
+        table, _ = runs_table(Snapshot(root="r", runs=rs, now=101.0), 200)
+        out = StringIO()
+        Console(file=out, width=200, color_system=None).print(table)
+        return out.getvalue()
+
+    headers, rows = table_cells(render(runs))
+    assert rows["a"]["MFU"] == "41.2%" and rows["a"]["J/tok"] == "0.0123"
+    assert rows["a"]["kWh"] == "1.5" and rows["b"]["MFU"] == "-"
+    headers, _ = table_cells(render(runs[1:]))
+    assert "MFU" not in headers

@@ -4,6 +4,7 @@
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
 import { Compare } from "./compare.js";
+import { EfficiencyView, JPT_SERIES, MFU_SERIES } from "./efficiency.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { DesktopAlerts } from "./notify.js";
@@ -78,6 +79,7 @@ class App {
         });
       }
     }
+    this.eff = new EfficiencyView(document.getElementById("stats"), this.charts.get("eff").el);
     this.connEl = document.getElementById("conn");
     this.socket = new Socket({
       url: wsUrl(),
@@ -395,6 +397,11 @@ class App {
       this.statBar.render(s, this.receivedAt.get(this.focused) || 0, s ? runColor(s.id) : "");
       renderBanner(this.banner, s);
     }
+    if (d.stat || d.charts) {
+      const s = this.store.summary(this.focused);
+      const points = s && [MFU_SERIES, JPT_SERIES].some((n) => this.store.buf(s.id, n)?.n);
+      this.eff.render(s, !!points, this.gpu.stats().simulated);
+    }
     if (d.gpu) this.gpu.render();
     if (d.lora) this.lora.draw();
     if (d.samples) this.samples.draw();
@@ -449,6 +456,7 @@ class App {
       gpu: this.gpu.stats(),
       notify: this.desktop.stats(),
       compare: this.compare.stats(),
+      efficiency: this.eff.stats(),
     };
   }
 }

@@ -1,6 +1,7 @@
 // What each chart shows, and the lines and markers it gets from the store: pure functions of
 // the app's state, kept apart from the wiring in app.js.
 
+import { JPT_SERIES, MFU_SERIES } from "./efficiency.js";
 import { fmtBytes, fmtLr, fmtNum, fmtRate, inert } from "./format.js";
 import { runColor } from "./theme.js";
 
@@ -23,6 +24,14 @@ export const CHARTS = [
   {
     id: "mem", title: "MEMORY", unit: "bytes \u00b7 allocated \u2014  peak \u2010 \u2010", fmt: fmtBytes,
     series: [{ name: "mem_allocated" }, { name: "mem_peak", dash: [2, 3], suffix: "peak" }],
+  },
+  {
+    // per interval of training on GPUs, computed by the daemon (docs/efficiency.md)
+    id: "eff", title: "EFFICIENCY", unit: "per interval \u00b7 MFU as a fraction of peak", fmt: fmtNum,
+    variants: [
+      { label: "MFU", series: [{ name: MFU_SERIES }] },
+      { label: "J/token", series: [{ name: JPT_SERIES }] },
+    ],
   },
 ];
 export const seriesOf = (c) => c.series || c.variants.flatMap((v) => v.series);

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,7 @@ class _Track:
     """One device: the cumulative curve and the samples not yet accounted for."""
 
     __slots__ = ("ts", "es", "kinds", "frontier", "waiting", "counter_j", "power_j", "resets",
-                 "gaps", "gap_s")  # fmt: skip
+                 "gaps", "gap_s", "counter_only")  # fmt: skip
 
     def __init__(self, first: _Sample) -> None:
         self.ts = array("d", [first[0]])
@@ -147,6 +148,7 @@ class _Track:
         self.resets = 0
         self.gaps = 0
         self.gap_s = 0.0
+        self.counter_only = True  # every segment so far came from the counter
 
     @property
     def last_t(self) -> float:
@@ -160,8 +162,10 @@ class _Track:
             self.counter_j += joules
         else:
             self.power_j += joules
+            self.counter_only = False
 
     def gap(self, t: float) -> None:
+        self.counter_only = False
         self.gaps += 1
         self.gap_s += t - self.ts[-1]
         self.ts.append(t)
@@ -279,12 +283,18 @@ class EnergyAccountant:
             rejected=self._rejected,
         )
 
-    def covered_until(self) -> float | None:
+    def covered_until(self, devices: Iterable[str] | None = None) -> float | None:
         """The latest time every device's energy is accounted up to (None without samples): an
-        interval ending later is not complete yet."""
-        if not self._tracks:
+        interval ending later is not complete yet. `devices` limits it to those (a device no
+        longer fed would hold it back for good)."""
+        tracks = (
+            list(self._tracks.values())
+            if devices is None
+            else [self._tracks[d] for d in devices if d in self._tracks]
+        )
+        if not tracks:
             return None
-        return min(tr.ts[-1] for tr in self._tracks.values())
+        return min(tr.ts[-1] for tr in tracks)
 
     def interval(self, t0: float, t1: float) -> EnergyInterval:
         """The energy over [t0, t1] of the devices whose accounted curve overlaps it."""
@@ -297,6 +307,8 @@ class EnergyAccountant:
             devices += 1
             joules += tr.energy_at(t1) - tr.energy_at(t0)
             uncovered += max(0.0, ts[0] - t0) + max(0.0, t1 - ts[-1])
+            if tr.counter_only:
+                continue  # no power or gap segment to look for (the usual case: one per tick)
             i = max(1, bisect_right(ts, t0))
             while i < len(ts) and ts[i - 1] < t1:
                 overlap = min(ts[i], t1) - max(ts[i - 1], t0)

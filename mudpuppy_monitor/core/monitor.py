@@ -16,9 +16,9 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mudpuppy_monitor.core import configdiff, prefetch, queries, watch
 from mudpuppy_monitor.core import status as st
@@ -29,6 +29,9 @@ from mudpuppy_monitor.core.queries import LoraRow, SeriesAnswer
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources import RunSource, open_source
 from mudpuppy_monitor.core.summary import RunSummary
+
+if TYPE_CHECKING:
+    from mudpuppy_monitor.core.protocols import SummaryAnnotator
 
 log = logging.getLogger(__name__)
 READ_ERROR = "reader"  # the key in RunState.errors of an unexpected reader exception
@@ -72,6 +75,8 @@ class Monitor:
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
+        # what a layer above adds to every summary (efficiency); called under the lock
+        self.annotator: SummaryAnnotator | None = None
 
     # -- reading ------------------------------------------------------------------------
 
@@ -292,23 +297,24 @@ class Monitor:
         entry = self._runs.get(run_id)
         return entry.state if entry is not None else None
 
+    def _summary(self, run: RunState, now: float) -> RunSummary:
+        summary = queries.make_summary(run, now, self.pid_alive, self.host, self.stall_after_s)
+        if self.annotator is not None:
+            summary = self.annotator.summary(summary, run.meta)
+        return summary
+
     def summary(self, run_id: str) -> RunSummary | None:
         run = self._state(run_id)
         if run is None:
             return None
         with self._lock:
-            return queries.make_summary(
-                run, self.clock(), self.pid_alive, self.host, self.stall_after_s
-            )
+            return self._summary(run, self.clock())
 
     def summaries(self) -> list[RunSummary]:
         """Every run, the most recently active first."""
         now = self.clock()
         with self._lock:
-            out = [
-                queries.make_summary(e.state, now, self.pid_alive, self.host, self.stall_after_s)
-                for e in list(self._runs.values())
-            ]
+            out = [self._summary(e.state, now) for e in list(self._runs.values())]
         out.sort(key=lambda s: (-(s.last_event_t or 0.0), s.id))
         return out
 
@@ -317,10 +323,37 @@ class Monitor:
         if run is None:
             return None
         with self._lock:
-            summary = queries.make_summary(
-                run, self.clock(), self.pid_alive, self.host, self.stall_after_s
-            )
-            return queries.detail(run, summary)
+            summary = self._summary(run, self.clock())
+            out = queries.detail(run, summary)
+            if self.annotator is not None:
+                out["efficiency"] = self.annotator.detail(summary, run.meta)
+            return out
+
+    # -- data derived outside the run's files ---------------------------------------------
+
+    def add_derived(
+        self, run_id: str, generation: int, points: Sequence[tuple[int, float, dict[str, float]]]
+    ) -> bool:
+        """Append points a layer above computed for a run (per-interval efficiency) as series of
+        the run: (step, t, {name: value}), in time order. They are queried, streamed and exported
+        like the run's own series, live in memory only and go with the run's generation: points
+        for another generation than the run's are dropped (False). Subscribers hear of it."""
+        run = self._state(run_id)
+        if run is None:
+            return False
+        with self._lock:
+            if run.generation != generation:
+                return False
+            added = run.apply_derived(list(points))
+        if added:
+            self._publish(Changes(updated=frozenset({run_id})))
+        return True
+
+    def notify_updated(self, run_ids: Iterable[str]) -> None:
+        """Tell subscribers that what a layer above adds to these runs' summaries changed (new
+        efficiency figures), so they read the summaries again. Unknown ids are ignored."""
+        known = frozenset(r for r in run_ids if r in self._runs)
+        self._publish(Changes(updated=known))
 
     def counts(self, run_id: str) -> dict[str, int]:
         """Points held per series: the cursor of a client that has everything."""

@@ -4,7 +4,10 @@ test (or another store of runs) can stand in with only those methods.
 
 - `RunQueries`: the read side, safe to call from any thread (each call takes the core's lock);
 - `LiveRuns`: plus the stream of changes (the web server);
-- `RefreshableRuns`: plus a synchronous read pass (the terminal view, one-shot commands).
+- `RefreshableRuns`: plus a synchronous read pass (the terminal view, one-shot commands);
+- `DerivedRuns`: plus series and summary figures computed outside the run's files by a layer
+  that combines runs with other data (efficiency, from GPU samples);
+- `SummaryAnnotator`: that layer's side: what it adds to each summary and detail.
 
 A new kind of data a run holds (a log tail, generated samples) is a new query here, answered
 under the core's lock like the others.
@@ -12,14 +15,23 @@ under the core's lock like the others.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from mudpuppy_monitor.core.changes import Changes
 from mudpuppy_monitor.core.queries import LoraRow, SeriesAnswer
 from mudpuppy_monitor.core.summary import RunSummary
 
-__all__ = ["Changes", "LiveRuns", "LoraRow", "RefreshableRuns", "RunQueries", "SeriesAnswer"]
+__all__ = [
+    "Changes",
+    "DerivedRuns",
+    "LiveRuns",
+    "LoraRow",
+    "RefreshableRuns",
+    "RunQueries",
+    "SeriesAnswer",
+    "SummaryAnnotator",
+]
 
 
 class RunQueries(Protocol):
@@ -100,4 +112,28 @@ class LiveRuns(RunQueries, Protocol):
 class RefreshableRuns(RunQueries, Protocol):
     def refresh(self) -> set[str]:
         """Read what is new now; the ids of the runs added, updated or removed."""
+        ...
+
+
+class DerivedRuns(RunQueries, Protocol):
+    def add_derived(
+        self, run_id: str, generation: int, points: Sequence[tuple[int, float, dict[str, float]]]
+    ) -> bool:
+        """Append (step, t, {series: value}) points computed for the run, in time order."""
+        ...
+
+    def notify_updated(self, run_ids: Iterable[str]) -> None:
+        """Subscribers read these runs' summaries again (their added figures changed)."""
+        ...
+
+
+class SummaryAnnotator(Protocol):
+    """What a layer above the core adds to a run's summary and detail (the efficiency figures).
+    Called under the core's lock for every summary built, from any thread: it must be quick and
+    must never call back into the Monitor."""
+
+    def summary(self, summary: RunSummary, meta: Mapping[str, Any]) -> RunSummary: ...
+
+    def detail(self, summary: RunSummary, meta: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The detail's `efficiency` object (values, reasons, how they were computed)."""
         ...

@@ -38,6 +38,9 @@ class RunState:
         self.train = Table()
         self.eval = Table()
         self.progress = Table()  # step and time only: keeps step/ETA moving between logs
+        # series computed outside the run's files (per-interval efficiency, from GPU samples):
+        # in memory only, appended by Monitor.add_derived, void with the generation
+        self.derived = Table()
         self.lora = LoraStore()
         self.samples = SampleStore()
         self.markers: list[dict[str, Any]] = []
@@ -264,12 +267,42 @@ class RunState:
             return self.train
         if name in self.eval.columns:
             return self.eval
+        if name in self.derived.columns:
+            return self.derived
         return None
 
     def series_names(self) -> list[str]:
-        return list(self.train.columns) + [
-            n for n in self.eval.columns if n not in self.train.columns
-        ]
+        names = list(self.train.columns)
+        names += [n for n in self.eval.columns if n not in self.train.columns]
+        if self.derived.columns:  # a name the run logs itself wins (table_of's order)
+            held = set(names)
+            names += [n for n in self.derived.columns if n not in held]
+        return names
+
+    def apply_derived(self, points: list[tuple[int, float, dict[str, float]]]) -> int:
+        """Append derived points, (step, t, {name: value}) in time order after those held;
+        returns how many rows were appended. Out-of-order or non-finite times are refused."""
+        table = self.derived
+        last_t = float(table.t[table.n - 1]) if table.n else -math.inf
+        kept = []
+        for step, t, values in points:
+            if math.isfinite(t) and t > last_t and values:
+                kept.append((step, t, values))
+                last_t = t
+        if not kept:
+            return 0
+        cols: dict[str, tuple[list[int], list[float]]] = {}
+        for i, (_, _, values) in enumerate(kept):
+            for name, v in values.items():
+                rows, vals = cols.setdefault(name, ([], []))
+                rows.append(i)
+                vals.append(float(v))
+        table.append(
+            np.array([p[0] for p in kept], dtype=np.int64),
+            np.array([p[1] for p in kept], dtype=np.float64),
+            {n: (np.array(r, dtype=np.int32), np.array(v)) for n, (r, v) in cols.items()},
+        )
+        return len(kept)
 
     def typical_gap(self) -> float | None:
         """Median gap between recent events, cached until more events arrive."""

@@ -42,6 +42,31 @@ class RunSummary:
     error: str | None = None
     nonfinite: int = 0
     generation: int = 0
+    # efficiency, filled by the layer that combines runs and GPU samples (mudpuppy_monitor.
+    # efficiency, through Monitor.annotator); null when unknown, and `efficiency_note` says why
+    mfu: float | None = None  # model FLOPs utilisation, a fraction of the devices' summed peak
+    joules_per_token: float | None = None  # over the recent window
+    energy_kwh: float | None = None  # GPU energy of the run since the daemon saw it on a GPU
+    efficiency_note: str | None = None  # why any of the three is null; None when all are known
+
+    def with_efficiency(
+        self,
+        mfu: float | None,
+        joules_per_token: float | None,
+        energy_kwh: float | None,
+        efficiency_note: str | None,
+    ) -> RunSummary:
+        """A copy with the efficiency fields set: `dataclasses.replace` without running
+        `__init__` field by field again (a summary is made for every run on every query)."""
+        out = object.__new__(RunSummary)
+        out.__dict__.update(self.__dict__)
+        out.__dict__.update(
+            mfu=mfu,
+            joules_per_token=joules_per_token,
+            energy_kwh=energy_kwh,
+            efficiency_note=efficiency_note,
+        )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: non-finite floats become the run format's strings."""

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from mudpuppy_monitor.gpu.base import BackendUnavailable, FieldReader, Unsupported, VendorBackend
+from mudpuppy_monitor.gpu.energy import amd_energy_j
 from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
 
 log = logging.getLogger("mudpuppy_monitor.gpu")
@@ -191,6 +192,7 @@ class AmdBackend(VendorBackend):
         gfx = read(i, [("gfx_clock", lambda: self._clock_mhz(h, "GFX"))])
         mem = read(i, [("mem_clock", lambda: self._clock_mhz(h, "MEM"))])
         fan = read(i, [("fan", lambda: self._fan_pct(i, h))])
+        energy = read(i, [("energy", lambda: self._energy_j(h))])
         return GpuSample(
             index=i,
             name=d.name,
@@ -210,6 +212,7 @@ class AmdBackend(VendorBackend):
             sm_clock_mhz=gfx,
             mem_clock_mhz=mem,
             fan_pct=fan,
+            energy_j=energy,
             processes=self._processes(i, h),
         )
 
@@ -239,6 +242,20 @@ class AmdBackend(VendorBackend):
             self._fan_max[i] = top
         speed = value(am.amdsmi_get_gpu_fan_speed(h, 0))  # 0..max (usually 255), not %
         return None if speed is None else round(speed * 100.0 / top, 1)
+
+    def _energy_j(self, h: Any) -> float | None:
+        """The energy counter in joules, read with either binding's key (`energy_accumulator`,
+        or `power` before amdsmi 6.2.1). A function missing from an old binding, or a result
+        without a counter ("N/A", no resolution), is unsupported: asked once. A counter at
+        exactly 0 is no reading: the second GCD of an MI250/MI250X reports 0 (its package's
+        energy is on the first), and a live device's counter is never 0."""
+        fn = getattr(self._am, "amdsmi_get_energy_count", None)
+        if fn is None:
+            raise Unsupported("amdsmi_get_energy_count")
+        joules = amd_energy_j(fn(h))
+        if joules is None:
+            raise Unsupported("energy count N/A")
+        return joules if joules > 0 else None
 
     def _processes(self, i: int, h: Any) -> tuple[GpuProcess, ...]:
         am = self._am

@@ -35,7 +35,12 @@ SMI_FIELDS = (
 )
 NVIDIA_SMI = ["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv"]
 NVIDIA_SMI_APPS = ["nvidia-smi", "--query-compute-apps=pid,used_memory,gpu_uuid", "--format=csv"]
+# asked on its own: a driver whose nvidia-smi lacks the field refuses the whole query
+NVIDIA_SMI_ENERGY = ["nvidia-smi", "--query-gpu=uuid,energy.consumption", "--format=csv"]
 AMD_SMI = (["amd-smi", "list"], ["amd-smi", "metric"])
+AMD_SMI_ENERGY = ["amd-smi", "metric", "--energy"]
+# joules per unit nvidia-smi may print the energy field in
+ENERGY_UNITS = {"mj": 1e-3, "j": 1.0, "kj": 1e3, "mwh": 3.6, "wh": 3600.0, "kwh": 3.6e6}
 COMMAND_TIMEOUT_S = 15.0
 
 # the child for the attribution check: allocate 256 MiB on GPU 0, say so, wait for stdin
@@ -131,8 +136,77 @@ def compare_nvidia(samples: Sequence[GpuSample], csv_text: str) -> tuple[list[st
     return lines, failures
 
 
+def parse_energy_csv(csv_text: str) -> tuple[dict[str, float | None], float | None]:
+    """({uuid: energy in nvidia-smi's unit or None for "[N/A]"}, joules per that unit) from
+    `nvidia-smi --query-gpu=uuid,energy.consumption --format=csv`; the unit is read from the
+    header ("energy.consumption [mJ]"), None when it says none this code knows."""
+    lines = csv_text.strip().splitlines()
+    if not lines:
+        return {}, None
+    header = lines[0].split(",")[-1]
+    unit = header[header.find("[") + 1 : header.find("]")].strip().lower() if "[" in header else ""
+    rows: dict[str, float | None] = {}
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) == 2:
+            rows[cells[0]] = _smi_number(cells[1])
+    return rows, ENERGY_UNITS.get(unit)
+
+
+def compare_energy(
+    before: Sequence[GpuSample], after: Sequence[GpuSample], rc: int, csv_text: str
+) -> tuple[list[str], list[str]]:
+    """Our counter read just before and just after nvidia-smi's must bracket its reading (the
+    counter only grows). (report lines, failures); a tool without the field is reported, not
+    failed."""
+    head = csv_text.strip().splitlines()[:1]
+    if rc != 0 or not head or "energy" not in head[0].lower():
+        return [
+            f"  nvidia-smi gives no energy field here (exit {rc}): {csv_text.strip()[:200]}"
+        ], []
+    rows, joules_per_unit = parse_energy_csv(csv_text)
+    lines: list[str] = []
+    failures: list[str] = []
+    later = {s.uuid: s for s in after}
+    for s in before:
+        theirs = rows.get(s.uuid, "missing")
+        a = s.energy_j
+        b = later[s.uuid].energy_j if s.uuid in later else None
+        label = f"  GPU {s.index} energy J      before={_fmt(a):>16}  after={_fmt(b):>16}"
+        if theirs == "missing":
+            failures.append(f"GPU {s.index}: uuid {s.uuid} not in nvidia-smi's energy output")
+            continue
+        if theirs is None or a is None or b is None:
+            status = "both n/a" if theirs is None and a is None else "MISMATCH (presence)"
+            if status != "both n/a":
+                failures.append(f"GPU {s.index} energy: ours {a} vs nvidia-smi {theirs}")
+            lines.append(f"{label}  smi={theirs}  {status}")
+            continue
+        assert isinstance(theirs, float)
+        if joules_per_unit is None:
+            lines.append(f"{label}  smi={theirs} (unit not known here: not compared)")
+            continue
+        smi_j = theirs * joules_per_unit
+        # one unit of slack for nvidia-smi's rounding, 1 J for ours
+        slack = joules_per_unit + 1.0
+        ok = a - slack <= smi_j <= b + slack
+        lines.append(f"{label}  smi={smi_j:16.3f}  {'within' if ok else 'OUTSIDE'}")
+        if not ok:
+            failures.append(
+                f"GPU {s.index} energy: nvidia-smi {smi_j:.3f} J outside ours {a:.3f}..{b:.3f} J"
+            )
+    return lines, failures
+
+
 def _fmt(value: float | None) -> str:
     return "None" if value is None else f"{value:.2f}"
+
+
+def energy_lines(samples: Sequence[GpuSample], title: str = "ours") -> str:
+    counters = ", ".join(
+        f"GPU {s.index} {'n/a' if s.energy_j is None else f'{s.energy_j:.3f} J'}" for s in samples
+    )
+    return f"{title}: {counters}"
 
 
 def _section(title: str) -> None:
@@ -180,6 +254,14 @@ def check_backend(
                 lines, bad = compare_nvidia(samples, out)
                 print("\n".join(lines))
                 failures += bad
+            _section("energy counter: ours read before and after " + " ".join(NVIDIA_SMI_ENERGY))
+            before = backend.sample()
+            rc, out = run(NVIDIA_SMI_ENERGY)
+            after = backend.sample()
+            print(out)
+            lines, bad = compare_energy(before, after, rc, out)
+            print("\n".join(lines))
+            failures += bad
         else:
             print("(nvidia-smi not found: no side-by-side comparison)")
     elif backend.kind == "amd":
@@ -189,8 +271,14 @@ def check_backend(
                 text = run(cmd)[1].splitlines()
                 more = f"\n... ({len(text) - 80} more lines)" if len(text) > 80 else ""
                 print("\n".join(text[:80]) + more)
+            # amd-smi's energy output is not parsed (unverified here): shown beside ours
+            _section("energy counter: ours, then " + " ".join(AMD_SMI_ENERGY))
+            print(energy_lines(backend.sample()))
+            print(run(AMD_SMI_ENERGY)[1])
+            print(energy_lines(backend.sample()))
         else:
             print("(amd-smi not found: no side-by-side output)")
+    print(energy_lines(samples, "energy counter (first sample)"))
 
     _section(f"{backend.kind}: sampler thread, 4 ticks in {sampler_s:g} s, then stop")
     sampler = GpuSampler(backend, interval_s=sampler_s / 4, history_s=10)

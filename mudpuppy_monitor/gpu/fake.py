@@ -4,6 +4,11 @@ Deterministic: every value is a pure function of (seed, device index, sample tim
 backends with the same seed and clock give identical samples. Values move like a training job
 (utilisation waves, memory that breathes, power and temperature that follow utilisation), and
 odd-numbered devices have no fan, as passive datacenter cards do, so None paths get exercised.
+
+The energy counter is the exact integral, from the time the backend was opened (a simulated
+driver load), of the noiseless power curve the power readings scatter around (`fake_energy_j`):
+differences of two readings are the energy of that stretch to float precision, as a real
+counter's are to its resolution.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ MIB = 1024**2
 FAKE_NAME = "Simulated GPU 80GB (fake)"
 FAKE_MEM_TOTAL_BYTES = 80 * GIB
 FAKE_POWER_LIMIT_W = 700.0
+# the utilisation wave (%, s) and how power follows utilisation (W, W per %)
+_UTIL_MEAN, _UTIL_SWING, _PERIOD_S = 62.0, 30.0, 47.0
+_POWER_IDLE_W, _POWER_SPAN_W = 85.0, FAKE_POWER_LIMIT_W - 120.0  # W at 0 %, W from 0 to 100 %
 
 
 def fake_uuid(seed: int, index: int) -> str:
@@ -31,6 +39,31 @@ def fake_uuid(seed: int, index: int) -> str:
     `gpus` to attribute a demo run to a simulated device)."""
     digest = hashlib.sha256(f"mudpuppy-fake-gpu:{seed}:{index}".encode()).digest()
     return "GPU-" + str(uuidlib.UUID(bytes=digest[:16]))
+
+
+def fake_phase(seed: int, index: int) -> float:
+    """Where simulated device `index` starts on its utilisation wave (a fraction of a period)."""
+    return random.Random(f"{seed}:{index}:phase").random()
+
+
+def fake_energy_j(seed: int, index: int, t: float, since: float = 0.0) -> float:
+    """The energy of simulated device `index` from `since` to `t` in joules, under the noiseless
+    power curve P(s) = P0 + k * (U + A * sin(2 pi (s / T + phase))):
+
+        E = (P0 + k U) (t - since) + k A T / (2 pi) * (cos(2 pi (since / T + phase))
+                                                      - cos(2 pi (t / T + phase)))
+
+    (P > 0 everywhere, so E grows with t). A sample's counter is this from the time the backend
+    was opened (the simulated driver load). Tests compute expected energies from it by hand."""
+    phase = fake_phase(seed, index)
+    per_pct = _POWER_SPAN_W / 100.0
+    mean_w = _POWER_IDLE_W + per_pct * _UTIL_MEAN
+    swing = per_pct * _UTIL_SWING * _PERIOD_S / (2 * math.pi)
+
+    def cos_at(x: float) -> float:
+        return math.cos(2 * math.pi * (x / _PERIOD_S + phase))
+
+    return mean_w * (t - since) + swing * (cos_at(since) - cos_at(t))
 
 
 class FakeBackend:
@@ -51,7 +84,8 @@ class FakeBackend:
         self._seed = seed
         self._clock = clock
         self._lock = threading.Lock()
-        self._phase = [random.Random(f"{seed}:{i}:phase").random() for i in range(devices)]
+        self._opened_t = clock()  # the simulated driver load: the energy counters start here
+        self._phase = [fake_phase(seed, i) for i in range(devices)]
         self._uuids = [fake_uuid(seed, i) for i in range(devices)]
         self._processes: dict[int, tuple[tuple[int, int | None], ...] | None] = {
             i: None for i in range(devices)
@@ -90,8 +124,8 @@ class FakeBackend:
         # one noise stream per (seed, device, whole second): stable across processes and runs
         noise = random.Random(f"{self._seed}:{i}:{math.floor(t)}")
         phase = self._phase[i]
-        wave = math.sin(2 * math.pi * (t / 47.0 + phase))
-        util = _clamp(round(62 + 30 * wave + noise.uniform(-4, 4)), 0, 100)
+        wave = math.sin(2 * math.pi * (t / _PERIOD_S + phase))
+        util = _clamp(round(_UTIL_MEAN + _UTIL_SWING * wave + noise.uniform(-4, 4)), 0, 100)
         breathe = 0.5 + 0.5 * math.sin(2 * math.pi * (t / 300.0 + phase))
         mem_used = int(FAKE_MEM_TOTAL_BYTES * (0.40 + 0.30 * breathe)) // MIB * MIB
         procs = self._processes[i]
@@ -108,11 +142,12 @@ class FakeBackend:
             mem_used_bytes=mem_used,
             mem_total_bytes=FAKE_MEM_TOTAL_BYTES,
             temperature_c=float(round(34 + 0.45 * util + noise.uniform(-1, 1))),
-            power_w=round(85 + (FAKE_POWER_LIMIT_W - 120) * util / 100 + noise.uniform(-6, 6), 1),
+            power_w=round(_POWER_IDLE_W + _POWER_SPAN_W * util / 100 + noise.uniform(-6, 6), 1),
             power_limit_w=FAKE_POWER_LIMIT_W,
             sm_clock_mhz=float(1410 + round(570 * util / 100)) if util > 3 else 345.0,
             mem_clock_mhz=2619.0,
             fan_pct=float(round(30 + util * 0.5)) if i % 2 == 0 else None,
+            energy_j=fake_energy_j(self._seed, i, t, self._opened_t),
             processes=tuple(GpuProcess(int(pid), used) for pid, used in procs),
             simulated=True,
         )

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from mudpuppy_monitor.gpu.base import BackendUnavailable, FieldReader, Unsupported, VendorBackend
+from mudpuppy_monitor.gpu.energy import nvml_energy_j
 from mudpuppy_monitor.gpu.records import GpuProcess, GpuSample
 
 log = logging.getLogger("mudpuppy_monitor.gpu")
@@ -169,6 +170,11 @@ class NvidiaBackend(VendorBackend):
             i,
             [("fan_v2", lambda: self._fan_v2(i, h)), ("fan", lambda: nv.nvmlDeviceGetFanSpeed(h))],
         )
+        # mJ since the driver loaded; Volta and newer (NotSupported before: asked once)
+        energy_mj = read(
+            i,
+            [("energy", partial(_call_optional, nv, "nvmlDeviceGetTotalEnergyConsumption", h))],
+        )
         return GpuSample(
             index=i,
             name=d.name,
@@ -184,6 +190,7 @@ class NvidiaBackend(VendorBackend):
             sm_clock_mhz=float(sm) if sm is not None else None,
             mem_clock_mhz=float(memclk) if memclk is not None else None,
             fan_pct=float(fan) if fan is not None else None,
+            energy_j=nvml_energy_j(energy_mj),
             processes=self._processes(i, h),
         )
 

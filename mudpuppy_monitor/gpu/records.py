@@ -38,6 +38,9 @@ class GpuSample:
     sm_clock_mhz: float | None = None
     mem_clock_mhz: float | None = None
     fan_pct: float | None = None
+    # the device's energy counter: joules used since the driver loaded (NVML) or since the
+    # counter started (AMD SMI); only differences mean something. None: no counter.
+    energy_j: float | None = None
     processes: tuple[GpuProcess, ...] = ()
     simulated: bool = False  # True only for the fake backend: shown wherever the sample is
 
@@ -57,6 +60,7 @@ class GpuSample:
             "sm_clock_mhz": self.sm_clock_mhz,
             "mem_clock_mhz": self.mem_clock_mhz,
             "fan_pct": self.fan_pct,
+            "energy_j": self.energy_j,
             "processes": [process_json(p) for p in self.processes],
             "simulated": self.simulated,
         }

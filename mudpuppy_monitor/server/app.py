@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from mudpuppy_monitor import __version__, jsonutil
 from mudpuppy_monitor.core import Monitor
 from mudpuppy_monitor.core.protocols import LiveRuns
+from mudpuppy_monitor.efficiency import EfficiencyTracker
 from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.inert import inert
 from mudpuppy_monitor.notify import NotificationService
@@ -66,6 +67,7 @@ class Context:
     hub: Hub | None = None
     registry: CollectorRegistry | None = None
     notifications: NotificationService | None = None
+    efficiency: EfficiencyTracker | None = None
 
     def runs(self) -> LiveRuns:
         if self.monitor is None:
@@ -121,7 +123,18 @@ async def start(ctx: Context) -> None:
     sampler = None
     if backend.kind != "none":
         sampler = ctx.sampler = GpuSampler(backend, interval_s=s.gpu_interval_s)
-    ctx.gpus = feed.GpuView(backend, sampler)
+    # MFU, J/token, kWh: fills the summaries, and hears every GPU tick before it is taken
+    ctx.efficiency = monitor.annotator = EfficiencyTracker(
+        monitor,
+        sampling=sampler is not None,
+        sampling_reason=backend.reason,
+        peak_tflops=s.peak_tflops,
+        interval_s=max(s.efficiency_interval_s, 2 * s.gpu_interval_s),
+    )
+    if sampler is not None:
+        sampler.add_listener(ctx.efficiency.observe)
+    # the hub's listener comes after the tracker's: it reuses the tick's attribution
+    ctx.gpus = feed.GpuView(backend, sampler, ctx.efficiency.attribution_of)
     ctx.hub = Hub(monitor, ctx.gpus, s)
     ctx.hub.start()  # listens to the sampler before it takes its first sample
     if sampler is not None:

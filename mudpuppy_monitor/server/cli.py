@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mudpuppy_monitor.config import add_arguments
-from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.errors import UsageError, optional_positive
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 from mudpuppy_monitor.server.settings import (
     DEFAULT_HOST,
@@ -59,6 +59,7 @@ def register(subparsers: Any) -> None:
         "--gpu-interval", type=float, default=1.0, metavar="S", help="GPU sample interval in s"
     )
     p.add_argument("--poll", action="store_true", help="poll files instead of inotify (NFS)")
+    add_peak_argument(p)
     p.add_argument(
         "--allow-host",
         action="append",
@@ -89,6 +90,17 @@ def add_notify_arguments(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
+def add_peak_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        metavar="X",
+        help="dense peak TFLOPS of one GPU, for MFU: replaces the built-in table "
+        "(devices it does not know, a MIG slice, a power-capped card)",
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, not {args.port}")
@@ -97,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.token is not None and not args.token.strip():
         raise UsageError("--token must not be empty")
     notify = notify_settings_from(args)
+    optional_positive(args.peak_tflops, "--peak-tflops")
     settings = Settings(
         root=Path(args.root).expanduser(),
         host=args.host,
@@ -109,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowed_hosts=tuple(args.allow_host),
         stall_after_s=notify.rules.stall_after_s,
         notify=notify,
+        peak_tflops=args.peak_tflops,
     )
     serve(settings)
     return 0

@@ -8,7 +8,7 @@ belongs), the number of markers already seen, and the last status (for alerts).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from mudpuppy_monitor.core.protocols import Changes, LoraRow, RunQueries
 from mudpuppy_monitor.core.summary import RunSummary
 from mudpuppy_monitor.gpu.attribution import attribute
 from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed, backend_json
-from mudpuppy_monitor.gpu.records import GpuSample, attribution_json
+from mudpuppy_monitor.gpu.records import Attribution, GpuSample, attribution_json
 
 # statuses worth telling the user about when a run enters them
 ALERT_STATUSES = frozenset({"stalled", "crashed", "completed", "failed", "interrupted"})
@@ -274,12 +274,22 @@ def _lora_key(row: LoraRow | None) -> tuple[int, float] | None:
 # -- GPUs ------------------------------------------------------------------------------------
 
 
+# the attribution another listener already made of this very sample list, or None
+KnownAttribution = Callable[[list[GpuSample]], "Mapping[int, Attribution] | None"]
+
+
 class GpuView:
     """The sampler's state as the protocol shows it (`/api/gpus`, snapshot, `gpus` messages)."""
 
-    def __init__(self, backend: GpuBackend | None, sampler: SampleFeed | None) -> None:
+    def __init__(
+        self,
+        backend: GpuBackend | None,
+        sampler: SampleFeed | None,
+        known_attribution: KnownAttribution | None = None,
+    ) -> None:
         self.backend = backend
         self.sampler = sampler
+        self.known_attribution = known_attribution
 
     def payload(
         self, monitor: RunQueries, samples: list[GpuSample] | None = None, history: bool = False
@@ -296,7 +306,11 @@ class GpuView:
             samples = list(self.sampler.latest())
         out["devices"] = [s.to_dict() for s in samples]
         out["t"] = max((s.t for s in samples), default=None)
-        out["attribution"] = attribution_dict(samples, monitor.summaries())
+        known = self.known_attribution(samples) if self.known_attribution is not None else None
+        if known is not None:  # the efficiency tracker attributed this tick already
+            out["attribution"] = {str(i): attribution_json(a) for i, a in known.items()}
+        else:
+            out["attribution"] = attribution_dict(samples, monitor.summaries())
         if history:
             out["history"] = {
                 str(s.index): history_columns(self.sampler.history(s.index)) for s in samples

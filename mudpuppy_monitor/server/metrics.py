@@ -35,7 +35,19 @@ RUN_GAUGES = (
     ("eta_seconds", "eta_s", "Estimated seconds to the last step."),
     ("elapsed_seconds", "elapsed_s", "Seconds since the run started."),
     ("last_event_age_seconds", "last_event_age_s", "Seconds since the run's last event."),
+    (
+        "mfu_ratio",
+        "mfu",
+        "Model FLOPs utilisation: achieved model FLOP/s over the summed dense peak of the "
+        "run's GPUs (0..1).",
+    ),
+    (
+        "joules_per_token",
+        "joules_per_token",
+        "GPU energy per training token over the recent window.",
+    ),
 )
+JOULES_PER_KWH = 3.6e6
 
 # (metric suffix, GpuSample field, help)
 GPU_GAUGES = (
@@ -87,6 +99,11 @@ def run_metrics(summaries: Sequence[RunSummary]) -> Iterator[Metric]:
     nonfinite = CounterMetricFamily(
         "mudpuppy_run_nonfinite_values", "Non-finite training values seen.", labels=labels
     )
+    energy = GaugeMetricFamily(
+        "mudpuppy_run_energy_joules",
+        "GPU energy of the run since the daemon saw it on a GPU (resets with the daemon).",
+        labels=labels,
+    )
     for s in summaries:
         for suffix, attr, _ in RUN_GAUGES:
             value = _number(getattr(s, attr, None))
@@ -97,12 +114,16 @@ def run_metrics(summaries: Sequence[RunSummary]) -> Iterator[Metric]:
             status.add_metric([s.id, st], 1.0 if s.status == st else 0.0)
         bad.add_metric([s.id], float(s.bad_lines or 0))
         nonfinite.add_metric([s.id], float(s.nonfinite or 0))
+        kwh = _number(s.energy_kwh)
+        if kwh is not None:
+            energy.add_metric([s.id], kwh * JOULES_PER_KWH)
     runs = GaugeMetricFamily("mudpuppy_runs", "Runs under the served root.")
     runs.add_metric([], float(len(summaries)))
     yield runs
     yield info
     yield status
     yield from gauges.values()
+    yield energy
     yield bad
     yield nonfinite
 
@@ -127,6 +148,11 @@ def gpu_metrics(gpus: GpuView, summaries: Sequence[RunSummary]) -> Iterator[Metr
         "mudpuppy_gpu_simulated", "1 when GPU samples are simulated (fake backend).", labels=[]
     )
     simulated.add_metric([], 1.0 if getattr(gpus.backend, "simulated", False) else 0.0)
+    energy = CounterMetricFamily(
+        "mudpuppy_gpu_energy_joules",
+        "The device's energy counter (since the driver loaded; only increases matter).",
+        labels=labels,
+    )
     for s in samples:
         runs = sorted((attribution.get(str(s.index)) or {}).get("runs") or [])
         # one label value per device, so a dashboard can group by run without a join;
@@ -136,10 +162,14 @@ def gpu_metrics(gpus: GpuView, summaries: Sequence[RunSummary]) -> Iterator[Metr
             value = _number(getattr(s, attr, None))
             if value is not None:
                 gauges[suffix].add_metric(label, value)
+        joules = _number(s.energy_j)
+        if joules is not None:
+            energy.add_metric(label, joules)
         for run in runs:
             per_run.add_metric([str(s.index), s.uuid or "", run], 1.0)
     yield simulated
     yield from gauges.values()
+    yield energy
     yield per_run
 
 

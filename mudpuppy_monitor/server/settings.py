@@ -28,6 +28,10 @@ class Settings:
     open_browser: bool = False
     gpu: str = "auto"  # auto | nvidia | amd | fake | none
     gpu_interval_s: float = 1.0
+    # efficiency (docs/efficiency.md): a dense peak per GPU for MFU instead of the table's, and
+    # the shortest interval of a point of the efficiency series
+    peak_tflops: float | None = None
+    efficiency_interval_s: float = 10.0
     poll: bool = False
     # seconds of silence before a live run is stalled (`--stall-after`); None: learned per run
     stall_after_s: float | None = None

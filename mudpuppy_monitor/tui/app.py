@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
@@ -33,6 +33,10 @@ from mudpuppy_monitor.tui.render import (
     sort_runs,
 )
 from mudpuppy_monitor.tui.samples import LatestSamples
+
+if TYPE_CHECKING:
+    from mudpuppy_monitor.core import Monitor
+    from mudpuppy_monitor.efficiency import EfficiencyTracker
 
 LOSS = "loss"
 # gpu.attribute: which runs (and how many other processes) are on each device
@@ -261,6 +265,7 @@ def main_tui(
     stall_after_s: float | None = None,
     samples_run: str | None = None,
     diff: bool = False,
+    peak_tflops: float | None = None,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
     `sleep` and `max_frames` bound the live loop for tests; `bell` rings the terminal bell on
@@ -291,10 +296,13 @@ def main_tui(
 
         view.backend = backend
         view.attribute = attribute
+    tracker = _efficiency(monitor, backend, peak_tflops)
     if once:
         # one direct sample: no thread to start, and no empty line from a sampler not yet ticked
         if backend is not None:
-            view.sampler = OneSample(backend)
+            view.sampler = one = OneSample(backend)
+            monitor.refresh()
+            tracker.observe(one.latest())  # MFU from one sample; J/token needs two readings
         try:
             return run_once(view, console)
         finally:
@@ -306,6 +314,7 @@ def main_tui(
 
         sampler = GpuSampler(backend, interval_s=max(0.2, min(refresh_s, 1.0)))
         view.sampler = sampler
+        sampler.add_listener(tracker.observe)
         sampler.start()
     try:
         return run_live(
@@ -316,6 +325,21 @@ def main_tui(
             sampler.stop()  # the worker first: closing the library under a call can crash it
         if backend is not None:
             backend.close()
+
+
+def _efficiency(
+    monitor: Monitor, backend: GpuBackend | None, peak_tflops: float | None
+) -> EfficiencyTracker:
+    """MFU, J/token and kWh in the summaries the view reads (docs/efficiency.md)."""
+    from mudpuppy_monitor.efficiency import EfficiencyTracker
+
+    sampling = backend is not None and backend.kind != "none"
+    reason = "turned off with --gpu none" if backend is None else backend.reason
+    tracker = EfficiencyTracker(
+        monitor, sampling=sampling, sampling_reason=reason, peak_tflops=peak_tflops
+    )
+    monitor.annotator = tracker
+    return tracker
 
 
 class OneSample:

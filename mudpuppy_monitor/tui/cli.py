@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from mudpuppy_monitor.config import add_arguments
-from mudpuppy_monitor.errors import UsageError, require_dir
+from mudpuppy_monitor.errors import UsageError, optional_positive, require_dir
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 
 
@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="add a column per config key whose value differs between the runs shown",
     )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        metavar="X",
+        help="dense peak TFLOPS of one GPU, for MFU: replaces the built-in table",
+    )
     add_arguments(parser, " for stall_after")
     parser.set_defaults(func=run)
 
@@ -83,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--refresh must be a positive number of seconds, got {args.refresh}")
     pattern = compile_filter(args.filter)
     stall_after_s = stall_after_from(args.config, args.stall_after)
+    peak = optional_positive(args.peak_tflops, "--peak-tflops")
     from mudpuppy_monitor.tui.app import main_tui
 
     return main_tui(
@@ -95,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         stall_after_s=stall_after_s,
         samples_run=args.samples,
         diff=args.diff,
+        peak_tflops=peak,
     )
 
 

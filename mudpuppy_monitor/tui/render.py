@@ -45,6 +45,7 @@ NAME_MAX = 32
 NAME_MIN = 8
 SPARK_WIDTH = 16
 BAR_WIDTH = 10
+OPTIONAL_COLUMNS = frozenset({"mfu", "jpt", "kwh"})
 COLUMN_GAP = 2  # padding (0, 1) on both sides of each inner column edge, none at the table edge
 
 
@@ -178,6 +179,10 @@ def _cells(spark_width: int = SPARK_WIDTH) -> list[Column]:
         Column("lr", "lr", 7, lambda r, s: number_text(_get(r, "learning_rate"), 3)),
         Column("grad", "grad norm", 10, lambda r, s: number_text(_get(r, "grad_norm"), 3)),
         Column("speed", "steps/s", 4, lambda r, s: number_text(_get(r, "steps_per_s"), 3)),
+        # efficiency (docs/efficiency.md): "-" when unknown; the API and dashboard say why
+        Column("mfu", "MFU", 12, lambda r, s: Text(format_mfu(_get(r, "mfu")))),
+        Column("jpt", "J/tok", 13, lambda r, s: number_text(_get(r, "joules_per_token"), 3)),
+        Column("kwh", "kWh", 15, lambda r, s: number_text(_get(r, "energy_kwh"), 3)),
         Column("eta", "ETA", 2, lambda r, s: Text(_eta_cell(r))),
         Column("age", "updated", 3, lambda r, s: Text(format_age(age_of(r, s.now)))),
     ]
@@ -200,6 +205,13 @@ def config_columns(keys: Sequence[str]) -> list[Column]:
         return text
 
     return [Column(f"cfg:{k}", clean(k), CONFIG_PRIORITY, cell(k)) for k in keys]
+
+
+def format_mfu(x: float | None) -> str:
+    """MFU, a fraction, as a percentage with three significant digits: `41.2%`, `0.0118%`."""
+    if x is None or isinstance(x, bool) or not math.isfinite(x):
+        return MISSING
+    return f"{x * 100:.3g}%"
 
 
 def _eta_cell(run: Any) -> str:
@@ -258,6 +270,12 @@ def runs_table(snap: Snapshot, width: int, max_rows: int | None = None) -> tuple
     columns = _cells(SPARK_WIDTH if width >= 120 else SPARK_WIDTH // 2)
     columns[2:2] = config_columns(snap.config_keys)  # right after the run's name
     cells = {c.key: [c.cell(r, snap) for r in shown] for c in columns}
+    # an efficiency column shows only when some run has the value (no GPU, no tokens: no column)
+    columns = [
+        c
+        for c in columns
+        if c.key not in OPTIONAL_COLUMNS or any(t.plain != MISSING for t in cells[c.key])
+    ]
     widths: dict[str, int] = {}
     for c in columns:
         w = max([len(c.header)] + [t.cell_len for t in cells[c.key]])
