@@ -980,6 +980,31 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _may_resume(root: str, name: str | None) -> bool:
+    """Whether `<root>/<name>` is a run a resumed Trainer may append to: it exists, and no other
+    live process on this host is writing it (two jobs given one name keep separate runs)."""
+    if name is None:
+        return False  # a default name is new every time
+    path = os.path.join(root, _check_name(name))
+    if not os.path.isdir(path):
+        return False
+    meta = _read_json(os.path.join(path, META_FILE))
+    pid = meta.get("pid")
+    if meta.get("host") != socket.gethostname() or type(pid) is not int:
+        return True
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    except (OverflowError, OSError):
+        return True
+    return False
+
+
 def _read_json(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -1232,6 +1257,10 @@ class _MonitorCallbackBase:
     Writes meta (config taken from the Trainer), `metrics` per train log, `eval`, `progress`
     (at most every 2 s), `checkpoint`, `lora` norms every `lora_every` steps, and `end`. Only
     world rank 0 writes. Nothing here raises into training.
+
+    `resume=None` (the default): a Trainer resuming from a checkpoint appends to the existing run
+    of the same `name` (a new `start` with `resumed_from`); `True` always appends, `False` never
+    does (a taken name then gets `-2`, `-3`, ...).
     """
 
     def __init__(
@@ -1241,7 +1270,7 @@ class _MonitorCallbackBase:
         *,
         lora_every: int | None = 50,
         config: Mapping[str, Any] | None = None,
-        resume: bool = False,
+        resume: bool | None = None,
         progress_every_s: float = 2.0,
         clock: Any = time.time,
     ) -> None:
@@ -1268,6 +1297,9 @@ class _MonitorCallbackBase:
             # train() called again on the same Trainer: continue the same run directory.
             self.writer.close(STATUS_INTERRUPTED)
             self.name, resume = self.writer.name, True
+        elif resume is None:
+            # resumed from a checkpoint in a new process: continue the run of that name
+            resume = bool(state.global_step) and _may_resume(self.root, self.name)
         config = _trainer_config(args, state, model, kwargs.get("train_dataloader"))
         config.update(self.extra_config)
         device = getattr(args, "device", None)

@@ -21,21 +21,24 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mudpuppy_monitor.core.cli",  # ls, export
     "mudpuppy_monitor.gpu.cli",  # gpus
     "mudpuppy_monitor.demo",  # demo
+    "mudpuppy_monitor.launch.cli",  # run
 )
+# Commands whose start-up time is part of what they measure: parsed without importing the others.
+FAST_COMMANDS = {"run": "mudpuppy_monitor.launch.cli"}
 
 
 class UsageError(Exception):
     """An error the user caused: printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mudpuppy-monitor",
         description="Live monitor for fine-tuning runs.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -47,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fast = FAST_COMMANDS.get(argv[0]) if argv else None
+    parser = build_parser((fast,) if fast else COMMAND_MODULES)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
