@@ -94,7 +94,9 @@ STEP_KINDS = frozenset({KIND_METRICS, KIND_EVAL, KIND_LORA, KIND_PROGRESS, KIND_
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
 STATUS_INTERRUPTED = "interrupted"
-END_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED})
+# written by `mudpuppy-monitor run` for a job a signal killed (SIGKILL, SIGSEGV, ...)
+STATUS_CRASHED = "crashed"
+END_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_CRASHED})
 
 # readers skip longer lines; the writer never produces one
 MAX_LINE_BYTES = 1 << 20

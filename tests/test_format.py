@@ -29,7 +29,7 @@ def test_constants_match_the_spec() -> None:
     assert mc.EVENTS_FILE == "events.jsonl"
     assert mc.KINDS == {"start", "metrics", "eval", "lora", "progress", "checkpoint", "end"}
     assert mc.STEP_KINDS == {"metrics", "eval", "lora", "progress", "checkpoint"}
-    assert mc.END_STATUSES == {"completed", "failed", "interrupted"}
+    assert mc.END_STATUSES == {"completed", "failed", "interrupted", "crashed"}
     assert mc.MAX_LINE_BYTES == 1048576
 
 
