@@ -1,4 +1,5 @@
-"""The `end` line the launcher writes for a job that wrote none."""
+"""The launcher's side of a run directory: its meta, the `end` line a job did not write, and
+where the output goes."""
 
 from __future__ import annotations
 
@@ -137,3 +138,45 @@ def test_launcher_meta_is_a_valid_run_identity(tmp_path: Path) -> None:
     )
     assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]
     assert last_event(tmp_path) is None
+
+
+def test_output_follows_the_run_the_trainer_reported(tmp_path: Path) -> None:
+    from mudpuppy_monitor.launch import hook
+    from mudpuppy_monitor.launch.job import Job, LaunchSettings
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    settings = LaunchSettings(command=("python", "t.py"), root=tmp_path / "runs", name="job")
+    job = Job(settings, scratch)
+    assert job.run_dir == job.placeholder == tmp_path / "runs" / "job"
+    job.log.write(b"loading the model\n")
+    theirs = tmp_path / "theirs" / "mine"  # the Trainer's own MonitorCallback wrote here
+    theirs.mkdir(parents=True)
+    (theirs / "events.jsonl").write_text("")
+    hook.report(str(job.handoff), theirs)
+    job.follow_handoff()
+    job.log.write(b"training\n")
+    job.log.close()
+    assert job.run_dir == theirs
+    assert (theirs / "output.log").read_text() == "loading the model\ntraining\n"
+    assert not (tmp_path / "runs" / "job").exists()  # the launcher's empty run is gone
+
+
+def test_a_taken_name_keeps_the_output_aside_until_the_trainer_resumes_it(tmp_path: Path) -> None:
+    from mudpuppy_monitor.launch import hook
+    from mudpuppy_monitor.launch.job import Job, LaunchSettings
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    earlier = tmp_path / "runs" / "job"
+    earlier.mkdir(parents=True)
+    (earlier / "output.log").write_bytes(b"first attempt\n")
+    job = Job(LaunchSettings(command=("x",), root=tmp_path / "runs", name="job"), scratch)
+    assert (job.run_dir, job.placeholder) == (None, None)
+    job.log.write(b"second attempt\n")
+    assert (scratch / "output.log").read_bytes() == b"second attempt\n"
+    hook.report(str(job.handoff), earlier)
+    job.follow_handoff()
+    job.log.close()
+    assert (earlier / "output.log").read_bytes() == b"first attempt\nsecond attempt\n"
+    assert not (scratch / "output.log").exists()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import mudpuppy_callback
 
+from mudpuppy_monitor.cli import UsageError
 from mudpuppy_monitor.launch import hook
 from mudpuppy_monitor.launch.ending import (
     Outcome,
@@ -99,9 +100,15 @@ class Job:
             wanted.mkdir()
         except FileExistsError:
             pass  # taken: the job's Trainer decides (see the module docstring)
+        except OSError as exc:
+            raise UsageError(f"cannot create {wanted}: {exc.strerror or exc}") from None
         else:
             self.placeholder = self.run_dir = wanted
-            write_meta(wanted, name=settings.name, command=settings.command)
+            try:
+                write_meta(wanted, name=settings.name, command=settings.command)
+            except OSError as exc:
+                wanted.rmdir()
+                raise UsageError(f"cannot write in {wanted}: {exc.strerror or exc}") from None
         self.log = OutputLog(self.run_dir or scratch, max_bytes=settings.log_max_bytes)
 
     def follow_handoff(self) -> None:
@@ -182,10 +189,10 @@ def _run(settings: LaunchSettings, signals: StopSignals, scratch: Path) -> int:
         _say(f"cannot run {settings.command[0]}: {exc.strerror or exc}")
         return 126
     if job.run_dir is not None:
-        _say(f"recording {job.run_dir} (output in {LOG_FILE} there)")
+        _say(f"recording {shown(job.run_dir)} (output in {LOG_FILE} there)")
     else:
         _say(
-            f"{job.root / settings.name} exists: a Trainer resumed from a checkpoint continues "
+            f"{shown(job.root / settings.name)} exists: a Trainer resumed from a checkpoint continues "
             "it, anything else gets a new run"
         )
     signals.watch(proc.pid)
@@ -201,16 +208,32 @@ def _run(settings: LaunchSettings, signals: StopSignals, scratch: Path) -> int:
     tee.start()
     returncode = proc.wait()
     tee.finish(EOF_GRACE_S)
+    proc.stdout.close()  # a process the job left behind may still hold the write ends
+    proc.stderr.close()
+    try:
+        end_run(job, Outcome(returncode, signals.received))
+    except OSError as exc:  # the run directory was deleted or cannot be written
+        _say(f"cannot record how the job ended: {exc}")
+    return returncode
+
+
+def end_run(job: Job, outcome: Outcome) -> None:
     job.follow_handoff()
     run_dir = job.run_dir or job.claim_now()
     job.log.close()
-    outcome = Outcome(returncode, signals.received)
     end = last_event(run_dir)
     if end is None or end["kind"] != "end":
         end = append_end(run_dir, end_fields(outcome, read_output_tail(run_dir)))
     detail = f": {end['error']}" if end.get("error") else ""
-    _say(f"{run_dir}: {end['status']}{detail}")
-    return returncode
+    _say(f"{shown(run_dir)}: {end['status']}{detail}")
+
+
+def shown(path: Path) -> str:
+    """A path as the user gave it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def exit_status(returncode: int) -> int:

@@ -280,6 +280,7 @@ class Tee(threading.Thread):
         self._clock = clock
         self._stop_at: float | None = None
         self._lock = threading.Lock()
+        self._failed = False
 
     def finish(self, grace_s: float) -> None:
         with self._lock:
@@ -308,24 +309,32 @@ class Tee(threading.Thread):
                     data = os.read(fd, READ_BYTES)
                     if not data:
                         sel.unregister(fd)
-                        self.log.write(splitters[fd].flush())
+                        self._log(splitters[fd].flush())
                         continue
                     if term is not None and term not in dead_terms:
                         try:
                             write_all(term, data)
                         except OSError:  # the terminal went away: keep logging
                             dead_terms.add(term)
-                    self.log.write(splitters[fd].feed(data, self._clock()))
+                    self._log(splitters[fd].feed(data, self._clock()))
                 now = self._clock()
                 if now - last_tick >= TICK_S:
                     last_tick = now
-                    self.tick()
+                    self._guarded(self.tick)
         finally:
             for key in list(sel.get_map().values()):
-                self.log.write(splitters[key.fd].flush())
-            sel.close()
-            for fd, _ in self.pipes:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+                self._log(splitters[key.fd].flush())
+            sel.close()  # the pipes belong to the caller, who closes them
+
+    def _log(self, records: bytes) -> None:
+        if records:
+            self._guarded(self.log.write, records)
+
+    def _guarded(self, fn: Callable[..., None], *args: bytes) -> None:
+        # The pipes must be drained whatever happens to the log, or the job would block on them.
+        try:
+            fn(*args)
+        except Exception as exc:
+            if not self._failed:
+                self._failed = True
+                _say(f"output.log: {exc!r}; the terminal still gets it all")
