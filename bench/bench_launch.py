@@ -51,17 +51,6 @@ def _time(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
     return wall, cpu
 
 
-def _row(metric: str, value: float, unit: str, target: str, compare: str) -> dict[str, Any]:
-    return {
-        "bench": "launch",
-        "metric": metric,
-        "value": value,
-        "unit": unit,
-        "target": target,
-        "compare": compare,
-    }
-
-
 def run(quick: bool = False) -> list[dict[str, Any]]:
     rounds = 3 if quick else 7
     with tempfile.TemporaryDirectory(prefix="mudpuppy-bench-launch-") as tmp:
@@ -100,9 +89,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     overhead = wall["run"] - wall["direct"]
     budget = max(0.05 * wall["direct"], 150.0)
     spread = json.dumps({k: [round(x * 1000) for x in v] for k, v in walls.items()})
-    return [
-        _row("python script.py (import transformers), wall", wall["direct"], "ms", "", "direct"),
-        _row(
+    rows = [
+        ("python script.py (import transformers), wall", wall["direct"], "ms", "", "direct"),
+        (
             "same under mudpuppy-monitor run, wall",
             wall["run"],
             "ms",
@@ -110,7 +99,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             f"ratio {wall['run'] / wall['direct']:.3f}; +{overhead:.0f} ms "
             f"({'meets' if overhead < budget else 'misses'} the target); {runs_made} runs written",
         ),
-        _row(
+        (
             "run's added CPU time (all processes)",
             cpu["run"] - cpu["direct"],
             "ms",
@@ -118,14 +107,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             f"direct {cpu['direct']:.0f} ms CPU, under run {cpu['run']:.0f} ms: "
             f"ratio {cpu['run'] / cpu['direct']:.3f}",
         ),
-        _row(
+        (
             "startup hook alone (in the job's interpreter)",
             wall["hook"] - wall["direct"],
             "ms",
             "",
             f"wall ratio {wall['hook'] / wall['direct']:.3f}; CPU +{cpu['hook'] - cpu['direct']:.0f} ms",
         ),
-        _row(
+        (
             "launcher alone (run -- true vs true)",
             wall["run true"] - wall["true"],
             "ms",
@@ -133,6 +122,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             f"CPU +{cpu['run true'] - cpu['true']:.0f} ms; {rounds} rounds, wall ms per try: {spread}",
         ),
     ]
+    keys = ("metric", "value", "unit", "target", "compare")
+    return [{"bench": "launch", **dict(zip(keys, row, strict=True))} for row in rows]
 
 
 if __name__ == "__main__":

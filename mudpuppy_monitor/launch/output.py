@@ -8,6 +8,7 @@ and stderr pipes and feeds both. The rules a reader relies on are in docs/run-fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import sys
@@ -185,12 +186,10 @@ class OutputLog:
                 self._failed(exc)
 
     def close(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _append_file(self, src: Path) -> None:
         with open(src, "rb") as f:
@@ -306,7 +305,10 @@ class Tee(threading.Thread):
                         break
                 for key, _ in sel.select(timeout):
                     fd, term = key.fd, key.data
-                    data = os.read(fd, READ_BYTES)
+                    try:
+                        data = os.read(fd, READ_BYTES)
+                    except OSError:
+                        data = b""  # as good as closed
                     if not data:
                         sel.unregister(fd)
                         self._log(splitters[fd].flush())
