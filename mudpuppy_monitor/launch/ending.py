@@ -15,9 +15,8 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mudpuppy_callback import (
     EVENTS_FILE,
@@ -41,8 +40,7 @@ MAX_ERROR_CHARS = 4000
 _RANK_PREFIX = re.compile(r"^\[(?:default)?rank\d+\]:\s?")  # torchrun's per-rank line prefix
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How the job's process ended: its return code (negative: killed by that signal) and the
     stop signal the launcher received while it ran, if any."""
 

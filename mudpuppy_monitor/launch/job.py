@@ -21,8 +21,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import mudpuppy_callback
 
@@ -49,8 +49,7 @@ EOF_GRACE_S = (
 RERAISED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-@dataclass(frozen=True)
-class LaunchSettings:
+class LaunchSettings(NamedTuple):
     command: tuple[str, ...]
     root: Path
     name: str
