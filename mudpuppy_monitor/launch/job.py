@@ -42,9 +42,8 @@ from mudpuppy_monitor.launch.signals import StopSignals
 
 BOOT_DIR = Path(__file__).resolve().parent / "boot"
 HANDOFF_FILE = "run-dir"
-EOF_GRACE_S = (
-    2.0  # after the command exits, how long its pipes may stay open (left-behind children)
-)
+# after the command exits, how long its pipes may stay open (children it left behind)
+EOF_GRACE_S = 2.0
 # the job's own exit status is passed on by dying of the same signal (so that a shell loop stops)
 RERAISED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -106,7 +105,7 @@ class Job:
             try:
                 write_meta(wanted, name=settings.name, command=settings.command)
             except OSError as exc:
-                wanted.rmdir()
+                _remove_placeholder(wanted)
                 raise UsageError(f"cannot write in {wanted}: {exc.strerror or exc}") from None
         self.log = OutputLog(self.run_dir or scratch, max_bytes=settings.log_max_bytes)
 
