@@ -37,7 +37,7 @@ STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.S
 TRACEBACK_WINDOW_LINES = 100  # a traceback further up is not what ended the job
 OUTPUT_TAIL_BYTES = 256 << 10
 MAX_ERROR_CHARS = 4000
-_RANK_PREFIX = re.compile(r"^\[(?:default)?rank\d+\]:\s?")  # torchrun's per-rank line prefix
+_RANK_PREFIX = r"^\[(?:default)?rank\d+\]:\s?"  # torchrun's per-rank line prefix
 
 
 class Outcome(NamedTuple):
@@ -78,7 +78,8 @@ def end_fields(outcome: Outcome, output_tail: str) -> dict[str, Any]:
 def last_exception(text: str, window: int = TRACEBACK_WINDOW_LINES) -> str | None:
     """The exception line (`Type: message`) of the last Python traceback in the last `window`
     lines of `text`, or None."""
-    lines = [_RANK_PREFIX.sub("", line) for line in text.splitlines()[-window:]]
+    rank_prefix = re.compile(_RANK_PREFIX)  # compiled when needed: start-up time counts
+    lines = [rank_prefix.sub("", line) for line in text.splitlines()[-window:]]
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].startswith("Traceback (most recent call last):"):
             for line in lines[i + 1 :]:
