@@ -26,16 +26,11 @@ def events(run_dir: Path) -> list[dict[str, Any]]:
 
 def settings_env(tmp_path: Path, *, attach: bool) -> dict[str, str]:
     return {
-        hook.ENV_VAR: json.dumps(
-            {
-                "v": hook.SETTINGS_VERSION,
-                "root": str(tmp_path / "runs"),
-                "name": "job",
-                "attach": attach,
-                "lora_every": 2,
-                "handoff": str(tmp_path / "handoff"),
-            }
-        )
+        hook.ENV_ROOT: str(tmp_path / "runs"),
+        hook.ENV_NAME: "job",
+        hook.ENV_ATTACH: "1" if attach else "0",
+        hook.ENV_LORA_EVERY: "2",
+        hook.ENV_HANDOFF: str(tmp_path / "handoff"),
     }
 
 
@@ -144,10 +139,11 @@ def test_install_without_or_with_bad_settings_does_nothing(
     from transformers import Trainer
 
     assert hook.install({}) is False
-    assert hook.install({hook.ENV_VAR: "{not json"}) is False
-    assert hook.install({hook.ENV_VAR: json.dumps({"v": 99})}) is False
+    assert hook.install({hook.ENV_ROOT: "/runs"}) is False  # no name, no hand-off file
+    bad = {hook.ENV_ROOT: "/r", hook.ENV_NAME: "n", hook.ENV_HANDOFF: "/h"}
+    assert hook.install({**bad, hook.ENV_LORA_EVERY: "-5"}) is False
     assert not getattr(Trainer.__init__, "_mudpuppy_patched", False)
-    assert capsys.readouterr().err.count("ignoring an unusable MUDPUPPY_LAUNCH setting") == 2
+    assert capsys.readouterr().err.count("ignoring unusable MUDPUPPY_LAUNCH_* settings") == 2
 
 
 def test_the_post_import_finder_runs_after_the_module_and_steps_aside(

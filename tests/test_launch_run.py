@@ -250,7 +250,7 @@ def test_the_hook_chains_to_an_existing_sitecustomize_and_leaves_sys_path_alone(
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "sitecustomize.py").write_text(  # the launcher itself runs it too: say it in the job
-        "import os\nif 'MUDPUPPY_LAUNCH' in os.environ: print('their sitecustomize ran', flush=True)\n"
+        "import os\nif 'MUDPUPPY_LAUNCH_ROOT' in os.environ: print('their sitecustomize ran', flush=True)\n"
     )
     job = script(
         tmp_path,

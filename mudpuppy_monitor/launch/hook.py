@@ -21,15 +21,23 @@ job's exit status go to the same run.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
-import weakref
-from typing import Any
 
-ENV_VAR = "MUDPUPPY_LAUNCH"
-SETTINGS_VERSION = 1
+# Start-up cost counts in every process of the job: only os and sys at import (no json, no
+# typing); the rest is imported when a Trainer module is.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# The launcher's settings, one environment variable each (strings: nothing to parse at start-up).
+ENV_ROOT = "MUDPUPPY_LAUNCH_ROOT"  # runs root (absolute); its presence turns the hook on
+ENV_NAME = "MUDPUPPY_LAUNCH_NAME"  # the run name asked for
+ENV_ATTACH = "MUDPUPPY_LAUNCH_ATTACH"  # "1": the launcher created <root>/<name> for this job
+ENV_LORA_EVERY = "MUDPUPPY_LAUNCH_LORA_EVERY"  # LoRA norms every K steps, 0: off
+ENV_HANDOFF = "MUDPUPPY_LAUNCH_HANDOFF"  # the file that tells the launcher the job's run
+ENV_HOOK = "MUDPUPPY_LAUNCH_HOOK"  # this file, for boot/sitecustomize.py
+ENV_CALLBACK = "MUDPUPPY_LAUNCH_CALLBACK"  # the launcher's mudpuppy_callback.py
 TRAINER_MODULE = "transformers.trainer"
 WRITER_MODULE = "mudpuppy_callback"
 _PATCHED = "_mudpuppy_patched"
@@ -46,24 +54,23 @@ def _say(message: str) -> None:
 
 def read_settings(environ: Any = None) -> dict[str, Any] | None:
     """The launcher's settings from the environment, or None when absent or unusable."""
-    raw = (os.environ if environ is None else environ).get(ENV_VAR)
-    if not raw:
+    env = os.environ if environ is None else environ
+    root = env.get(ENV_ROOT)
+    if root is None:
         return None
-    try:
-        settings = json.loads(raw)
-        ok = (
-            isinstance(settings, dict)
-            and settings.get("v") == SETTINGS_VERSION
-            and isinstance(settings.get("root"), str)
-            and isinstance(settings.get("name"), str)
-            and isinstance(settings.get("handoff"), str)
-        )
-    except ValueError:
-        ok = False
-    if not ok:
-        _say(f"ignoring an unusable {ENV_VAR} setting; this process is not monitored")
+    name, handoff = env.get(ENV_NAME), env.get(ENV_HANDOFF)
+    lora_every = env.get(ENV_LORA_EVERY, "50")
+    if not (root and name and handoff and lora_every.isdigit()):
+        _say("ignoring unusable MUDPUPPY_LAUNCH_* settings; this process is not monitored")
         return None
-    return settings
+    return {
+        "root": root,
+        "name": name,
+        "handoff": handoff,
+        "attach": env.get(ENV_ATTACH) == "1",
+        "lora_every": int(lora_every),
+        "callback": env.get(ENV_CALLBACK),
+    }
 
 
 def install(environ: Any = None) -> bool:
@@ -72,7 +79,10 @@ def install(environ: Any = None) -> bool:
         settings = read_settings(environ)
         if settings is None:
             return False
-        on_load = functools.partial(patch_trainer_module, settings=settings)
+
+        def on_load(module: Any) -> None:
+            patch_trainer_module(module, settings)
+
         module = sys.modules.get(TRAINER_MODULE)
         if module is not None:
             on_load(module)
@@ -144,6 +154,8 @@ class PostImportFinder:
 
 def patch_trainer_module(module: Any, settings: dict[str, Any]) -> None:
     """Wrap `module.Trainer.__init__` so that each new Trainer gets an injected callback."""
+    import functools
+
     cls = getattr(module, "Trainer", None)
     if cls is None or getattr(cls.__init__, _PATCHED, False):
         return
@@ -232,6 +244,8 @@ def claim_launch_dir(handoff: str, run_dir: str) -> bool:
 
 
 def injected_class(writer: Any) -> type:
+    import weakref
+
     base = writer.MonitorCallback
 
     class LaunchedMonitor(base):  # type: ignore[misc, valid-type]
@@ -240,11 +254,8 @@ def injected_class(writer: Any) -> type:
         _mudpuppy_injected = True
 
         def __init__(self, trainer: Any, settings: dict[str, Any]) -> None:
-            lora_every = settings.get("lora_every")
             super().__init__(
-                settings["root"],
-                name=settings["name"],
-                lora_every=lora_every if isinstance(lora_every, int) else 50,
+                settings["root"], name=settings["name"], lora_every=settings["lora_every"]
             )
             self._trainer = weakref.ref(trainer)
             self._launch = settings

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -64,18 +63,13 @@ def child_environment(
     # an empty entry would mean the current directory: only join a non-empty PYTHONPATH
     env["PYTHONPATH"] = f"{BOOT_DIR}{os.pathsep}{old}" if old else str(BOOT_DIR)
     env["PYTHONUNBUFFERED"] = env.get("PYTHONUNBUFFERED") or "1"  # lines reach the log as printed
-    env[hook.ENV_VAR] = json.dumps(
-        {
-            "v": hook.SETTINGS_VERSION,
-            "root": str(settings.root.resolve()),
-            "name": settings.name,
-            "attach": attach,
-            "lora_every": settings.lora_every,
-            "handoff": str(handoff),
-            "hook": str(Path(hook.__file__).resolve()),
-            "callback": str(Path(mudpuppy_callback.__file__).resolve()),
-        }
-    )
+    env[hook.ENV_ROOT] = str(settings.root.resolve())
+    env[hook.ENV_NAME] = settings.name
+    env[hook.ENV_ATTACH] = "1" if attach else "0"
+    env[hook.ENV_LORA_EVERY] = str(settings.lora_every)
+    env[hook.ENV_HANDOFF] = str(handoff)
+    env[hook.ENV_HOOK] = str(Path(hook.__file__).resolve())
+    env[hook.ENV_CALLBACK] = str(Path(mudpuppy_callback.__file__).resolve())
     return env
 
 

@@ -20,10 +20,9 @@ def _boot() -> None:
     sys.path[:] = [p for p in sys.path if not p or os.path.abspath(p) != here]
     try:
         import importlib.util
-        import json
 
-        path = json.loads(os.environ.get("MUDPUPPY_LAUNCH") or "{}").get("hook")
-        if isinstance(path, str) and os.path.isfile(path):
+        path = os.environ.get("MUDPUPPY_LAUNCH_HOOK")
+        if path and os.path.isfile(path):
             spec = importlib.util.spec_from_file_location("_mudpuppy_launch_hook", path)
             if spec is not None and spec.loader is not None:
                 hook = importlib.util.module_from_spec(spec)
