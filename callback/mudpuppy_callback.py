@@ -32,12 +32,10 @@ import json
 import math
 import numbers
 import os
-import platform
 import socket
 import sys
 import threading
 import time
-import traceback
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping
@@ -511,7 +509,8 @@ def _check_step(step: Any) -> int:
 
 def _versions() -> dict[str, str]:
     # Only what is already imported: looking up installed versions would import or scan packages.
-    out = {"python": platform.python_version(), "mudpuppy_callback": __version__}
+    # sys.version, not the platform module: that one compiles regexes on import (start-up time)
+    out = {"python": sys.version.split()[0], "mudpuppy_callback": __version__}
     for lib in ("torch", "transformers", "peft", "accelerate", "trl", "bitsandbytes"):
         mod = sys.modules.get(lib)
         version = getattr(mod, "__version__", None) if mod is not None else None
@@ -560,6 +559,8 @@ def _cuda_indices_in_use(device: Any, model: Any) -> set[int]:
 
 
 def _error_text(exc: BaseException) -> str:
+    import traceback  # only on this rare path: its imports cost every process at start-up
+
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return text[:_MAX_ERROR_CHARS]
 
