@@ -183,6 +183,7 @@ def test_sigterm_stops_the_demo_and_its_trainers(tmp_path: Path) -> None:
     assert (last["kind"], last["status"]) == ("end", "interrupted")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 def test_a_sigkilled_demo_leaves_no_trainer_running(tmp_path: Path) -> None:
     # no chance to stop them: the parent-death signal must take the trainers along
     root = tmp_path / "demo-runs"

@@ -200,6 +200,7 @@ def test_ctrl_c_in_the_terminal_reaches_the_job_once(tmp_path: Path) -> None:
     assert (end["status"], end["exit_code"]) == ("interrupted", 5)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 def test_a_sigkilled_launcher_takes_the_command_along(tmp_path: Path) -> None:
     job = script(
         tmp_path,
