@@ -30,6 +30,7 @@ as in production: pass it with `headers=server.auth_headers()` or `?token=`.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -210,18 +211,12 @@ class LiveServer(_Base):
         from mudpuppy_monitor.server.app import create_app
         from mudpuppy_monitor.server.cli import bind_socket
         from mudpuppy_monitor.server.settings import Settings
+        from mudpuppy_monitor.server.transport import uvicorn_config
 
         settings = Settings(root=self.root, host=self.host, port=self.port, **self.settings_kwargs)
         sock = bind_socket(self.host, self.port)
         self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            ws_per_message_deflate=False,
-            timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown_s)),
-            lifespan="on",
-        )
+        config = uvicorn_config(self.app, settings)
         self.server = uvicorn.Server(config)
         self._error = None
 
@@ -308,6 +303,25 @@ class ServeProcess(_Base):
                 self.proc.wait()
         self._reader.join(2)
         self.proc = None
+
+
+def stalled_websocket(port: int) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads a byte."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
 
 
 def ws_connect(server: _Base, *, origin: str | None = None, headers: dict | None = None, **kw: Any):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import os
@@ -17,7 +16,7 @@ import time
 
 import pytest
 
-from tests.serverutil import REPO, LiveServer, ProtocolClient, RunDir, ws_connect
+from tests.serverutil import REPO, LiveServer, ProtocolClient, RunDir, stalled_websocket, ws_connect
 
 
 def append_from_another_process(run_dir, first_seq: int, steps: list[int]) -> None:
@@ -149,30 +148,11 @@ def test_reconnect_after_a_server_restart_has_no_gap_and_no_duplicate(tmp_path):
         server.stop()
 
 
-def _stalled_websocket(port: int) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads a byte."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def test_a_client_that_never_reads_does_not_delay_another(tmp_path):
     rng = random.Random(5)
     run = RunDir(tmp_path, "big")
     with LiveServer(tmp_path, client_queue=8, send_timeout_s=5.0) as server:
-        stalled = _stalled_websocket(server.port)
+        stalled = stalled_websocket(server.port)
         healthy = ProtocolClient(server)
         healthy.connect()
         healthy.fetch("big")
@@ -249,7 +229,7 @@ def test_shutdown_with_connected_clients_is_prompt(tmp_path):
     server = LiveServer(tmp_path)
     server.start()
     ws = ws_connect(server)
-    stalled = _stalled_websocket(server.port)
+    stalled = stalled_websocket(server.port)
     assert json.loads(ws.recv(timeout=5))["type"] == "snapshot"
     t0 = time.monotonic()
     server.stop()
@@ -391,7 +371,7 @@ def test_a_socket_that_takes_nothing_within_the_send_timeout_is_dropped(tmp_path
     run = RunDir(tmp_path, "w")
     # a queue so long it never overflows: only the send timeout can notice the stall
     with LiveServer(tmp_path, client_queue=1_000_000, send_timeout_s=0.5) as server:
-        stalled = _stalled_websocket(server.port)
+        stalled = stalled_websocket(server.port)
         hub = server.ctx.hub
         step = 0
         deadline = time.monotonic() + 60

@@ -455,6 +455,23 @@ def test_control_characters_from_files_never_reach_the_terminal():
     assert gpu.startswith("GPU0 GPU?[5m  util    -  VRAM -/-  -  - W  runs: evil?]52;")
 
 
+def test_bidi_controls_from_files_are_shown_inert():
+    disguised = "uni-\u202etxt.exe"  # would read "uni-exe.txt"
+    snap = _snapshot(
+        runs=[
+            _run(name=disguised, step=1),
+            _run(name="iso\u2066x\u2069", status="failed", error="e\u202dr\u200fr"),
+        ],
+        gpus=(),
+    )
+    text = render_plain(render_snapshot(snap, 200), 200)
+    for ch in ("\u202e", "\u2066", "\u2069", "\u202d", "\u200f"):
+        assert ch not in text
+    _, rows = table_cells(text)
+    assert "uni-?txt.exe" in rows
+    assert "failed iso?x?: e?r?r" in text.splitlines()
+
+
 def test_colours_on_a_terminal():
     console = Console(file=StringIO(), width=200, force_terminal=True, color_system="standard")
     console.print(render_snapshot(_snapshot(), 200))

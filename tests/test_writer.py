@@ -420,6 +420,38 @@ def test_non_zero_rank_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     assert run.dir == tmp_path / "runs" / "x"
 
 
+@pytest.mark.parametrize(
+    "name, dir_name",
+    [
+        ("two\nlines", "two_lines"),
+        ("uni-\u202etxt.exe", "uni-_txt.exe"),
+        ("iso\u2066late\u2069d", "iso_late_d"),
+        ("bell\x07\x1b[31mred", "bell__[31mred"),
+        ("c1\x85next", "c1_next"),
+        ("sweep/lr\t1e-4", "sweep/lr_1e-4"),
+    ],
+)
+def test_names_with_control_or_bidi_characters_are_cleaned(
+    tmp_path: Path, monitor_warnings: list[warnings.WarningMessage], name: str, dir_name: str
+) -> None:
+    with RunWriter(tmp_path, name=name) as run:
+        run.log(1, {"loss": 1.0})
+    assert run.dir == tmp_path / dir_name
+    assert run.name == dir_name
+    assert json.loads((run.dir / "meta.json").read_text())["name"] == dir_name
+    messages = only_monitor(monitor_warnings)
+    assert len(messages) == 1 and repr(dir_name) in messages[0]
+
+
+def test_ordinary_unicode_names_are_kept(
+    tmp_path: Path, monitor_warnings: list[warnings.WarningMessage]
+) -> None:
+    with RunWriter(tmp_path, name="qwen-lora-\u00e9t\u00e9-\u5b66\u4e60") as run:
+        pass
+    assert run.name == "qwen-lora-\u00e9t\u00e9-\u5b66\u4e60"
+    assert only_monitor(monitor_warnings) == []
+
+
 @pytest.mark.parametrize("name", ["", "../escape", "/abs", "a/../../b", "a/./b"])
 def test_invalid_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="invalid run name|relative"):
@@ -466,6 +498,8 @@ def test_deleted_run_directory_gives_one_warning_and_is_not_recreated(
     assert not (tmp_path / "x").exists()
     messages = only_monitor(monitor_warnings)
     assert len(messages) == 1 and "deleted" in messages[0]
+    # the warning says what happens: writing stops for good, it is not retried
+    assert "records nothing more" in messages[0] and "until" not in messages[0]
     assert run.dropped == 5  # four metrics and the end
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from mudpuppy_monitor.core.discovery import Found
 from mudpuppy_monitor.core.run import RunState
-from mudpuppy_monitor.core.sources import NATIVE, open_source
+from mudpuppy_monitor.core.sources import RunSource, open_source, source_kind
 
 PARALLEL_MIN_BYTES = 16 << 20  # total backlog below which a pool costs more than it saves
 RUN_MIN_BYTES = 1 << 20  # smaller runs are read in-process while the workers work
@@ -28,17 +28,10 @@ MAX_WORKERS = 8
 
 
 def backlog_bytes(f: Found) -> int:
-    if f.source != NATIVE:
-        return 0
-    from mudpuppy_callback import EVENTS_FILE
-
-    try:
-        return os.stat(os.path.join(f.path, EVENTS_FILE)).st_size
-    except OSError:
-        return 0
+    return source_kind(f.source).backlog_bytes(f.path)
 
 
-def load_run(f: Found, root: str | None) -> tuple[RunState, Any]:
+def load_run(f: Found, root: str | None) -> tuple[RunState, RunSource]:
     """Read one run completely (in a worker process); generation is set by the caller."""
     state = RunState(f.id, f.path, f.source, 0)
     source = open_source(f.source, f.path, root)
@@ -65,7 +58,7 @@ def plan(found: Iterable[Found]) -> list[Found]:
     return [f for f, _ in big]
 
 
-def load_all(runs: list[Found], root: str | None) -> dict[str, tuple[RunState, Any]]:
+def load_all(runs: list[Found], root: str | None) -> dict[str, tuple[RunState, RunSource]]:
     """Load runs in worker processes: one per core, each reading a share of the runs.
 
     Workers are plain `python -m mudpuppy_monitor.core.prefetch` processes rather than a
@@ -78,7 +71,7 @@ def load_all(runs: list[Found], root: str | None) -> dict[str, tuple[RunState, A
     for i, f in enumerate(runs):  # largest first, dealt round-robin: shares of similar size
         shares[i % width].append(f)
     started: list[tuple[subprocess.Popen[bytes], Any]] = []
-    out: dict[str, tuple[RunState, Any]] = {}
+    out: dict[str, tuple[RunState, RunSource]] = {}
     try:
         for share in shares:
             sink = tempfile.TemporaryFile()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
 
 DESCRIPTION = """\
 Run CMD with the monitor injected: every transformers Trainer it builds (and every subclass:

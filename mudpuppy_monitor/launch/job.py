@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import mudpuppy_callback
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
 from mudpuppy_monitor.launch import hook
 from mudpuppy_monitor.launch.ending import (
     Outcome,

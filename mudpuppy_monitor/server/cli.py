@@ -19,7 +19,8 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 from mudpuppy_monitor.server.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -27,8 +28,6 @@ from mudpuppy_monitor.server.settings import (
     display_host,
     is_loopback,
 )
-
-GPU_CHOICES = ("auto", "nvidia", "amd", "fake", "none")
 
 
 def register(subparsers: Any) -> None:
@@ -49,7 +48,9 @@ def register(subparsers: Any) -> None:
         "(generated when --host is not a loopback address)",
     )
     p.add_argument("--open", action="store_true", help="open the dashboard in a browser")
-    p.add_argument("--gpu", choices=GPU_CHOICES, default="auto", help="GPU backend (default auto)")
+    p.add_argument(
+        "--gpu", choices=BACKEND_KINDS, default="auto", help="GPU backend (default auto)"
+    )
     p.add_argument(
         "--gpu-interval", type=float, default=1.0, metavar="S", help="GPU sample interval in s"
     )
@@ -151,20 +152,14 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from mudpuppy_monitor.server.app import create_app
+    from mudpuppy_monitor.server.transport import uvicorn_config
 
     prepare(settings)
     sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     settings.port = port  # port 0: the one the kernel chose (cookie name, printed URL)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        log_level=settings.log_level,
-        access_log=False,
-        ws_per_message_deflate=False,  # costs CPU per client and per message
-        timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown_s)),
-        lifespan="on",
-    )
+    config = uvicorn_config(app, settings)
     server = uvicorn.Server(config)
     url = url_for(settings, port)
     root = Path(settings.root)

@@ -7,9 +7,10 @@ console and reused by other text outputs (`ls`, logs).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import TypeGuard
+
+from mudpuppy_monitor.inert import inert
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 # A non-finite point must stand out from every block height: a NaN loss is a result to see.
@@ -49,15 +50,10 @@ def sparkline(values: Sequence[float | None], width: int) -> str:
     return "".join(out)
 
 
-# C0 controls, DEL and C1 controls: an escape sequence in a run name or an error message (text
-# from files in the watched root) must not reach the terminal, where it could retitle the window,
-# write the clipboard (OSC 52) or hide lines; a newline would break the table's rows.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-
-
 def clean(text: object) -> str:
-    """`text` as a string that is safe to print on a terminal: control characters become `?`."""
-    return _CONTROL.sub("?", str(text))
+    """`text` as a string that is safe to print on a terminal: control and bidi characters
+    (see mudpuppy_monitor.inert) become `?`."""
+    return inert(text)
 
 
 def format_eta(seconds: float | None) -> str:
