@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import time
@@ -31,13 +30,12 @@ from mudpuppy_callback import (
 )
 
 from mudpuppy_monitor.launch.output import LOG_FILE, open_append, write_all
+from mudpuppy_monitor.tracebacks import last_exception
 
 # signals that ask a job to stop, as a person or a scheduler does: the run is `interrupted`
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
-TRACEBACK_WINDOW_LINES = 100  # a traceback further up is not what ended the job
 OUTPUT_TAIL_BYTES = 256 << 10
 MAX_ERROR_CHARS = 4000
-_RANK_PREFIX = r"^\[(?:default)?rank\d+\]:\s?"  # torchrun's per-rank line prefix
 
 
 class Outcome(NamedTuple):
@@ -73,20 +71,6 @@ def end_fields(outcome: Outcome, output_tail: str) -> dict[str, Any]:
         return {"status": "interrupted", "exit_code": rc}
     error = last_exception(output_tail) or f"exit code {rc}"
     return {"status": "failed", "error": error[:MAX_ERROR_CHARS], "exit_code": rc}
-
-
-def last_exception(text: str, window: int = TRACEBACK_WINDOW_LINES) -> str | None:
-    """The exception line (`Type: message`) of the last Python traceback in the last `window`
-    lines of `text`, or None."""
-    rank_prefix = re.compile(_RANK_PREFIX)  # compiled when needed: start-up time counts
-    lines = [rank_prefix.sub("", line) for line in text.splitlines()[-window:]]
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("Traceback (most recent call last):"):
-            for line in lines[i + 1 :]:
-                if line.strip() and not line[0].isspace():
-                    return line.strip()
-            return None
-    return None
 
 
 def read_output_tail(run_dir: Path, nbytes: int = OUTPUT_TAIL_BYTES) -> str:
