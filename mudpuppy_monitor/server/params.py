@@ -19,6 +19,7 @@ from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 MAX_POINTS = 100_000
+MAX_LOG_TAIL = 1000  # the lines of output the core holds per run
 # the error types raised below: their message reads after the parameter's name
 _OWN_ERRORS = frozenset({"mudpuppy_choice", "mudpuppy_number", "mudpuppy_integer"})
 
@@ -74,6 +75,9 @@ LoraPoints = Annotated[int, _clamped_int(200, 2, MAX_POINTS), Query(alias="point
 # comma-separated; absent: every series, present but empty: none
 Names = Annotated[str | None, Query()]
 ExportFormat = Annotated[Literal["csv", "jsonl"], _choice("csv", "jsonl"), Query(alias="format")]
+# hide (default): the points of one curve; mark: also those resumed attempts replaced, flagged
+Superseded = Annotated[Literal["hide", "mark"], _choice("hide", "mark"), Query(alias="superseded")]
+LogTail = Annotated[int, _clamped_int(200, 0, MAX_LOG_TAIL), Query(alias="tail")]
 
 
 def validation_message(exc: RequestValidationError) -> str:
