@@ -4,6 +4,7 @@
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
 import { GpuPanel } from "./gpupanel.js";
+import { LogPanel } from "./logpanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
 import { Scheduler } from "./scheduler.js";
@@ -44,6 +45,9 @@ class App {
       runColor,
     });
     this.lora = new LoraPanel(document.getElementById("lora-panel"), { schedule: () => this.mark("lora") });
+    this.log = new LogPanel(document.getElementById("log-panel"), {
+      openLog: (id) => this.socket.openLogs(id ? [id] : []),
+    });
     this.charts = new Map();
     const host = document.getElementById("charts");
     this.variant = new Map(); // chart id -> index of the shown variant
@@ -151,6 +155,9 @@ class App {
       case "lora":
         this.lora.addColumn(m);
         break;
+      case "log":
+        this.log.apply(m);
+        break;
       case "gpus":
         this.gpu.addSample(m);
         this.mark("gpu");
@@ -180,6 +187,7 @@ class App {
       this.store.reloadAll(this.xKind());
       this.loadGpus();
       this.lora.focus(this.focused, this.hasLora(this.focused));
+      this.log.reload();
     }
     for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
     this.autoSelect(runs);
@@ -192,6 +200,7 @@ class App {
     for (const raw of list) {
       const s = decodeSummary(raw);
       if (this.store.updateSummary(s)) fresh.push(s);
+      this.log.summary(s);
       this.receivedAt.set(s.id, now);
       this.sidebar.pushSpark(s.id, s.loss);
     }
@@ -239,6 +248,7 @@ class App {
     this.focused = id;
     this.selectionChanged(); // the focused run is subscribed (its LoRA columns stream) and loaded
     this.lora.focus(id, this.hasLora(id));
+    this.log.focus(id);
     this.mark("sidebar");
     this.mark("stat");
     this.mark("charts");
@@ -386,6 +396,7 @@ class App {
       opts: { ...this.opts },
       charts,
       lora: this.lora.stats(),
+      log: this.log.stats(),
       gpu: this.gpu.stats(),
     };
   }
