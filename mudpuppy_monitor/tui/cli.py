@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--once", action="store_true", help="print one snapshot and exit (no terminal needed)"
     )
     parser.add_argument("--filter", metavar="REGEX", help="show only runs whose name or id matches")
+    parser.add_argument(
+        "--log",
+        metavar="RUN",
+        help="show the output of this run (default: the most recently active run with output)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -46,4 +51,11 @@ def run(args: argparse.Namespace) -> int:
     pattern = compile_filter(args.filter)
     from mudpuppy_monitor.tui.app import main_tui
 
-    return main_tui(root, gpu=args.gpu, refresh_s=args.refresh, once=args.once, pattern=pattern)
+    return main_tui(
+        root,
+        gpu=args.gpu,
+        refresh_s=args.refresh,
+        once=args.once,
+        pattern=pattern,
+        log_run=args.log,
+    )

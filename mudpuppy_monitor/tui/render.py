@@ -28,6 +28,7 @@ from mudpuppy_monitor.tui.formatting import (
     progress_bar,
     sparkline,
 )
+from mudpuppy_monitor.tui.logview import MAX_LOG_LINES, LogTail, log_section
 
 STATUS_STYLES: dict[str, str] = {
     "running": "green",
@@ -62,6 +63,7 @@ class Snapshot:
     gpu_simulated: bool = False
     gpu_reason: str | None = None
     filter: str | None = None
+    log: LogTail | None = None  # the output of the selected run
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -346,9 +348,14 @@ def alerts(snap: Snapshot) -> list[Text]:
 
 
 def render_snapshot(
-    snap: Snapshot, width: int, max_rows: int | None = None, max_alerts: int | None = None
+    snap: Snapshot,
+    width: int,
+    max_rows: int | None = None,
+    max_alerts: int | None = None,
+    max_log: int = MAX_LOG_LINES,
 ) -> RenderableType:
-    """The whole view: header, runs table, "+N more", GPU lines, alerts footer."""
+    """The whole view: header, runs table, "+N more", GPU lines, the selected run's output,
+    alerts footer."""
     parts: list[RenderableType] = [header_text(snap, width)]
     if snap.runs:
         table, hidden = runs_table(snap, width, max_rows)
@@ -361,6 +368,7 @@ def render_snapshot(
     for sample in snap.gpus:
         index = _get(sample, "index")
         parts.append(gpu_line(sample, snap.gpu_runs.get(index, ()), snap.gpu_others.get(index, 0)))
+    parts.extend(log_section(snap.log, max_log))
     notes = alerts(snap)
     if max_alerts is not None and len(notes) > max_alerts:
         hidden_notes = len(notes) - max(0, max_alerts)
