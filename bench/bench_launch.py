@@ -9,7 +9,13 @@ An import of transformers takes seconds and swings by seconds on a busy machine,
 difference sought; so the two parts of that difference are also measured on their own, with many
 more rounds of cheap commands:
 
-- the launcher: `run -- true` against `true` (interpreter, imports, run directory, tee, end line);
+- until the command starts: `run -- date +%s.%N` against `date +%s.%N`, each timed from just
+  before the process is started to the time the command prints (what the launcher does before it
+  forks: interpreter, argument parsing, run directory, the fork);
+- for a job of one second: `run -- sleep 1` against `sleep 1` (the above, plus what the launcher
+  does after the command ends, the end line; the writer, tee and signal imports run while the
+  command runs);
+- for a job that ends at once: `run -- true` against `true` (all of the launcher's own work);
 - the startup hook in the job's interpreter: `python -c pass` with the hook on PYTHONPATH against
   without (the hook's cost does not depend on what the script imports, bar one string comparison
   per import).
@@ -32,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from mudpuppy_monitor.launch.job import LaunchSettings, child_environment  # noqa: E402
+from mudpuppy_monitor.launch.start import LaunchSettings, child_environment  # noqa: E402
 
 SCRIPT = "import transformers\n"
 Timing = tuple[float, float]  # wall ms, CPU ms
@@ -54,6 +60,16 @@ def _time(cmd: list[str], env: dict[str, str]) -> Timing:
     return wall * 1000, cpu * 1000
 
 
+def _until_start(cmd: list[str], env: dict[str, str]) -> Timing:
+    """(ms from just before starting `cmd` to the time its command printed, CPU ms)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return (float(out.split()[0]) - t0) * 1000, cpu * 1000
+
+
 def _interleaved(ways: dict[str, Callable[[], Timing]], rounds: int) -> dict[str, list[Timing]]:
     for way in ways.values():  # warm the page cache and the bytecode cache
         way()
@@ -70,7 +86,7 @@ def _medians(timings: list[Timing]) -> Timing:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    rounds, cheap_rounds = (3, 10) if quick else (7, 40)
+    rounds, cheap_rounds = (3, 8) if quick else (7, 25)
     with tempfile.TemporaryDirectory(prefix="mudpuppy-bench-launch-") as tmp:
         base = Path(tmp)
         script = base / "job.py"
@@ -91,8 +107,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             },
             rounds,
         )
+        date = ["date", "+%s.%N"]
         parts = _interleaved(
             {
+                "date": lambda: _until_start(date, env),
+                "run date": lambda: _until_start([*launched, *date], env),
+                "sleep": lambda: _time(["sleep", "1"], env),
+                "run sleep": lambda: _time([*launched, "sleep", "1"], env),
                 "true": lambda: _time(["true"], env),
                 "run true": lambda: _time([*launched, "true"], env),
                 "pass": lambda: _time([sys.executable, "-c", "pass"], env),
@@ -101,9 +122,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             cheap_rounds,
         )
     direct, under_run = _medians(end_to_end["direct"]), _medians(end_to_end["run"])
+    date, run_date = _medians(parts["date"]), _medians(parts["run date"])
+    sleep, run_sleep = _medians(parts["sleep"]), _medians(parts["run sleep"])
     true, run_true = _medians(parts["true"]), _medians(parts["run true"])
     bare, hooked = _medians(parts["pass"]), _medians(parts["pass hooked"])
-    launcher_ms, hook_ms = run_true[0] - true[0], hooked[0] - bare[0]
+    to_start_ms = run_date[0] - date[0]
+    launcher_ms, hook_ms = run_sleep[0] - sleep[0], hooked[0] - bare[0]
     budget = max(0.05 * direct[0], 150.0)
     added = under_run[0] - direct[0]
     parts_sum = launcher_ms + hook_ms
@@ -132,12 +156,28 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             f"ratio {(direct[0] + parts_sum) / direct[0]:.3f}",
         ),
         (
-            "  launcher: run -- true vs true",
+            "  launcher, a 1 s job: run -- sleep 1 vs sleep 1",
             launcher_ms,
             "ms",
             "",
+            f"median of {cheap_rounds}: {run_sleep[0]:.0f} vs {sleep[0]:.0f} ms; "
+            f"CPU +{run_sleep[1] - sleep[1]:.0f} ms",
+        ),
+        (
+            "  of which until the command starts: run -- date",
+            to_start_ms,
+            "ms",
+            "",
+            f"median of {cheap_rounds}: {run_date[0]:.0f} vs {date[0]:.0f} ms from start to "
+            "the command's first output",
+        ),
+        (
+            "  a job that ends at once: run -- true vs true",
+            run_true[0] - true[0],
+            "ms",
+            "",
             f"median of {cheap_rounds}: {run_true[0]:.0f} vs {true[0]:.0f} ms; "
-            f"CPU +{run_true[1] - true[1]:.0f} ms",
+            f"CPU +{run_true[1] - true[1]:.0f} ms (all of the launcher's work, nothing overlaps)",
         ),
         (
             "  startup hook: python -c pass with vs without",

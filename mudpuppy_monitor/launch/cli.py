@@ -1,15 +1,20 @@
-"""`mudpuppy-monitor run [--root runs] [--name N] [--lora-every K] -- CMD ARGS...`"""
+"""`mudpuppy-monitor run [--root runs] [--name N] [--lora-every K] [--serve [--port P] [--open] |
+--tui] -- CMD ARGS...`
+
+The usual command lines never reach this parser: `cli.main` hands them to `entry.main_fast`,
+which reads the same options by hand so that the command starts sooner. This is the parser for
+the rest (`--help`, abbreviated options, mistakes to explain), and both validate with
+`start.settings_from`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import re
-import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.launch.start import DEFAULT_PORT, default_name, script_stem
+
+__all__ = ["cmd_run", "default_name", "register", "script_stem"]
 
 DESCRIPTION = """\
 Run CMD with the monitor injected: every transformers Trainer it builds (and every subclass:
@@ -20,6 +25,8 @@ run's own exit status. A script without a Trainer still gets a run: its output a
 
   mudpuppy-monitor run -- python train.py --lr 1e-4
   mudpuppy-monitor run --name qwen-lora -- accelerate launch --num_processes 2 train.py
+  mudpuppy-monitor run --serve --open -- python train.py     (the dashboard alongside)
+  mudpuppy-monitor run --tui -- python train.py              (the terminal view alongside)
 
 Run again with the same --name and a Trainer resumed from a checkpoint continues that run.
 """
@@ -31,7 +38,8 @@ def register(subparsers: Any) -> None:
         help="run a training command with the monitor injected (no code change)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s [--root ROOT] [--name NAME] [--lora-every K] -- CMD [ARGS ...]",
+        usage="%(prog)s [--root ROOT] [--name NAME] [--lora-every K] "
+        "[--serve [--port P] [--open] | --tui] -- CMD [ARGS ...]",
     )
     p.add_argument("--root", default="runs", help="where runs are written (default: ./runs)")
     p.add_argument(
@@ -41,57 +49,33 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--lora-every",
-        type=int,
-        default=50,
+        default="50",
         metavar="K",
         help="LoRA adapter norms every K steps (0: off; default 50)",
     )
+    view = p.add_mutually_exclusive_group()
+    view.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the dashboard for ROOT alongside (as `serve`); it keeps serving the final "
+        "state after CMD ends, until Ctrl-C",
+    )
+    view.add_argument(
+        "--tui",
+        action="store_true",
+        help="show the terminal view alongside (CMD's output then goes to output.log only); it "
+        "ends with CMD, leaving the final state on the screen",
+    )
+    p.add_argument(
+        "--port", default=None, metavar="P", help=f"with --serve: the port (default {DEFAULT_PORT})"
+    )
+    p.add_argument("--open", action="store_true", help="with --serve: open it in a browser")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mudpuppy_callback import _check_name
+    from mudpuppy_monitor.launch.entry import launch
+    from mudpuppy_monitor.launch.start import settings_from
 
-    from mudpuppy_monitor.launch.job import LaunchSettings, run_job
-
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        raise UsageError("nothing to run: give the command after --, e.g. run -- python train.py")
-    if args.lora_every < 0:
-        raise UsageError("--lora-every must be 0 (off) or a positive number of steps")
-    name = args.name if args.name is not None else default_name(command)
-    try:
-        name = _check_name(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    root = Path(args.root).expanduser()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {root}: {exc.strerror or exc}") from None
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory")
-    settings = LaunchSettings(
-        command=tuple(command), root=root, name=name, lora_every=args.lora_every
-    )
-    return run_job(settings)
-
-
-def script_stem(command: Sequence[str]) -> str:
-    """What the command runs, as a name: the first `.py` or `.sh` argument's stem, else the module
-    after `-m`, else the program's own name."""
-    for arg in command:
-        if arg.endswith((".py", ".sh")):
-            return Path(arg).stem
-    for i, arg in enumerate(command[:-1]):
-        if arg == "-m":
-            return command[i + 1].rsplit(".", 1)[-1]
-    return Path(command[0]).stem
-
-
-def default_name(command: Sequence[str], now: float | None = None) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", script_stem(command)).strip("-.") or "run"
-    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+    return launch(settings_from(vars(args)))

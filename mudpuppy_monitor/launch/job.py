@@ -1,13 +1,17 @@
-"""Run one command as a monitored job and end its run: `run_job(settings) -> exit code`.
+"""Supervise one monitored job once its command has started (`entry.launch` forked it):
+`supervise(settings, started, signals) -> exit code`.
 
-1. The run directory: `<root>/<name>` is created now when the name is free (the job's first
-   Trainer records into it). When the name is taken, the choice waits for the job's Trainer: one
-   resumed from a checkpoint continues that run, any other gets `<name>-2`, ... as the writer
-   does; the output waits in a temporary file meanwhile.
+1. The run directory: `<root>/<name>` was created before the command started when the name was
+   free (the job's first Trainer records into it), and gets the launcher's `meta.json` now. When
+   the name is taken, the choice waits for the job's Trainer: one resumed from a checkpoint
+   continues that run, any other gets `<name>-2`, ... as the writer does; the output waits in a
+   temporary file meanwhile.
 2. The command runs with the startup hook on its PYTHONPATH (see hook.py), in the launcher's
    process group, with a parent-death signal (SIGTERM) so that it never outlives the launcher.
-3. Its stdout and stderr go to the terminal unchanged and into the run's `output.log`.
-4. When it exits, the run gets an `end` line unless the job wrote one, and the launcher exits with
+3. Its stdout and stderr go to the terminal unchanged and into the run's `output.log` (with
+   `--tui`, only into the log: the terminal belongs to the view).
+4. With `--serve` or `--tui` the daemon or the terminal view runs alongside (alongside.py).
+5. When it exits, the run gets an `end` line unless the job wrote one, and the launcher exits with
    the command's exit status (dying of the same stop signal when the command did).
 """
 
@@ -16,17 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import mudpuppy_callback
 
 from mudpuppy_monitor.errors import UsageError
-from mudpuppy_monitor.launch import hook
 from mudpuppy_monitor.launch.ending import (
     Outcome,
     append_end,
@@ -35,66 +34,44 @@ from mudpuppy_monitor.launch.ending import (
     read_output_tail,
     write_meta,
 )
-from mudpuppy_monitor.launch.lifetime import die_with_parent
-from mudpuppy_monitor.launch.output import LOG_FILE, MAX_LOG_BYTES, ROTATED_FILE, OutputLog, Tee
+from mudpuppy_monitor.launch.output import LOG_FILE, ROTATED_FILE, OutputLog, Tee
 from mudpuppy_monitor.launch.signals import StopSignals
+from mudpuppy_monitor.launch.spawn import wait
+from mudpuppy_monitor.launch.start import (
+    HANDOFF_FILE,
+    LaunchSettings,
+    Started,
+    child_environment,
+    claim_run_dir,
+    say,
+)
 
-BOOT_DIR = Path(__file__).resolve().parent / "boot"
-HANDOFF_FILE = "run-dir"
+__all__ = ["Job", "LaunchSettings", "Started", "child_environment", "supervise"]
+
 # after the command exits, how long its pipes may stay open (children it left behind)
 EOF_GRACE_S = 2.0
 # the job's own exit status is passed on by dying of the same signal (so that a shell loop stops)
 RERAISED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class LaunchSettings(NamedTuple):
-    command: tuple[str, ...]
-    root: Path
-    name: str
-    lora_every: int = 50
-    log_max_bytes: int = MAX_LOG_BYTES
-
-
-def child_environment(
-    settings: LaunchSettings, *, attach: bool, handoff: Path, environ: dict[str, str] | None = None
-) -> dict[str, str]:
-    env = dict(os.environ if environ is None else environ)
-    old = env.get("PYTHONPATH")
-    # an empty entry would mean the current directory: only join a non-empty PYTHONPATH
-    env["PYTHONPATH"] = f"{BOOT_DIR}{os.pathsep}{old}" if old else str(BOOT_DIR)
-    env["PYTHONUNBUFFERED"] = env.get("PYTHONUNBUFFERED") or "1"  # lines reach the log as printed
-    env[hook.ENV_ROOT] = str(settings.root.resolve())
-    env[hook.ENV_NAME] = settings.name
-    env[hook.ENV_ATTACH] = "1" if attach else "0"
-    env[hook.ENV_LORA_EVERY] = str(settings.lora_every)
-    env[hook.ENV_HANDOFF] = str(handoff)
-    env[hook.ENV_HOOK] = str(Path(hook.__file__).resolve())
-    env[hook.ENV_CALLBACK] = str(Path(mudpuppy_callback.__file__).resolve())
-    return env
-
-
-def _say(message: str) -> None:
-    print(f"mudpuppy-monitor: {message}", file=sys.stderr, flush=True)
+_UNCLAIMED = object()
 
 
 class Job:
     """The run directory side of one job: where its output goes and where its `end` goes."""
 
-    def __init__(self, settings: LaunchSettings, scratch: Path) -> None:
+    def __init__(
+        self, settings: LaunchSettings, scratch: Path, claimed: object = _UNCLAIMED
+    ) -> None:
+        """`claimed`: the run directory already created for the job (None: the name was taken);
+        when not given, it is claimed here."""
         self.settings = settings
-        self.root = settings.root.resolve()
+        self.root = Path(settings.root).resolve()
         self.handoff = scratch / HANDOFF_FILE
         self.placeholder: Path | None = None  # a directory this launcher created for the run
         self.run_dir: Path | None = None
-        wanted = self.root / settings.name
-        try:
-            wanted.parent.mkdir(parents=True, exist_ok=True)
-            wanted.mkdir()
-        except FileExistsError:
-            pass  # taken: the job's Trainer decides (see the module docstring)
-        except OSError as exc:
-            raise UsageError(f"cannot create {wanted}: {exc.strerror or exc}") from None
-        else:
+        if claimed is _UNCLAIMED:
+            claimed = claim_run_dir(str(self.root), settings.name)
+        if claimed is not None:
+            wanted = Path(str(claimed))
             self.placeholder = self.run_dir = wanted
             try:
                 write_meta(wanted, name=settings.name, command=settings.command)
@@ -140,76 +117,67 @@ def _remove_placeholder(path: Path) -> None:
         pass  # something else is in it now: leave it
 
 
-def resolve_command(command: Sequence[str]) -> str | None:
-    return shutil.which(command[0])
-
-
-def run_job(settings: LaunchSettings) -> int:
-    if resolve_command(settings.command) is None:
-        _say(f"command not found: {settings.command[0]}")
-        return 127
-    signals = StopSignals()  # before any thread exists, so that every thread blocks them
-    scratch = Path(tempfile.mkdtemp(prefix="mudpuppy-run-"))
+def supervise(settings: LaunchSettings, started: Started, signals: StopSignals) -> int:
+    """Everything after the command started: the run, the tee, the view alongside, the end."""
     try:
-        returncode = _run(settings, signals, scratch)
+        returncode = _supervise(settings, started, signals)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(started.scratch, ignore_errors=True)
     return exit_status(returncode)
 
 
-def _run(settings: LaunchSettings, signals: StopSignals, scratch: Path) -> int:
-    job = Job(settings, scratch)
-    env = child_environment(settings, attach=job.run_dir is not None, handoff=job.handoff)
-    pdeathsig = die_with_parent(signal.SIGTERM)
+def _supervise(settings: LaunchSettings, started: Started, signals: StopSignals) -> int:
+    from mudpuppy_monitor.launch.alongside import open_view
 
-    def child_setup() -> None:
-        signals.restore_in_child()
-        if pdeathsig is not None:
-            pdeathsig()
-
+    signals.watch(started.pid)
+    scratch = Path(started.scratch)
+    job: Job | None = None
     try:
-        proc = subprocess.Popen(
-            settings.command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=child_setup,
-        )
-    except OSError as exc:
-        if job.placeholder is not None:
-            _remove_placeholder(job.placeholder)
-        _say(f"cannot run {settings.command[0]}: {exc.strerror or exc}")
-        return 126
-    if job.run_dir is not None:
-        _say(f"recording {shown(job.run_dir)} (output in {LOG_FILE} there)")
-    else:
-        _say(
+        job = Job(settings, scratch, claimed=started.run_dir)
+    except UsageError as exc:  # the run directory cannot be written: the job runs unrecorded
+        say(f"{exc}; the job runs without a record")
+    if job is not None and job.run_dir is not None:
+        say(f"recording {shown(job.run_dir)} (output in {LOG_FILE} there)")
+    elif job is not None:
+        say(
             f"{shown(job.root / settings.name)} exists: a Trainer resumed from a checkpoint continues "
             "it, anything else gets a new run"
         )
-    signals.watch(proc.pid)
-    assert proc.stdout is not None and proc.stderr is not None
+    view = open_view(settings, started, signals)  # after what is said: a view may take the screen
+
+    def tick() -> None:
+        if job is not None:
+            job.follow_handoff()
+            if view is not None:
+                view.follow(job.run_dir)
+
+    own_terminal = view is None or not view.owns_terminal
     tee = Tee(
         [
-            (proc.stdout.fileno(), _terminal(sys.stdout)),
-            (proc.stderr.fileno(), _terminal(sys.stderr)),
+            (started.stdout_fd, _terminal(sys.stdout) if own_terminal else None),
+            (started.stderr_fd, _terminal(sys.stderr) if own_terminal else None),
         ],
-        job.log,
-        tick=job.follow_handoff,
+        job.log if job is not None else OutputLog(scratch),
+        tick=tick,
     )
     tee.start()
-    returncode = proc.wait()
+    returncode = wait(started.pid)
     tee.finish(EOF_GRACE_S)
-    proc.stdout.close()  # a process the job left behind may still hold the write ends
-    proc.stderr.close()
-    try:
-        end_run(job, Outcome(returncode, signals.received))
-    except OSError as exc:  # the run directory was deleted or cannot be written
-        _say(f"cannot record how the job ended: {exc}")
+    os.close(started.stdout_fd)  # a process the job left behind may still hold the write ends
+    os.close(started.stderr_fd)
+    ended = None
+    if job is not None:
+        try:
+            ended = end_run(job, Outcome(returncode, signals.received))
+        except OSError as exc:  # the run directory was deleted or cannot be written
+            say(f"cannot record how the job ended: {exc}")
+    if view is not None:
+        view.finish(ended)
     return returncode
 
 
-def end_run(job: Job, outcome: Outcome) -> None:
+def end_run(job: Job, outcome: Outcome) -> str:
+    """Append the `end` the job did not write; returns what is said about it."""
     job.follow_handoff()
     run_dir = job.run_dir or job.claim_now()
     job.log.close()
@@ -217,7 +185,9 @@ def end_run(job: Job, outcome: Outcome) -> None:
     if end is None or end["kind"] != "end":
         end = append_end(run_dir, end_fields(outcome, read_output_tail(run_dir)))
     detail = f": {end['error']}" if end.get("error") else ""
-    _say(f"{shown(run_dir)}: {end['status']}{detail}")
+    message = f"{shown(run_dir)}: {end['status']}{detail}"
+    say(message)
+    return message
 
 
 def shown(path: Path) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # not typing's: its import costs every job's start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 

@@ -13,10 +13,14 @@ taken as the terminal's when the launcher is in the terminal's foreground.
 
 from __future__ import annotations
 
+# the C module under `signal`: the same functions, without the enums `signal` builds on import
+# (enum, functools, collections), which every job would wait for before its command starts
+import _signal as signal
 import os
-import signal
-import threading
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # not typing's: its import costs every job's start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 WATCHED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 SI_KERNEL = 0x80  # si_code of a signal the kernel sent (the terminal's line discipline)
@@ -81,6 +85,8 @@ class StopSignals:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
 
     def watch(self, child_pid: int) -> None:
+        import threading  # after the child has started: its import is not on the way there
+
         self._child = child_pid
         threading.Thread(target=self._loop, name="mudpuppy-signals", daemon=True).start()
 
