@@ -34,13 +34,11 @@ import json
 import math
 import numbers
 import os
-import platform
 import re
 import socket
 import sys
 import threading
 import time
-import traceback
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping
@@ -112,7 +110,9 @@ STEP_KINDS = frozenset(
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
 STATUS_INTERRUPTED = "interrupted"
-END_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED})
+# written by `mudpuppy-monitor run` for a job a signal killed (SIGKILL, SIGSEGV, ...)
+STATUS_CRASHED = "crashed"
+END_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_CRASHED})
 
 # readers skip longer lines; the writer never produces one
 MAX_LINE_BYTES = 1 << 20
@@ -650,7 +650,8 @@ def _check_step(step: Any) -> int:
 
 def _versions() -> dict[str, str]:
     # Only what is already imported: looking up installed versions would import or scan packages.
-    out = {"python": platform.python_version(), "mudpuppy_callback": __version__}
+    # sys.version, not the platform module: that one compiles regexes on import (start-up time)
+    out = {"python": sys.version.split()[0], "mudpuppy_callback": __version__}
     for lib in ("torch", "transformers", "peft", "accelerate", "trl", "bitsandbytes"):
         mod = sys.modules.get(lib)
         version = getattr(mod, "__version__", None) if mod is not None else None
@@ -699,6 +700,8 @@ def _cuda_indices_in_use(device: Any, model: Any) -> set[int]:
 
 
 def _error_text(exc: BaseException) -> str:
+    import traceback  # only on this rare path: its imports cost every process at start-up
+
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return text[:_MAX_ERROR_CHARS]
 
@@ -1203,6 +1206,31 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _may_resume(root: str, name: str | None) -> bool:
+    """Whether `<root>/<name>` is a run a resumed Trainer may append to: it exists, and no other
+    live process on this host is writing it (two jobs given one name keep separate runs)."""
+    if name is None:
+        return False  # a default name is new every time
+    path = os.path.join(root, _check_name(name))
+    if not os.path.isdir(path):
+        return False
+    meta = _read_json(os.path.join(path, META_FILE))
+    pid = meta.get("pid")
+    if meta.get("host") != socket.gethostname() or type(pid) is not int:
+        return True
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    except (OverflowError, OSError):
+        return True
+    return False
+
+
 def _read_json(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -1457,6 +1485,10 @@ class _MonitorCallbackBase:
     `sample_prompts` (a list, or a file with one prompt per line) also `samples`: greedy
     completions every `sample_every` steps. Only world rank 0 writes. Nothing here raises into
     training.
+
+    `resume=None` (the default): a Trainer resuming from a checkpoint appends to the existing run
+    of the same `name` (a new `start` with `resumed_from`); `True` always appends, `False` never
+    does (a taken name then gets `-2`, `-3`, ...).
     """
 
     def __init__(
@@ -1466,7 +1498,7 @@ class _MonitorCallbackBase:
         *,
         lora_every: int | None = 50,
         config: Mapping[str, Any] | None = None,
-        resume: bool = False,
+        resume: bool | None = None,
         progress_every_s: float = 2.0,
         clock: Any = time.time,
         sample_prompts: Iterable[str] | str | os.PathLike[str] | None = None,
@@ -1502,6 +1534,9 @@ class _MonitorCallbackBase:
             # train() called again on the same Trainer: continue the same run directory.
             self.writer.close(STATUS_INTERRUPTED)
             self.name, resume = self.writer.name, True
+        elif resume is None:
+            # resumed from a checkpoint in a new process: continue the run of that name
+            resume = bool(state.global_step) and _may_resume(self.root, self.name)
         config = _trainer_config(args, state, model, kwargs.get("train_dataloader"))
         config.update(self.extra_config)
         shape = _recorded_model_shape(args, model, kwargs.get("train_dataloader"), config)

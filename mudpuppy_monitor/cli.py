@@ -7,13 +7,15 @@ parser and sets `func`. Those modules import their heavy dependencies inside the
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-from collections.abc import Sequence
 
 from mudpuppy_monitor import __version__
 from mudpuppy_monitor.errors import UsageError
+
+TYPE_CHECKING = False  # typing itself is not imported: start-up time of every job
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 __all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
@@ -26,17 +28,21 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mudpuppy_monitor.snapshot.cli",  # snapshot
     "mudpuppy_monitor.gpu.cli",  # gpus
     "mudpuppy_monitor.demo",  # demo
+    "mudpuppy_monitor.launch.cli",  # run
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="mudpuppy-monitor",
         description="Live monitor for fine-tuning runs.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -48,7 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # every job waits for what runs before its command starts: no parser, no other command
+        from mudpuppy_monitor.launch.entry import main_fast
+
+        code = main_fast(argv[1:])
+        if code is not None:
+            return code
+    fast = argv[:1] == ["run"]
+    parser = build_parser(("mudpuppy_monitor.launch.cli",) if fast else COMMAND_MODULES)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mudpuppy_monitor.errors import UsageError
 from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
+from mudpuppy_monitor.launch.lifetime import die_with_parent
 
 HF_MODULES = ("torch", "transformers", "peft", "accelerate")
 LEARNING_RATES = (3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
@@ -111,6 +112,8 @@ def start_trainers(
     # keep the demo's trainers from fighting over the few cores a laptop has
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # a demo killed without the chance to stop them (SIGKILL) takes its trainers along
+    die_with_demo = die_with_parent(signal.SIGTERM)
     procs = []
     for run in runs:
         with open(log_dir / f"{run.name}.log", "wb") as log:
@@ -122,6 +125,7 @@ def start_trainers(
                     stderr=subprocess.STDOUT,
                     # Ctrl-C in the terminal reaches only us; we stop the trainers in order
                     start_new_session=True,
+                    preexec_fn=die_with_demo,
                 )
             )
     return procs

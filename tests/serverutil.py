@@ -350,13 +350,18 @@ class ProtocolClient:
     message or in a summary (`runs`, `snapshot`: a reset that streams no points).
     """
 
-    def __init__(self, server: _Base, subscribe: list[str] | None = None) -> None:
+    def __init__(
+        self, server: _Base, subscribe: list[str] | None = None, logs: list[str] | None = None
+    ) -> None:
         self.server = server
         self.subscription = subscribe
+        self.log_runs = logs or []
         self.ws: Any = None
         self.summaries: dict[str, dict[str, Any]] = {}
         self.held: dict[str, dict[str, dict[str, list[Any]]]] = {}
         self.generation: dict[str, Any] = {}
+        # per run with its log open: {"generation", "end", "lines"} (the lines held, by number)
+        self.logs: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.fetches = 0
 
@@ -367,7 +372,19 @@ class ProtocolClient:
         self.handle(snapshot)
         if self.subscription is not None:
             self.ws.send(json.dumps({"type": "subscribe", "runs": self.subscription}))
+        if self.log_runs:
+            # open the stream first, then fetch: the stream covers what follows the answer
+            self.ws.send(json.dumps({"type": "logs", "runs": self.log_runs}))
+            for run in self.log_runs:
+                self.fetch_log(run)
         return snapshot
+
+    def fetch_log(self, run: str) -> None:
+        from urllib.parse import quote
+
+        doc = self.server.get_json(f"/api/runs/{quote(run)}/log?tail=1000")
+        self.fetches += 1
+        self.logs[run] = {"generation": doc["generation"], "end": doc["end"], "lines": doc["lines"]}
 
     def close(self) -> None:
         if self.ws is not None:
@@ -398,6 +415,17 @@ class ProtocolClient:
             self.held.pop(msg["id"], None)
         elif kind == "points" and msg["run"] in self.held:
             self._points(msg)
+        elif kind == "log" and msg["run"] in self.logs:
+            self._log(msg)
+
+    def _log(self, msg: dict[str, Any]) -> None:
+        held = self.logs[msg["run"]]
+        if msg["generation"] != held["generation"] or msg["i0"] > held["end"]:
+            self.fetch_log(msg["run"])  # another generation, or lines missed: start over
+            return
+        new = msg["lines"][held["end"] - msg["i0"] :]
+        held["lines"] = (held["lines"] + new)[-1000:]
+        held["end"] += len(new)
 
     def _check_generations(self, runs: list[dict[str, Any]]) -> None:
         # a reset is announced by the summary's generation even when the new generation has
@@ -405,6 +433,8 @@ class ProtocolClient:
         for r in runs:
             if r["id"] in self.held and r["generation"] != self.generation.get(r["id"]):
                 self.fetch(r["id"])
+            if r["id"] in self.logs and r["generation"] != self.logs[r["id"]]["generation"]:
+                self.fetch_log(r["id"])
 
     def _points(self, msg: dict[str, Any]) -> None:
         run = msg["run"]

@@ -503,6 +503,56 @@ def test_resumed_training_appends_to_the_same_run(tmp_path: Path) -> None:
     ]
 
 
+def test_a_trainer_resumed_in_a_new_process_continues_its_run_unless_resume_is_false(
+    tmp_path: Path,
+) -> None:
+    first = build_tiny_trainer(
+        tmp_path / "a", "r", steps=4, save_every=4, output_dir=tmp_path / "o"
+    )
+    first.train()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    checkpoint = str(tmp_path / "o" / "checkpoint-4")
+    # the default: a resumed Trainer given the same name appends (a new start, resumed_from)
+    build_tiny_trainer(tmp_path / "a", "r", steps=6, output_dir=tmp_path / "o").train(
+        resume_from_checkpoint=checkpoint
+    )
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["r"]
+    events = read_events(tmp_path / "a" / "r")
+    assert [e.get("resumed_from") for e in events if e["kind"] == "start"] == [None, 4]
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    # resume=False: a run of its own, as before
+    build_tiny_trainer(
+        tmp_path / "b",
+        "r",
+        steps=6,
+        output_dir=tmp_path / "o",
+        callback_kwargs={"resume": False},
+    ).train(resume_from_checkpoint=checkpoint)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["r", "r-2"]
+    starts = [e for e in read_events(tmp_path / "b" / "r-2") if e["kind"] == "start"]
+    assert [s.get("resumed_from") for s in starts] == [4]
+
+
+def test_a_run_still_being_written_on_this_host_is_not_resumed_into(tmp_path: Path) -> None:
+    def meta(**fields: Any) -> None:
+        (tmp_path / "r").mkdir(exist_ok=True)
+        (tmp_path / "r" / "meta.json").write_text(json.dumps(fields))
+
+    assert mc._may_resume(str(tmp_path), "r") is False  # nothing to resume
+    assert mc._may_resume(str(tmp_path), None) is False  # a default name is always new
+    host = mc.socket.gethostname()
+    meta(host=host, pid=os.getppid())  # alive: another job of the same name
+    assert mc._may_resume(str(tmp_path), "r") is False
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    meta(host=host, pid=dead.pid)
+    assert mc._may_resume(str(tmp_path), "r") is True
+    meta(host="another-host", pid=os.getppid())  # cannot be checked from here
+    assert mc._may_resume(str(tmp_path), "r") is True
+    meta(host=host, pid=0)
+    assert mc._may_resume(str(tmp_path), "r") is True
+
+
 def test_dora_and_two_adapters_in_meta_and_lora_events(tmp_path: Path) -> None:
     from mudpuppy_callback import MonitorCallback
     from peft import LoraConfig, get_peft_model

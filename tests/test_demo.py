@@ -192,3 +192,33 @@ def test_sigterm_stops_the_demo_and_its_trainers(tmp_path: Path) -> None:
         os.kill(pid, 0)  # the trainer did not outlive the demo
     last = decode_line((root / "lora-lr3e-03" / EVENTS_FILE).read_bytes().splitlines()[-1])
     assert (last["kind"], last["status"]) == ("end", "interrupted")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_a_sigkilled_demo_leaves_no_trainer_running(tmp_path: Path) -> None:
+    # no chance to stop them: the parent-death signal must take the trainers along
+    root = tmp_path / "demo-runs"
+    demo = Demo(root, "--runs", "2", "--steps", "5000", "--step-delay", "0.05", "--gpu", "none")
+    metas = [root / name / "meta.json" for name in ("lora-lr3e-03", "lora-lr1e-03")]
+    try:
+        demo.wait_for_line(r"serving .* at http://", 60)
+        deadline = time.monotonic() + 120
+        while not all(m.exists() for m in metas) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = [json.loads(m.read_text())["pid"] for m in metas]
+        demo.proc.kill()
+        demo.proc.wait(10)
+    finally:
+        demo.interrupt()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)

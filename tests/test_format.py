@@ -38,7 +38,7 @@ def test_constants_match_the_spec() -> None:
         "samples",
     }
     assert mc.STEP_KINDS == {"metrics", "eval", "lora", "progress", "checkpoint", "samples"}
-    assert mc.END_STATUSES == {"completed", "failed", "interrupted"}
+    assert mc.END_STATUSES == {"completed", "failed", "interrupted", "crashed"}
     assert mc.MAX_LINE_BYTES == 1048576
 
 

@@ -6,6 +6,7 @@ import { Chart } from "./chart.js";
 import { Compare } from "./compare.js";
 import { EfficiencyView, JPT_SERIES, MFU_SERIES } from "./efficiency.js";
 import { GpuPanel } from "./gpupanel.js";
+import { LogPanel } from "./logpanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { DesktopAlerts } from "./notify.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
@@ -60,6 +61,9 @@ class App {
     });
     this.lora = new LoraPanel(document.getElementById("lora-panel"), { schedule: () => this.mark("lora") });
     this.samples = new SamplesPanel(document.getElementById("samples-panel"), { schedule: () => this.mark("samples") });
+    this.log = new LogPanel(document.getElementById("log-panel"), {
+      openLog: (id) => this.socket.openLogs(id ? [id] : []),
+    });
     this.charts = new Map();
     const host = document.getElementById("charts");
     this.variant = new Map(); // chart id -> index of the shown variant
@@ -177,6 +181,9 @@ class App {
       case "samples":
         this.samples.onMessage(m);
         break;
+      case "log":
+        this.log.apply(m);
+        break;
       case "gpus":
         this.gpu.addSample(m);
         this.mark("gpu");
@@ -207,6 +214,7 @@ class App {
       this.loadGpus();
       this.lora.focus(this.focused, this.hasLora(this.focused));
       this.samples.focus(this.focused, true);
+      this.log.reload();
     }
     for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
     this.autoSelect();
@@ -221,6 +229,7 @@ class App {
     for (const raw of list) {
       const s = decodeSummary(raw);
       if (this.store.updateSummary(s)) fresh.push(s);
+      this.log.summary(s);
       this.receivedAt.set(s.id, now);
       this.sidebar.pushSpark(s.id, s.loss);
       this.samples.onSummary(s);
@@ -287,6 +296,7 @@ class App {
     this.selectionChanged(); // the focused run is subscribed (its LoRA columns stream) and loaded
     this.lora.focus(id, this.hasLora(id));
     this.samples.focus(id);
+    this.log.focus(id);
     this.mark("sidebar");
     this.mark("stat");
     this.mark("charts");
@@ -453,6 +463,7 @@ class App {
       charts,
       lora: this.lora.stats(),
       samples: this.samples.stats(),
+      log: this.log.stats(),
       gpu: this.gpu.stats(),
       notify: this.desktop.stats(),
       compare: this.compare.stats(),

@@ -1,5 +1,6 @@
 // The WebSocket to /ws: reconnects with exponential backoff (0.5 s doubling up to 30 s, with
-// jitter), reports its state, and re-sends the subscription after every (re)connect.
+// jitter), reports its state, and re-sends the subscription and the open logs after every
+// (re)connect.
 //
 // States: "connecting" -> "live" -> ("reconnecting" | "disconnected") -> "connecting" ...
 // "disconnected" means the backoff has reached its ceiling: the server has been gone a while.
@@ -23,6 +24,7 @@ export class Socket {
     this.retryAt = 0;
     this.timer = null;
     this.subscription = null;
+    this.logRuns = null; // runs whose output lines the page shows
     this.state = "idle";
     this.closedByUser = false;
   }
@@ -58,6 +60,7 @@ export class Socket {
       this.attempt = 0;
       this.setState("live");
       if (this.subscription !== null) this.sendSubscription();
+      if (this.logRuns !== null) this.send({ type: "logs", runs: this.logRuns });
     };
     ws.onmessage = (ev) => {
       let msg;
@@ -101,6 +104,13 @@ export class Socket {
     this.subscription = runs;
     // (re)sent on every open; while live only when it changed
     if (this.state === "live" && !same) this.sendSubscription();
+  }
+
+  // The runs whose output lines to stream (re-sent after every reconnect, like the subscription).
+  openLogs(runs) {
+    const same = JSON.stringify(runs) === JSON.stringify(this.logRuns);
+    this.logRuns = runs;
+    if (this.state === "live" && !same) this.send({ type: "logs", runs });
   }
 
   sendSubscription() {

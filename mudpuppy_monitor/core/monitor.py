@@ -167,6 +167,7 @@ class Monitor:
                 continue
             state, source = loaded[f.id]
             state.generation = next(self._generations)
+            state.renumber = self._next_generation
             entry = _Entry(f, state, source)
             self._poll(entry, real)  # lines written while the worker read
             with self._lock:
@@ -176,6 +177,7 @@ class Monitor:
         state = RunState(f.id, f.path, f.source, next(self._generations))
         entry = _Entry(f, state, open_source(f.source, f.path, real))
         self._poll(entry, real, fresh=True)
+        state.renumber = self._next_generation  # from now on clients may hold its indices
         if state.train.n > 4096:
             for table in (state.train, state.eval, state.progress):
                 table.compact()  # a large initial read: drop the growth slack
@@ -196,6 +198,9 @@ class Monitor:
             self._load(entry.found, real)
             return True
         return changed
+
+    def _next_generation(self) -> int:
+        return next(self._generations)
 
     def _read_failed(self, run: RunState, exc: BaseException) -> None:
         """Record an unexpected error of one run's reader; the run and the others go on."""
@@ -477,8 +482,29 @@ class Monitor:
             configs = {r: configdiff.config_of(self._runs[r].state.meta) for r in ids}
         return configdiff.config_diff(configs)
 
-    def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]:
+    def export(self, run_id: str, fmt: str = "csv", superseded: bool = False) -> Iterator[str]:
+        """Every point; `superseded` adds the points resumed attempts replaced, marked."""
         run = self._state(run_id)
         if run is None:
             raise KeyError(run_id)
-        return export_chunks(run, fmt, self._lock)
+        return export_chunks(run, fmt, self._lock, superseded)
+
+    def log_tail(self, run_id: str, n: int) -> dict[str, Any] | None:
+        """The last `n` lines of the run's output held (see queries.log_tail); None for an
+        unknown run."""
+        run = self._state(run_id)
+        if run is None:
+            return None
+        with self._lock:
+            return queries.log_tail(run, n)
+
+    def log_since(
+        self, run_id: str, i: int, limit: int | None = None
+    ) -> tuple[int, int, list[str]]:
+        """(generation, i0, the output lines from line `i` on, at most the last `limit`);
+        generation -1 when the run is unknown."""
+        run = self._state(run_id)
+        if run is None:
+            return -1, 0, []
+        with self._lock:
+            return (run.generation, *queries.log_since(run, i, limit))

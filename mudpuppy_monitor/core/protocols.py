@@ -79,7 +79,17 @@ class RunQueries(Protocol):
 
     def lora(self, run_id: str, points: int = 200) -> dict[str, Any] | None: ...
 
-    def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]: ...
+    def export(self, run_id: str, fmt: str = "csv", superseded: bool = False) -> Iterator[str]: ...
+
+    def log_tail(self, run_id: str, n: int) -> dict[str, Any] | None:
+        """The last `n` output lines held: generation, start, end, first, lines, skipped."""
+        ...
+
+    def log_since(
+        self, run_id: str, i: int, limit: int | None = None
+    ) -> tuple[int, int, list[str]]:
+        """(generation, i0, output lines from line `i` on); generation -1: unknown run."""
+        ...
 
     def samples(
         self, run_id: str, start: float | None = None, end: float | None = None, limit: int = 200

@@ -81,6 +81,9 @@ def make_summary(
     error = None
     if run.end and run.end.get("error"):
         error = str(run.end["error"])
+    elif status in ("failed", "crashed") and run.log is not None and run.log.exception():
+        # no error of its own: the traceback the job printed last says why
+        error = run.log.exception()
     elif run.errors:
         error = "; ".join(sorted(set(run.errors.values())))
     lr = None
@@ -168,6 +171,8 @@ def detail(run: RunState, summary: RunSummary) -> dict[str, Any]:
         "errors": dict(run.errors),
         "markers": list(run.markers),
         "generation": run.generation,
+        "log": None if run.log is None else {"first": run.log.first, "end": run.log.end},
+        "superseded_points": run.superseded.points,
     }
 
 
@@ -292,13 +297,17 @@ def last_lora(run: RunState) -> LoraRow | None:
     return LoraRow(int(store.steps[n - 1]), float(store.t[n - 1]), layers)
 
 
-def export_rows(run: RunState, lock: Any = None) -> Iterator[tuple[str, int, float, float]]:
-    """(series, step, t, value) for every stored point, series by series, in file order.
+def export_rows(
+    run: RunState, lock: Any = None, superseded: bool = False
+) -> Iterator[tuple[str, int, float, float, bool]]:
+    """(series, step, t, value, superseded) for every stored point, series by series, in file
+    order; with `superseded`, then the points resumed attempts replaced (flag True).
 
     Every series is cut under `lock` at one moment (views of what is stored: arrays are only
-    appended to, so they never change below their length), then rows are produced from those
-    cuts without the lock: an export during live writes is a consistent prefix of the run and
-    never sees a dict or an array change under it.
+    appended to, and a resumed attempt replaces them with new ones, so they never change below
+    their length), then rows are produced from those cuts without the lock: an export during
+    live writes is a consistent prefix of the run and never sees a dict or an array change
+    under it.
     """
     with lock if lock is not None else contextlib.nullcontext():
         cuts = [(name, run.table_of(name).series(name)) for name in run.series_names()]  # type: ignore[union-attr]
@@ -309,24 +318,61 @@ def export_rows(run: RunState, lock: Any = None) -> Iterator[tuple[str, int, flo
             (f"lora/{layer}/{key}", mat[:n, j])
             for layer, j in list(store.layers.items())
             for key, mat in list(store.data.items())
+            if j < mat.shape[1]
         ]
-    return _rows_from(cuts, lora_steps, lora_t, lora_cols)
+        old = list(run.superseded.columns) if superseded else []
+    return _rows_from(cuts, lora_steps, lora_t, lora_cols, old)
 
 
 def _rows_from(
-    cuts: list, lora_steps: np.ndarray, lora_t: np.ndarray, lora_cols: list
-) -> Iterator[tuple[str, int, float, float]]:
+    cuts: list, lora_steps: np.ndarray, lora_t: np.ndarray, lora_cols: list, old: list
+) -> Iterator[tuple[str, int, float, float, bool]]:
     for name, (steps, ts, ys) in cuts:
-        for i in range(0, len(ys), 65536):
-            yield from zip(
-                [name] * len(ys[i : i + 65536]),
-                steps[i : i + 65536].tolist(),
-                ts[i : i + 65536].tolist(),
-                ys[i : i + 65536].tolist(),
-                strict=True,
-            )
+        yield from _column_rows(name, steps, ts, ys, False)
     s_list, t_list = lora_steps.tolist(), lora_t.tolist()
     for name, col in lora_cols:
         for s, t, v in zip(s_list, t_list, col.tolist(), strict=True):
             if not math.isnan(v):
-                yield (name, s, t, v)
+                yield (name, s, t, v, False)
+    for name, steps, ts, ys in old:
+        yield from _column_rows(name, steps, ts, ys, True)
+
+
+def _column_rows(
+    name: str, steps: np.ndarray, ts: np.ndarray, ys: np.ndarray, flag: bool
+) -> Iterator[tuple[str, int, float, float, bool]]:
+    for i in range(0, len(ys), 65536):
+        k = len(ys[i : i + 65536])
+        yield from zip(
+            [name] * k,
+            steps[i : i + 65536].tolist(),
+            ts[i : i + 65536].tolist(),
+            ys[i : i + 65536].tolist(),
+            [flag] * k,
+            strict=True,
+        )
+
+
+def log_tail(run: RunState, n: int) -> dict[str, Any]:
+    """The last `n` lines of the run's output held in memory (none when it has no output.log):
+    `start` is the number of the first line returned, `end` the number of the next to come."""
+    log = run.log
+    if log is None:
+        return {"generation": run.generation, "start": 0, "end": 0, "first": 0, "lines": [],
+                "skipped": 0}  # fmt: skip
+    start, lines = log.tail(n)
+    return {
+        "generation": run.generation,
+        "start": start,
+        "end": log.end,
+        "first": log.first,
+        "lines": lines,
+        "skipped": log.skipped,
+    }
+
+
+def log_since(run: RunState, i: int, limit: int | None) -> tuple[int, list[str]]:
+    """(i0, the lines from line `i` on that are still held; at most the last `limit`)."""
+    if run.log is None:
+        return 0, []
+    return run.log.since(i, limit)

@@ -7,15 +7,18 @@ call the `apply_*` methods; the Monitor turns a RunState into a RunSummary and a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from mudpuppy_monitor.core import markers as mk
 from mudpuppy_monitor.core.coerce import as_step
+from mudpuppy_monitor.core.outputlog import LogLines
 from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.samples import SampleStore
 from mudpuppy_monitor.core.store import LoraStore, Table
+from mudpuppy_monitor.core.supersede import Superseded, split_lora, split_table
 
 STEPS_PER_S = "steps_per_s"
 TOKENS_PER_S = "tokens_per_s"
@@ -72,6 +75,11 @@ class RunState:
         self.best_eval_loss: float | None = None  # the same, for eval_loss
         self._gap_key: tuple[int, ...] | None = None
         self._gap: float | None = None
+        self.log: LogLines | None = None  # the last lines of output.log, once there is one
+        self.superseded = Superseded()  # what resumed attempts replaced (export only)
+        # a new generation number: set by the Monitor once the run is visible to queries, so
+        # that rows leaving the tables (a resumed attempt) void what clients hold
+        self.renumber: Callable[[], int] | None = None
 
     # -- applying decoded data ------------------------------------------------------------
 
@@ -133,11 +141,17 @@ class RunState:
     def apply_start(self, event: dict[str, Any]) -> None:
         t = event["t"]
         self.starts += 1
+        src = event.get("resumed_from")
+        resumed = as_step(src) if isinstance(src, int) and not isinstance(src, bool) else None
         if self.starts > 1:
-            src = event.get("resumed_from")
+            ended = self.end
+            if resumed is not None:
+                self.supersede(resumed, t)
             detail = f"restarted (resumed from {src})" if src is not None else "restarted"
-            step = as_step(src) if isinstance(src, int) else None
-            step = step if step is not None else self.last_step
+            if ended is not None:
+                detail += f"; the attempt before ended {ended['status']}"
+                detail += f": {ended['error']}" if ended.get("error") else ""
+            step = resumed if resumed is not None else self.last_step
             self.add_marker(mk.marker("restart", step, t, None, detail))
         if self.started_t is None or t < self.started_t:
             # lines are applied kind by kind, so a metrics row may have set it first
@@ -145,6 +159,57 @@ class RunState:
         self.end = None  # a new start supersedes an earlier end
         self.extra_times.append(t)
         self._note(None, t)
+
+    def supersede(self, step: int, t: float) -> bool:
+        """A new attempt resumes after `step`: what earlier attempts logged past it leaves the
+        tables and the markers (docs/run-format.md, "Resumed runs"). Returns whether anything
+        left; then the run takes a new generation (the indices clients hold are void)."""
+        changed = False
+        for attr, out in (
+            ("train", self.superseded),
+            ("eval", self.superseded),
+            ("progress", None),
+        ):
+            table: Table = getattr(self, attr)
+            keep = table.step[: table.n] <= step
+            if not keep.all():
+                setattr(self, attr, split_table(table, keep, out))
+                changed = True
+        keep = self.lora.steps[: self.lora.n] <= step
+        if not keep.all():
+            self.lora = split_lora(self.lora, keep, self.superseded)
+            changed = True
+        markers = [m for m in self.markers if m["step"] is None or m["step"] <= step]
+        if len(markers) != len(self.markers):
+            self.markers = markers
+            self._capped_markers = sum(m["kind"] in mk.CAPPED_KINDS for m in markers)
+            changed = True
+        if not changed:
+            return False
+        self._recount()
+        self.last_step, self._last_step_t = step, t
+        if self.renumber is not None:
+            self.generation = self.renumber()
+        return True
+
+    def _recount(self) -> None:
+        """best_loss, the non-finite count and the last epoch, from what the tables hold."""
+        loss = self.train.series(LOSS)
+        finite = loss[2][np.isfinite(loss[2])] if loss is not None else np.empty(0)
+        self.best_loss = float(finite.min()) if len(finite) else None
+        self.nonfinite = sum(
+            int((~np.isfinite(col.values[: col.n])).sum())
+            for name, col in self.train.columns.items()
+            if name not in (STEPS_PER_S, TOKENS_PER_S)
+        )
+        epoch = self.train.series(EPOCH)
+        self.last_epoch = float(epoch[2][-1]) if epoch is not None and len(epoch[2]) else None
+
+    def apply_log(self, lines: Sequence[str], skipped: int) -> None:
+        if self.log is None:
+            self.log = LogLines()
+        self.log.add(lines)
+        self.log.skipped += skipped
 
     def apply_end(self, event: dict[str, Any]) -> None:
         step = event.get("step", self.last_step)

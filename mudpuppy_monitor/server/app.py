@@ -35,10 +35,12 @@ from mudpuppy_monitor.server.params import (
     ApiError,
     ExportFormat,
     From,
+    LogTail,
     LoraPoints,
     Names,
     SampleLimit,
     SeriesPoints,
+    Superseded,
     To,
     XAxis,
     validation_message,
@@ -243,13 +245,20 @@ def add_routes(app: FastAPI, ctx: Context, web_dir: Path) -> None:
         return JSON({"run": run_id, **got})
 
     @app.get("/api/runs/{run_id:path}/export")
-    def export(run_id: Run, fmt: ExportFormat = "csv") -> Response:
-        chunks = ctx.runs().export(run_id, fmt=fmt)
+    def export(run_id: Run, fmt: ExportFormat = "csv", superseded: Superseded = "hide") -> Response:
+        chunks = ctx.runs().export(run_id, fmt=fmt, superseded=superseded == "mark")
         return StreamingResponse(
             _drain(chunks),
             media_type=EXPORT_TYPES[fmt],
             headers={"content-disposition": content_disposition(run_id, fmt)},
         )
+
+    @app.get("/api/runs/{run_id:path}/log")
+    def log(run_id: Run, tail: LogTail = 200) -> JSON:
+        got = ctx.runs().log_tail(run_id, tail)
+        if got is None:  # removed since the check above
+            return error(404, "no such run")
+        return JSON({"run": run_id, **got})
 
     @app.get("/api/runs/{run_id:path}")
     def run_detail(run_id: Run) -> JSON:

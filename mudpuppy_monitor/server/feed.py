@@ -32,6 +32,9 @@ MAX_MARKER_ALERTS = 5
 # the client sees `i0` past what it holds and fetches them over HTTP
 MAX_STREAM_SAMPLES = 16
 MAX_STREAM_SAMPLE_CHARS = 2 << 20  # text per message, unless a single event holds more
+# output lines per `log` message: what the core holds of a run at most; a run that printed more
+# since the last change leaves a gap in i0 (the client fetches the tail again)
+MAX_LOG_LINES = 1000
 
 Message = tuple[dict[str, Any], "str | None"]
 
@@ -50,12 +53,20 @@ class RunCursor:
     # markers are read from 0 (a run first seen while serving, or reset): the old ones are
     # history, only those within FRESH_S of now are alerts
     catch_up: bool = False
+    log: int = 0  # the number of the next output line to stream
 
 
 class ChangeTracker:
-    def __init__(self, monitor: RunQueries, max_stream_points: int = 5000) -> None:
+    def __init__(
+        self,
+        monitor: RunQueries,
+        max_stream_points: int = 5000,
+        log_wanted: Callable[[str], bool] = lambda run: False,
+    ) -> None:
         self.monitor = monitor
         self.max_stream_points = max_stream_points
+        # does any client have this run's log open? Lines nobody shows are not serialized
+        self.log_wanted = log_wanted
         self.runs: dict[str, RunCursor] = {}
 
     def prime(self) -> None:
@@ -68,6 +79,7 @@ class ChangeTracker:
                 samples=self.monitor.samples_since(s.id, 0, limit=0)[1],
                 status=s.status,
                 lora_last=_lora_key(self.monitor.last_lora(s.id)),
+                log=self.monitor.log_since(s.id, 1 << 62)[1],  # the end: history is for HTTP
             )
 
     def messages(self, changes: Changes) -> Iterator[Message]:
@@ -96,6 +108,7 @@ class ChangeTracker:
             self.runs[run_id] = state
         yield from self._points(run_id, state)
         yield from self._samples(run_id, state)
+        yield from self._log(run_id, state)
         seen = (summary.last_event_t, summary.step)
         if seen != state.lora_seen:
             state.lora_seen = seen
@@ -152,6 +165,21 @@ class ChangeTracker:
             "events": events,
         }
         yield message, run_id
+
+    def _log(self, run_id: str, state: RunCursor) -> Iterator[Message]:
+        generation, i0, lines = self.monitor.log_since(run_id, state.log, MAX_LOG_LINES)
+        if generation != state.generation or not lines:
+            return  # a reset meanwhile: the next change streams the new generation
+        state.log = i0 + len(lines)
+        if self.log_wanted(run_id):
+            message = {
+                "type": "log",
+                "run": run_id,
+                "generation": generation,
+                "i0": i0,
+                "lines": lines,
+            }
+            yield message, run_id
 
     def _lora(self, run_id: str, state: RunCursor) -> Iterator[Message]:
         # the caller skips changes without a new event: only those can hold a new snapshot

@@ -29,6 +29,7 @@ log = logging.getLogger("mudpuppy_monitor.server")
 
 PROTOCOL = 1
 MAX_SUBSCRIBE_RUNS = 10_000
+MAX_LOG_RUNS = 16  # runs whose output one client may have open at once
 MAX_CLIENT_MESSAGE = 1 << 20
 SNAPSHOT_MAX_AGE_S = 1.0
 CLOSE_TOO_SLOW = 1013
@@ -41,6 +42,7 @@ class Client:
         # str: a message; None: close after what is already queued
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=maxsize)
         self.runs: frozenset[str] | None = None  # None: all runs
+        self.logs: frozenset[str] = frozenset()  # runs whose output lines it gets
         self.resync_times: deque[float] = deque()
         self.dropped = False
         # why the server ends this connection: 1013 (too slow, try again later) or 1012
@@ -48,7 +50,9 @@ class Client:
         self.close_code = CLOSE_TOO_SLOW
         self.close_reason = "too slow"
 
-    def wants(self, run: str | None) -> bool:
+    def wants(self, run: str | None, kind: str = "") -> bool:
+        if kind == "log":
+            return run in self.logs
         return run is None or self.runs is None or run in self.runs
 
 
@@ -75,7 +79,9 @@ class Hub:
         self.clock = clock
         self.clients: set[Client] = set()
         self.stats = HubStats()
-        self.tracker = feed.ChangeTracker(monitor, settings.max_stream_points)
+        self.tracker = feed.ChangeTracker(
+            monitor, settings.max_stream_points, log_wanted=self._log_wanted
+        )
         self._snapshot: str | None = None
         self._snapshot_at = 0.0
         self._gpus: dict[str, Any] | None = None
@@ -141,13 +147,17 @@ class Hub:
 
     def publish(self, message: dict[str, Any], run: str | None = None) -> None:
         """Serialize once, queue to every client that wants it. Never awaits."""
-        if message["type"] != "points":
-            self._snapshot = None  # anything but points changes what a snapshot holds
+        kind = message["type"]
+        if kind not in ("points", "log"):
+            self._snapshot = None  # anything but points and lines changes a snapshot
         text = jsonutil.dumps(message).decode("utf-8")
         self.stats.messages += 1
         for client in list(self.clients):
-            if client.wants(run):
+            if client.wants(run, kind):
                 self._offer(client, text)
+
+    def _log_wanted(self, run: str) -> bool:
+        return any(run in client.logs for client in self.clients)
 
     def snapshot_text(self) -> str:
         # shared by the clients that connect or resync together, but never older than a
@@ -260,7 +270,14 @@ class Hub:
             obj = jsonutil.loads(data)
         except Exception:
             return  # not JSON: ignored, the stream goes on
-        if not isinstance(obj, dict) or obj.get("type") != "subscribe":
+        if not isinstance(obj, dict):
+            return
+        if obj.get("type") == "logs":
+            logs = obj.get("runs")
+            if isinstance(logs, list) and len(logs) <= MAX_LOG_RUNS:
+                client.logs = frozenset(r for r in logs if isinstance(r, str))
+            return
+        if obj.get("type") != "subscribe":
             return
         runs = obj.get("runs")
         if runs is None:

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 MAX_POINTS = 100_000
 MAX_SAMPLE_EVENTS = 1000
+MAX_LOG_TAIL = 1000  # the lines of output the core holds per run
 # the error types raised below: their message reads after the parameter's name
 _OWN_ERRORS = frozenset({"mudpuppy_choice", "mudpuppy_number", "mudpuppy_integer"})
 
@@ -80,6 +81,9 @@ ExportFormat = Annotated[Literal["csv", "jsonl"], _choice("csv", "jsonl"), Query
 RunIds = Annotated[str | None, Query(alias="runs")]
 # a dashboard link's view state (the part after "#"), for the snapshot to open with
 ViewState = Annotated[str | None, Query(alias="view", max_length=65536)]
+# hide (default): the points of one curve; mark: also those resumed attempts replaced, flagged
+Superseded = Annotated[Literal["hide", "mark"], _choice("hide", "mark"), Query(alias="superseded")]
+LogTail = Annotated[int, _clamped_int(200, 0, MAX_LOG_TAIL), Query(alias="tail")]
 
 
 def validation_message(exc: RequestValidationError) -> str:

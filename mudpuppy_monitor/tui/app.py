@@ -24,6 +24,7 @@ from mudpuppy_monitor.core.protocols import RefreshableRuns, RunQueries
 from mudpuppy_monitor.core.summary import RunSummary
 from mudpuppy_monitor.gpu.base import GpuBackend, SampleSource
 from mudpuppy_monitor.gpu.records import Attribution, GpuSample
+from mudpuppy_monitor.tui.logview import MAX_LOG_LINES, LogTail, log_height
 from mudpuppy_monitor.tui.news import News, NewsItem
 from mudpuppy_monitor.tui.render import (
     SPARK_WIDTH,
@@ -103,9 +104,12 @@ class TuiView:
         bell: bool = False,
         samples_run: str | None = None,
         diff: bool = False,
+        log_run: str | None = None,
     ) -> None:
         self.monitor = monitor
         self.diff = diff  # show the config keys that differ between the runs shown
+        # the run whose output is shown; None: the most recently active run that has output
+        self.log_run = log_run
         self.root_label = root_label
         self.sampler = sampler
         self.backend = backend
@@ -168,7 +172,20 @@ class TuiView:
             samples=self.samples.pane(self.monitor, runs, summaries),
             config_keys=configs["keys"],
             config=configs["values"],
+            log=self._log(runs),
         )
+
+    def _log(self, runs: Sequence[RunSummary]) -> LogTail | None:
+        names = {str(r.id): str(r.name) for r in runs}
+        wanted = [self.log_run] if self.log_run is not None else list(names)[:20]
+        for run_id in wanted:
+            # a few lines more than shown: snapshots followed by a line are left out
+            got = self.monitor.log_tail(run_id, MAX_LOG_LINES + 8)
+            if got is not None and (got["end"] or run_id == self.log_run):
+                return LogTail(run_id, names.get(run_id, run_id), got["lines"])
+        if self.log_run is not None:  # not found yet (a job that has not started its run)
+            return LogTail(self.log_run, self.log_run, ())
+        return None
 
 
 class Frame:
@@ -180,10 +197,13 @@ class Frame:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         max_rows = max_alerts = None
+        max_log = MAX_LOG_LINES
         if self.fit_height:
             height = options.height or console.size.height
-            max_rows, max_alerts = fit_height(self.snap, height)
-        yield render_snapshot(self.snap, options.max_width, max_rows, max_alerts)
+            max_log = log_height(self.snap.log, height)
+            used = 0 if self.snap.log is None else max_log + 1  # and the title line
+            max_rows, max_alerts = fit_height(self.snap, max(1, height - used))
+        yield render_snapshot(self.snap, options.max_width, max_rows, max_alerts, max_log)
 
 
 def run_once(view: TuiView, console: Console) -> int:
@@ -199,10 +219,13 @@ def run_live(
     sleep: Callable[[float], None] = time.sleep,
     max_frames: int | None = None,
     screen: bool = True,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Redraw every `refresh_s` until Ctrl-C or SIGTERM (or `max_frames`); the terminal is
-    restored on exit."""
+    """Redraw every `refresh_s` until Ctrl-C or SIGTERM (or `max_frames`, or `stop` is set: one
+    more frame is drawn then, with what is true at that moment); the terminal is restored on
+    exit."""
     frames = 0
+    stopping = False
     restore_sigterm = _stop_on_sigterm()
     try:
         with Live(
@@ -220,7 +243,13 @@ def run_live(
                 frames += 1
                 if max_frames is not None and frames >= max_frames:
                     break
-                sleep(max(0.0, refresh_s - (time.monotonic() - started)))
+                if stop is not None and stopping:
+                    break
+                wait = max(0.0, refresh_s - (time.monotonic() - started))
+                if stop is None:
+                    sleep(wait)
+                else:
+                    stopping = stop.wait(wait)
     except KeyboardInterrupt:
         # Live's exit has already left the alternate screen and shown the cursor again
         pass
@@ -266,10 +295,16 @@ def main_tui(
     samples_run: str | None = None,
     diff: bool = False,
     peak_tflops: float | None = None,
+    log_run: str | None = None,
+    stop: threading.Event | None = None,
+    on_view: Callable[[TuiView], None] | None = None,
 ) -> int:
     """The `tui` command after validation. `backend` (an opened GPU backend) replaces `gpu`;
     `sleep` and `max_frames` bound the live loop for tests; `bell` rings the terminal bell on
-    news; `stall_after_s` sets the stall window (as `serve --stall-after`)."""
+    news; `stall_after_s` sets the stall window (as `serve --stall-after`). `log_run`: the run
+    whose output is shown. `stop`: the live view ends when it is set (`run --tui`, when the job
+    has ended) and its last frame stays on the screen. `on_view` is given the view (to change
+    `log_run`)."""
     from mudpuppy_monitor.core import Monitor
 
     monitor = Monitor(root, clock=get_time, stall_after_s=stall_after_s)
@@ -285,7 +320,10 @@ def main_tui(
         bell=bell,
         samples_run=samples_run,
         diff=diff,
+        log_run=log_run,
     )
+    if on_view is not None:
+        on_view(view)
     console = console or Console()
     if backend is None and gpu != "none":
         from mudpuppy_monitor.gpu import open_backend
@@ -317,9 +355,19 @@ def main_tui(
         sampler.add_listener(tracker.observe)
         sampler.start()
     try:
-        return run_live(
-            view, console, refresh_s, sleep=sleep, max_frames=max_frames, screen=console.is_terminal
+        code = run_live(
+            view,
+            console,
+            refresh_s,
+            sleep=sleep,
+            max_frames=max_frames,
+            screen=console.is_terminal,
+            stop=stop,
         )
+        if stop is not None and stop.is_set() and console.is_terminal:
+            # the live view drew on the alternate screen, which is gone: the final state stays
+            console.print(Frame(view.snapshot(), fit_height=False))
+        return code
     finally:
         if sampler is not None:
             sampler.stop()  # the worker first: closing the library under a call can crash it

@@ -63,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="X",
         help="dense peak TFLOPS of one GPU, for MFU: replaces the built-in table",
     )
+    parser.add_argument(
+        "--log",
+        metavar="RUN",
+        help="show the output of this run (default: the most recently active run with output)",
+    )
     add_arguments(parser, " for stall_after")
     parser.set_defaults(func=run)
 
@@ -104,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         samples_run=args.samples,
         diff=args.diff,
         peak_tflops=peak,
+        log_run=args.log,
     )
 
 

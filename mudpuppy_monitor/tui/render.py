@@ -29,6 +29,7 @@ from mudpuppy_monitor.tui.formatting import (
     progress_bar,
     sparkline,
 )
+from mudpuppy_monitor.tui.logview import MAX_LOG_LINES, LogTail, log_section
 from mudpuppy_monitor.tui.samples import SamplesPane, sample_lines
 
 STATUS_STYLES: dict[str, str] = {
@@ -71,6 +72,7 @@ class Snapshot:
     # `--diff`: the config keys that differ between the runs shown, and each run's flat config
     config_keys: Sequence[str] = ()
     config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    log: LogTail | None = None  # the output of the selected run
 
 
 NEWS_STYLES: dict[str, str] = {
@@ -412,9 +414,14 @@ def alerts(snap: Snapshot) -> list[Text]:
 
 
 def render_snapshot(
-    snap: Snapshot, width: int, max_rows: int | None = None, max_alerts: int | None = None
+    snap: Snapshot,
+    width: int,
+    max_rows: int | None = None,
+    max_alerts: int | None = None,
+    max_log: int = MAX_LOG_LINES,
 ) -> RenderableType:
-    """The whole view: header, runs table, "+N more", GPU lines, alerts footer."""
+    """The whole view: header, runs table, "+N more", GPU lines, the selected run's output,
+    alerts footer."""
     parts: list[RenderableType] = [header_text(snap, width)]
     if snap.runs:
         table, hidden = runs_table(snap, width, max_rows)
@@ -428,6 +435,7 @@ def render_snapshot(
         index = _get(sample, "index")
         parts.append(gpu_line(sample, snap.gpu_runs.get(index, ()), snap.gpu_others.get(index, 0)))
     parts.extend(sample_lines(snap.samples, width))
+    parts.extend(log_section(snap.log, max_log))
     notes = alerts(snap)
     if max_alerts is not None and len(notes) > max_alerts:
         hidden_notes = len(notes) - max(0, max_alerts)

@@ -19,6 +19,7 @@ from mudpuppy_callback import (
 
 from mudpuppy_monitor.core.coerce import as_float, as_step
 from mudpuppy_monitor.core.files import read_json
+from mudpuppy_monitor.core.outputlog import LOG_FILE, OutputTail
 from mudpuppy_monitor.core.run import RunState
 from mudpuppy_monitor.core.sources.base import Listing, Lock, SourceKind
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
@@ -40,12 +41,16 @@ def backlog_bytes(path: str) -> int:
 
 
 class NativeSource:
+    """meta.json (re-read when it changes), events.jsonl (tailed) and, when there is one, the
+    job's output.log (its last lines, see core/outputlog.py)."""
+
     def __init__(self, path: str, root: str | None) -> None:
         self.path = path
         self.root = root
         self.events = FileTail(os.path.join(path, EVENTS_FILE), root)
         self.meta_path = os.path.join(path, META_FILE)
         self.meta_key: tuple | None = None
+        self.output = OutputTail(path, root)
 
     def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         """Read what is new into `run`. Returns (changed, reset: the run must start over)."""
@@ -60,7 +65,23 @@ class NativeSource:
                 apply_batch(run, batch)
 
         tail_changed, reset = poll_tail(self.events, run.errors, EVENTS_FILE, lock, apply)
-        return changed or tail_changed, reset
+        if reset:
+            return True, True
+        return self._poll_output(run, lock) or changed or tail_changed, False
+
+    def _poll_output(self, run: RunState, lock: Lock) -> bool:
+        got = self.output.poll()
+        if got is None:
+            return False
+        lines, skipped, error = got
+        with lock:
+            if lines or skipped:
+                run.apply_log(lines, skipped)
+            if error:
+                run.errors[LOG_FILE] = error
+            else:
+                run.errors.pop(LOG_FILE, None)
+        return True
 
     def _poll_meta(self, run: RunState, lock: Lock) -> bool:
         try:
@@ -110,22 +131,27 @@ def apply_batch(run: RunState, batch: NativeBatch) -> None:
         run.last_bad = batch.last_errors[-1]
     if batch.skipped:
         run.apply_skipped(batch.skipped, batch.unknown)
-    run.apply_train(batch.train)
-    run.apply_eval(batch.eval)
-    progress = [e for e in batch.events if e["kind"] == KIND_PROGRESS]
-    run.apply_progress([e["step"] for e in progress], [e["t"] for e in progress])
-    for event in batch.events:
-        kind = event["kind"]
-        if kind == KIND_LORA:
-            run.apply_lora(event["step"], event["t"], event["layers"])
-        elif kind == KIND_START:
-            run.apply_start(event)
-        elif kind == KIND_END:
-            run.apply_end(event)
-        elif kind == KIND_CHECKPOINT:
-            run.apply_checkpoint(event["step"], event["t"], event.get("path"))
-        elif kind == KIND_SAMPLES:
-            run.apply_samples(event["step"], event["t"], event.get("took_s"), event["items"])
+    for train, evals, events in batch.parts():
+        if events and events[0]["kind"] == KIND_START and "resumed_from" in events[0]:
+            # it supersedes what came before it, not the rows after it in this part
+            run.apply_start(events[0])
+            events = events[1:]
+        run.apply_train(train)
+        run.apply_eval(evals)
+        progress = [e for e in events if e["kind"] == KIND_PROGRESS]
+        run.apply_progress([e["step"] for e in progress], [e["t"] for e in progress])
+        for event in events:
+            kind = event["kind"]
+            if kind == KIND_LORA:
+                run.apply_lora(event["step"], event["t"], event["layers"])
+            elif kind == KIND_START:
+                run.apply_start(event)
+            elif kind == KIND_END:
+                run.apply_end(event)
+            elif kind == KIND_CHECKPOINT:
+                run.apply_checkpoint(event["step"], event["t"], event.get("path"))
+            elif kind == KIND_SAMPLES:
+                run.apply_samples(event["step"], event["t"], event.get("took_s"), event["items"])
 
 
 SOURCE = SourceKind(KIND, claims, NativeSource, backlog_bytes)

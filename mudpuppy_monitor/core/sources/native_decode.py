@@ -15,6 +15,7 @@ from mudpuppy_callback import (
     FORMAT_VERSION,
     KIND_EVAL,
     KIND_METRICS,
+    KIND_START,
     FormatError,
     UnknownKind,
     decode_line,
@@ -27,18 +28,31 @@ from mudpuppy_monitor.core.run import EVAL_PREFIX, MAX_SKIPPED_KINDS
 
 
 class NativeBatch:
-    """What one read produced: train and eval rows, other events in file order, bad lines."""
+    """What one read produced: train and eval rows, other events in file order, bad lines.
+
+    A `start` with `resumed_from` supersedes rows of earlier attempts, so it must be applied
+    after the rows before it and before the rows after it: it ends the current part (`train`,
+    `eval`, `events`) and opens the next, whose `events` begin with it.
+    """
 
     def __init__(self) -> None:
         self.train = Rows()
         self.eval = Rows()
         self.events: list[dict[str, Any]] = []  # start, progress, lora, checkpoint, end, samples
+        self.earlier: list[tuple[Rows, Rows, list[dict[str, Any]]]] = []  # parts ended so far
         self.bad = 0
         self.last_errors: list[str] = []
         # lines of kinds this reader does not know: their number, and per kind name (the first
         # MAX_SKIPPED_KINDS names, each cut to 64 characters)
         self.skipped = 0
         self.unknown: dict[str, int] = {}
+
+    def split(self) -> None:
+        self.earlier.append((self.train, self.eval, self.events))
+        self.train, self.eval, self.events = Rows(), Rows(), []
+
+    def parts(self) -> list[tuple[Rows, Rows, list[dict[str, Any]]]]:
+        return [*self.earlier, (self.train, self.eval, self.events)]
 
 
 def decode_block(block: bytes, batch: NativeBatch) -> None:
@@ -57,6 +71,13 @@ def decode_block(block: bytes, batch: NativeBatch) -> None:
             o = loads(line)
         except orjson.JSONDecodeError:
             _slow(line, batch)
+            if batch.train is not train:  # a resumed start opened a new part
+                train, steps, ts, cols = (
+                    batch.train,
+                    batch.train.steps,
+                    batch.train.ts,
+                    batch.train.cols,
+                )
             continue
         # `v` and `seq` by type: `True == 1` and `1.0 == 1`, but decode_line refuses both
         if type(o) is dict and o.get("kind") == metrics and type(o.get("v")) is int:
@@ -101,6 +122,13 @@ def decode_block(block: bytes, batch: NativeBatch) -> None:
                     c[1].append(ep)
                 continue
         _slow(line, batch)
+        if batch.train is not train:
+            train, steps, ts, cols = (
+                batch.train,
+                batch.train.steps,
+                batch.train.ts,
+                batch.train.cols,
+            )
 
 
 def _bad(batch: NativeBatch, reason: str) -> None:
@@ -144,4 +172,7 @@ def _slow(line: bytes, batch: NativeBatch) -> None:
         }
         batch.eval.add(event["step"], event["t"], values)
     else:
+        if kind == KIND_START and "resumed_from" in event:
+            if len(batch.train) or len(batch.eval) or batch.events:
+                batch.split()
         batch.events.append(event)
