@@ -25,8 +25,8 @@ from mudpuppy_monitor.core import status as st
 from mudpuppy_monitor.core.changes import Changes, Subscription
 from mudpuppy_monitor.core.discovery import Found, discover
 from mudpuppy_monitor.core.export import export_chunks
+from mudpuppy_monitor.core.parsecache import MIN_BYTES as MIN_CACHED
 from mudpuppy_monitor.core.run import RunState
-from mudpuppy_monitor.core.sources import open_source
 from mudpuppy_monitor.core.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class Monitor:
         pid_alive: Callable[[int], bool] | None = None,
         host: str | None = None,
         parallel: bool = True,
+        cache: Any = None,
+        loader: Any = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.poll = poll
@@ -58,6 +60,8 @@ class Monitor:
         self.pid_alive = pid_alive or st.default_pid_alive
         self.host = host or st.this_host()
         self.parallel = parallel  # decode a large initial backlog in worker processes
+        self.cache = cache  # a ParseCache: runs loaded before are resumed from it
+        self._loader = loader  # workers started early (prefetch.Loader), for the first pass
         self._runs: dict[str, _Entry] = {}
         self._lock = threading.RLock()  # guards the run data read by queries
         self._refresh_lock = threading.Lock()  # one reader at a time
@@ -147,34 +151,57 @@ class Monitor:
 
     def _load_many(self, fresh: list[Found], real: str | None) -> None:
         """Load new runs; a large backlog is decoded on several cores (see prefetch)."""
-        big = prefetch.plan(fresh) if self.parallel else []
+        loader, self._loader = self._loader, None  # one started early serves the first pass
+        if loader is not None:
+            big = [f for f in fresh if loader.runs.get(f.id) == f]
+        else:
+            big = prefetch.plan(fresh, self.cache) if self.parallel else []
+            cache_dir = self.cache.base if self.cache is not None else None
+            loader = prefetch.Loader(big, real, cache_dir).start() if big else None
         for f in fresh:
             if f not in big:
                 self._load(f, real)
-        if not big:
+        if loader is None:
             return
         try:
-            loaded = prefetch.load_all(big, real)
+            loader.collect()
         except Exception:  # noqa: BLE001 - a worker problem must not lose runs: read them here
-            loaded = {}
-        for f in big:
-            if f.id not in loaded:
-                self._load(f, real)
-                continue
-            state, source = loaded[f.id]
-            state.generation = next(self._generations)
-            entry = _Entry(f, state, source)
-            self._poll(entry, real)  # lines written while the worker read
-            with self._lock:
-                self._runs[f.id] = entry
+            pass
+        try:
+            for f in big:
+                got = loader.take(f, real)
+                if got is None:
+                    self._load(f, real)
+                    continue
+                state, source = got
+                state.generation = next(self._generations)
+                entry = _Entry(f, state, source)
+                self._poll(entry, real)  # lines written while the worker read
+                with self._lock:
+                    self._runs[f.id] = entry
+        finally:
+            loader.close()
 
     def _load(self, f: Found, real: str | None) -> None:
-        state = RunState(f.id, f.path, f.source, next(self._generations))
-        entry = _Entry(f, state, open_source(f.source, f.path, real))
+        state, source, restored = prefetch.open_run(f, real, self.cache)
+        if restored:
+            try:
+                reset = source.poll(state, contextlib.nullcontext())[1]
+            except Exception:  # noqa: BLE001 - read it from the start, as without a cache
+                reset = True
+            if reset:  # the file changed under the cached state after it was checked
+                state, source, restored = prefetch.open_run(f, real, self.cache, resume=False)
+        state.generation = next(self._generations)
+        entry = _Entry(f, state, source)
         self._poll(entry, real, fresh=True)
-        if state.train.n > 4096:
+        if state.train.n > 4096 and not restored:
+            # a large initial read: drop the growth slack (a state from the cache is compact
+            # already, and copying would keep its buffer alive beside the copies)
             for table in (state.train, state.eval, state.progress):
-                table.compact()  # a large initial read: drop the growth slack
+                table.compact()
+        tail = getattr(source, "events", None)
+        if self.cache is not None and tail is not None and tail.offset - restored >= MIN_CACHED:
+            self.cache.store(state, tail, source.meta_key)
         with self._lock:
             self._runs[f.id] = entry
 
@@ -233,6 +260,9 @@ class Monitor:
         self._task = asyncio.create_task(self._watch_loop(), name="mudpuppy-monitor-watch")
 
     async def stop(self) -> None:
+        if self._loader is not None:
+            self._loader.close()
+            self._loader = None
         if self._task is None or self._stop is None:
             return
         self._stop.set()
@@ -351,14 +381,16 @@ class Monitor:
         start: float | None = None,
         end: float | None = None,
         points: int = 2000,
+        arrays: bool = False,
     ) -> dict[str, dict[str, Any]]:
+        """See docs/architecture.md; `arrays`: the columns as numpy arrays, not lists."""
         if x not in ("step", "time"):
             raise ValueError(f"x must be 'step' or 'time', got {x!r}")
         run = self._state(run_id)
         if run is None:
             return {}
         with self._lock:
-            return queries.series(run, list(names), x, start, end, points)
+            return queries.series(run, list(names), x, start, end, points, arrays)
 
     def points_since(
         self,

@@ -1,16 +1,23 @@
 """Loading a large backlog on several cores: each worker process reads whole runs.
 
 Attaching to runs that already hold millions of lines is bound by decoding (orjson plus a little
-Python per line, under one GIL). When the new runs found by one discovery pass hold enough bytes,
-each is read completely in a worker process, exactly as the Monitor would read it (the same
-source object polled until caught up), and the finished RunState and source come back pickled:
-numpy columns travel as buffers. Anything that goes wrong falls back to reading in-process.
+Python per line, under one GIL). When the new runs found by one discovery pass hold enough bytes
+to decode, each is read completely in a worker process, exactly as the Monitor would read it (the
+same source object polled until caught up, resumed from the parse cache when it has the run).
+
+A worker hands each finished run back as a snapshot file (see snapshot.py: the numpy columns as
+raw buffers after a small pickle of the rest) and one line on its stdout naming the file; the
+daemon reads the file into one buffer whose views become the columns. With a parse cache the
+snapshot is the cache entry itself, so it is written once. Results are taken as each run
+finishes, and a `Loader` can be started before the daemon has imported its web server, so
+decoding overlaps that start. Anything that goes wrong falls back to reading in-process.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,36 +34,57 @@ RUN_MIN_BYTES = 1 << 20  # smaller runs are read in-process while the workers wo
 MAX_WORKERS = 8
 
 
-def backlog_bytes(f: Found) -> int:
+def backlog_bytes(f: Found, cache: Any = None) -> int:
+    """Bytes of a native run still to decode (what the parse cache does not already hold)."""
     if f.source != NATIVE:
         return 0
     from mudpuppy_callback import EVENTS_FILE
 
+    path = os.path.join(f.path, EVENTS_FILE)
     try:
-        return os.stat(os.path.join(f.path, EVENTS_FILE)).st_size
+        size = os.stat(path).st_size
     except OSError:
         return 0
+    if cache is not None:
+        size -= cache.covered(path)
+    return size
 
 
-def load_run(f: Found, root: str | None) -> tuple[RunState, Any]:
-    """Read one run completely (in a worker process); generation is set by the caller."""
-    state = RunState(f.id, f.path, f.source, 0)
+def open_run(
+    f: Found, root: str | None, cache: Any = None, resume: bool = True
+) -> tuple[RunState, Any, int]:
+    """(state, source, offset restored from the cache) of a run about to be read; with a cache,
+    the events tail keeps the crc the cache checks files against."""
     source = open_source(f.source, f.path, root)
+    if cache is not None and f.source == NATIVE:
+        got = cache.lookup(source.events.path, root) if resume else None
+        if got is not None:
+            got.state.id, got.state.path, got.state.source = f.id, f.path, f.source
+            for k, v in got.tail.items():
+                setattr(source.events, k, v)
+            source.meta_key = got.meta_key
+            return got.state, source, got.offset
+        source.events.track()
+    return RunState(f.id, f.path, f.source, 0), source, 0
+
+
+def load_run(f: Found, root: str | None, cache: Any = None) -> tuple[RunState, Any]:
+    """Read one run completely (in a worker process); generation is set by the caller."""
+    state, source, _ = open_run(f, root, cache)
     lock = threading.Lock()
     while True:
         changed, reset = source.poll(state, lock)
         if not reset:
             break
-        state = RunState(f.id, f.path, f.source, 0)
-        source = open_source(f.source, f.path, root)
+        state, source, _ = open_run(f, root, cache, resume=False)
     for table in (state.train, state.eval, state.progress):
         table.compact()
     return state, source
 
 
-def plan(found: Iterable[Found]) -> list[Found]:
+def plan(found: Iterable[Found], cache: Any = None) -> list[Found]:
     """The runs worth sending to worker processes (empty: read everything in-process)."""
-    big = [(f, n) for f in found if (n := backlog_bytes(f)) >= RUN_MIN_BYTES]
+    big = [(f, n) for f in found if (n := backlog_bytes(f, cache)) >= RUN_MIN_BYTES]
     if len(big) < 2 or (os.cpu_count() or 1) < 2:
         return []
     if sum(n for _, n in big) < PARALLEL_MIN_BYTES:
@@ -65,53 +93,171 @@ def plan(found: Iterable[Found]) -> list[Found]:
     return [f for f, _ in big]
 
 
-def load_all(runs: list[Found], root: str | None) -> dict[str, tuple[RunState, Any]]:
-    """Load runs in worker processes: one per core, each reading a share of the runs.
+class Loader:
+    """Worker processes loading runs, one per core; results are taken as runs finish.
 
     Workers are plain `python -m mudpuppy_monitor.core.prefetch` processes rather than a
     multiprocessing pool: spawn would re-import the caller's `__main__` (a user script without
-    a main guard would run again in every worker), and fork would copy a process that has threads.
+    a main guard would run again in every worker), and fork would copy a process with threads.
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    width = max(1, min(os.cpu_count() or 1, len(runs), MAX_WORKERS))
-    shares: list[list[Found]] = [[] for _ in range(width)]
-    for i, f in enumerate(runs):  # largest first, dealt round-robin: shares of similar size
-        shares[i % width].append(f)
-    started: list[tuple[subprocess.Popen[bytes], Any]] = []
-    out: dict[str, tuple[RunState, Any]] = {}
-    try:
-        for share in shares:
-            sink = tempfile.TemporaryFile()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mudpuppy_monitor.core.prefetch"],
-                stdin=subprocess.PIPE,
-                stdout=sink,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-            started.append((proc, sink))
-            assert proc.stdin is not None
-            proc.stdin.write(pickle.dumps((share, root)))
-            proc.stdin.close()
-        for proc, sink in started:
-            if proc.wait() != 0:
-                raise RuntimeError(f"a loading worker exited with {proc.returncode}")
-            sink.seek(0)
-            out.update(pickle.load(sink))
-    finally:
-        for proc, sink in started:
-            if proc.poll() is None:
+
+    def __init__(self, runs: list[Found], root: str | None, cache_dir: str | None = None) -> None:
+        self.runs = {f.id: f for f in runs}
+        self.root = root
+        self.cache_dir = cache_dir
+        self.out_dir = tempfile.mkdtemp(prefix="mudpuppy-load-")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.done: dict[str, str] = {}  # run id -> snapshot file
+        self.failed = False
+
+    def start(self) -> Loader:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        width = max(1, min(os.cpu_count() or 1, len(self.runs), MAX_WORKERS))
+        shares: list[list[Found]] = [[] for _ in range(width)]
+        for i, f in enumerate(self.runs.values()):  # largest first, dealt round-robin
+            shares[i % width].append(f)
+        try:
+            for share in shares:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mudpuppy_monitor.core.prefetch"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+                self.procs.append(proc)
+                job = {
+                    "runs": [[f.id, f.path, f.source, list(f.dir_key)] for f in share],
+                    "root": self.root,
+                    "cache": self.cache_dir,
+                    "out": self.out_dir,
+                }
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(job).encode())
+                proc.stdin.close()
+        except OSError:
+            self.failed = True
+        return self
+
+    def collect(self) -> dict[str, str]:
+        """Wait for every run; run id -> snapshot file of those that loaded."""
+        threads = [threading.Thread(target=self._read, args=(p,)) for p in self.procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return dict(self.done)
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:  # one line per finished run; the worker may go on caching
+            try:
+                got = json.loads(raw)
+                self.done[str(got["id"])] = str(got["file"])
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def take(self, f: Found, real: str | None) -> tuple[RunState, Any] | None:
+        """The loaded run `f` (None when its worker failed it); its snapshot file is consumed."""
+        from mudpuppy_monitor.core import snapshot
+
+        path = self.done.pop(f.id, None)
+        if path is None or self.runs.get(f.id) != f:
+            return None
+        try:
+            _, state, tail, meta_key = snapshot.decode(path)
+        except (OSError, snapshot.SnapshotError):
+            return None
+        finally:
+            if path.startswith(self.out_dir + os.sep):
+                _unlink(path)
+        source = open_source(f.source, f.path, real)
+        for k, v in tail.items():
+            setattr(source.events, k, v)
+        source.meta_key = meta_key
+        state.id, state.path = f.id, f.path
+        return state, source
+
+    def close(self) -> None:
+        """Forget the workers: those still writing cache entries finish on their own."""
+        for proc in self.procs:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _reap(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            sink.close()
-    return out
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+
+
+def start_early(root: str, cache: Any = None) -> Loader | None:
+    """Discover the runs under `root` and start loading the large ones now (the caller goes on
+    with its own start meanwhile); hand the Loader to the Monitor, which takes its results."""
+    from mudpuppy_monitor.core.discovery import discover
+
+    if not os.path.isdir(root):
+        return None
+    real = os.path.realpath(root)
+    try:
+        big = plan(discover(real, os.path.basename(os.path.abspath(root))).values(), cache)
+    except OSError:
+        return None
+    if not big:
+        return None
+    return Loader(big, real, cache.base if cache is not None else None).start()
+
+
+def load_all(
+    runs: list[Found], root: str | None, cache_dir: str | None = None
+) -> dict[str, tuple[RunState, Any]]:
+    """Load runs in worker processes and wait for all of them."""
+    loader = Loader(runs, root, cache_dir).start()
+    try:
+        loader.collect()
+        out = {}
+        for f in runs:
+            got = loader.take(f, root)
+            if got is not None:
+                out[f.id] = got
+        return out
+    finally:
+        loader.close()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _worker() -> None:
-    share, root = pickle.loads(sys.stdin.buffer.read())
-    result = {f.id: load_run(f, root) for f in share}
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+    from mudpuppy_monitor.core import snapshot
+    from mudpuppy_monitor.core.parsecache import ParseCache
+
+    job = json.loads(sys.stdin.buffer.read())
+    root = job["root"]
+    cache = ParseCache(job["cache"]) if job.get("cache") else None
+    for i, (run_id, path, kind, dir_key) in enumerate(job["runs"]):
+        f = Found(run_id, path, kind, (int(dir_key[0]), int(dir_key[1])))
+        try:
+            state, source = load_run(f, root, cache)
+            tail = source.events
+            if cache is not None and cache.store(state, tail, source.meta_key):
+                out = cache.entry_path(*tail.identity)
+            else:
+                out = os.path.join(job["out"], f"{os.getpid()}-{i}.snap")
+                header = snapshot.Header(0, 0, tail.offset, 0, 0, 0, False, "", 0)
+                snapshot.write(out, snapshot.encode(header, state, tail, source.meta_key))
+        except Exception:  # noqa: BLE001 - the daemon reads this run itself
+            continue
+        sys.stdout.write(json.dumps({"id": run_id, "file": out}) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -122,7 +122,11 @@ def series(
     start: float | None,
     end: float | None,
     points: int,
+    arrays: bool = False,
 ) -> dict[str, dict[str, Any]]:
+    """Per name {"x", "y", "count", "decimated"}; x and y as lists, or as numpy arrays when
+    `arrays` (views of the store are safe to read after the lock: arrays are only appended to
+    past their length, or replaced, so a view never changes; see export_rows)."""
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         table = run.table_of(name)
@@ -139,7 +143,10 @@ def series(
                 idx = np.flatnonzero(np.isfinite(xs))
             xs, ys = xs[idx], ys[idx]
         dx, dy, dec = decimate(xs, ys, points)
-        out[name] = {"x": dx.tolist(), "y": dy.tolist(), "count": count, "decimated": dec}
+        if arrays:
+            out[name] = {"x": dx, "y": dy, "count": count, "decimated": dec}
+        else:
+            out[name] = {"x": dx.tolist(), "y": dy.tolist(), "count": count, "decimated": dec}
     return out
 
 
