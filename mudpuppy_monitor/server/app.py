@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from starlette.staticfiles import StaticFiles
 
 from mudpuppy_monitor import __version__, jsonutil
 from mudpuppy_monitor.inert import inert
-from mudpuppy_monitor.server import feed, metrics
+from mudpuppy_monitor.server import columns, feed, metrics
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.security import SecurityMiddleware, valid_run_id
 from mudpuppy_monitor.server.settings import Settings, default_web_dir
 
+log = logging.getLogger(__name__)
 MAX_POINTS = 100_000
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
@@ -92,7 +94,14 @@ async def start(ctx: Context) -> None:
     from mudpuppy_monitor.gpu import GpuSampler, open_backend
 
     s = ctx.settings
-    ctx.monitor = Monitor(Path(s.root), poll=s.poll, scan_interval_s=s.scan_interval_s)
+    ctx.monitor = Monitor(
+        Path(s.root),
+        poll=s.poll,
+        scan_interval_s=s.scan_interval_s,
+        cache=_parse_cache(s),
+        loader=s.loader,
+    )
+    s.loader = None  # taken by this monitor
     await ctx.monitor.start()
     backend = open_backend(s.gpu)
     sampler = None
@@ -104,6 +113,18 @@ async def start(ctx: Context) -> None:
     if sampler is not None:
         sampler.start()
     ctx.registry = metrics.build_registry(ctx.monitor, ctx.gpus, ctx.hub)
+
+
+def _parse_cache(s: Settings) -> Any:
+    if s.cache_dir is None:
+        return None
+    from mudpuppy_monitor.core.parsecache import CacheUnusable, ParseCache
+
+    try:
+        return ParseCache.open(s.cache_dir, str(s.root))
+    except CacheUnusable as exc:
+        log.warning("parse cache off: %s", exc)
+        return None
 
 
 async def stop(ctx: Context) -> None:
@@ -145,7 +166,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     # carries the WebSocket fan-out. The core's queries are thread-safe (they take its lock).
     # The suffix routes come first: {run_id:path} is greedy, and run ids contain "/".
     @app.get("/api/runs/{run_id:path}/series")
-    def series(run_id: str, request: Request) -> JSON:
+    def series(run_id: str, request: Request) -> Response:
         if not known_run(run_id):
             return error(404, "no such run")
         q = request.query_params
@@ -163,12 +184,14 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
             generation = ctx.monitor.generation(run_id)
             have = ctx.monitor.counts(run_id)
             names = list(have) if wanted is None else [n for n in wanted if n in have]
-            got = ctx.monitor.series(run_id, names, x=x, start=start_x, end=end_x, points=points)
+            got = ctx.monitor.series(
+                run_id, names, x=x, start=start_x, end=end_x, points=points, arrays=True
+            )
             if ctx.monitor.generation(run_id) == generation:
                 break
         if generation is None:
             return error(404, "no such run")
-        return JSON({"run": run_id, "generation": generation, "x": x, "series": got or {}})
+        return _series_answer(request, run_id, generation, x, got or {})
 
     @app.get("/api/runs/{run_id:path}/lora")
     def lora(run_id: str, request: Request) -> JSON:
@@ -223,6 +246,19 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     async def ws(websocket: WebSocket) -> None:
         assert ctx.hub is not None
         await ctx.hub.serve_client(websocket)
+
+
+def _series_answer(
+    request: Request, run_id: str, generation: int, x: str, got: dict[str, Any]
+) -> Response:
+    """The columns as binary when the client asks for them (web/api.js does), else JSON; both
+    straight from the store's arrays (docs/protocol.md, "Series")."""
+    vary = {"vary": "Accept"}
+    if columns.wants_binary(request.headers.get("accept")):
+        body = columns.encode(run_id, generation, x, got)
+        return Response(body, media_type=columns.MEDIA_TYPE, headers=vary)
+    payload = {"run": run_id, "generation": generation, "x": x, "series": got}
+    return JSON(payload, headers=vary)
 
 
 def content_disposition(run_id: str, fmt: str) -> str:
