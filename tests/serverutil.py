@@ -268,6 +268,9 @@ class ServeProcess(_Base):
 
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
+        if "XDG_CACHE_HOME" not in (self.env or {}):
+            # the parse cache of a test daemon stays out of the home directory
+            env["XDG_CACHE_HOME"] = str(self.root.parent / f".cache-{self.port}")
         self.proc = subprocess.Popen(
             self.command(),
             cwd=REPO,

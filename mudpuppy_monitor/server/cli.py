@@ -55,6 +55,16 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--poll", action="store_true", help="poll files instead of inotify (NFS)")
     p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="where loaded runs are cached for the next start, outside ROOT "
+        "(default $XDG_CACHE_HOME/mudpuppy-monitor)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="no parse cache: read every run again on start"
+    )
+    p.add_argument(
         "--allow-host",
         action="append",
         default=[],
@@ -71,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--gpu-interval must be a positive number of seconds")
     if args.token is not None and not args.token.strip():
         raise UsageError("--token must not be empty")
+    if args.cache_dir and args.no_cache:
+        raise UsageError("--cache-dir and --no-cache contradict each other")
     settings = Settings(
         root=Path(args.root).expanduser(),
         host=args.host,
@@ -81,9 +93,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_interval_s=args.gpu_interval,
         poll=args.poll,
         allowed_hosts=tuple(args.allow_host),
+        cache_dir=None if args.no_cache else args.cache_dir or _default_cache_dir(),
     )
     serve(settings)
     return 0
+
+
+def _default_cache_dir() -> str:
+    from mudpuppy_monitor.core.parsecache import default_dir
+
+    return default_dir()
+
+
+def open_cache(settings: Settings) -> Any:
+    """The parse cache, or None: a directory that cannot be used is one note, not a failure;
+    one given with --cache-dir inside the root is a usage error (the root stays read-only)."""
+    if settings.cache_dir is None:
+        return None
+    from mudpuppy_monitor.core.parsecache import CacheUnusable, ParseCache, inside
+
+    if (
+        inside(settings.cache_dir, str(settings.root))
+        and settings.cache_dir != _default_cache_dir()
+    ):
+        raise UsageError(f"--cache-dir {settings.cache_dir} is inside ROOT; choose one outside it")
+    try:
+        return ParseCache.open(settings.cache_dir, str(settings.root))
+    except CacheUnusable as exc:
+        print(f"mudpuppy-monitor: parse cache off: {exc}", file=sys.stderr)
+        settings.cache_dir = None
+        return None
 
 
 def check_root(root: Path) -> None:
@@ -148,13 +187,19 @@ def url_for(settings: Settings, port: int) -> str:
 
 def serve(settings: Settings) -> None:
     """Run the server until Ctrl-C / SIGTERM. Prints the URL (with the token, when one is set)."""
+    prepare(settings)
+    sock = bind_socket(settings.host, settings.port)
+    if settings.loader is None:
+        # decode the backlog on the other cores while this process imports the web server
+        from mudpuppy_monitor.core.prefetch import start_early
+
+        settings.loader = start_early(str(settings.root), open_cache(settings))
+
     import uvicorn
 
     from mudpuppy_monitor.server.app import create_app
     from mudpuppy_monitor.server.transport import uvicorn_config
 
-    prepare(settings)
-    sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     settings.port = port  # port 0: the one the kernel chose (cookie name, printed URL)
     app = create_app(settings)
