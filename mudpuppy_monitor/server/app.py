@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from mudpuppy_monitor import __version__, jsonutil
 from mudpuppy_monitor.inert import inert
-from mudpuppy_monitor.server import columns, feed, metrics
+from mudpuppy_monitor.server import columns, feed
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.security import SecurityMiddleware, valid_run_id
 from mudpuppy_monitor.server.settings import Settings, default_web_dir
@@ -112,7 +112,8 @@ async def start(ctx: Context) -> None:
     ctx.hub.start()  # listens to the sampler before it takes its first sample
     if sampler is not None:
         sampler.start()
-    ctx.registry = metrics.build_registry(ctx.monitor, ctx.gpus, ctx.hub)
+    # the /metrics registry (and prometheus_client) are made on the first scrape: the first
+    # answers of a starting daemon do not wait for them
 
 
 def _parse_cache(s: Settings) -> Any:
@@ -240,6 +241,10 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
+        from mudpuppy_monitor.server import metrics
+
+        if ctx.registry is None:
+            ctx.registry = metrics.build_registry(ctx.monitor, ctx.gpus, ctx.hub)
         return Response(metrics.render(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")

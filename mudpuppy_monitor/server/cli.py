@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import secrets
 import socket
 import stat
 import sys
 import threading
 import time
-import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +172,8 @@ def prepare(settings: Settings) -> Settings:
     check_root(Path(settings.root))
     if settings.token is None and not is_loopback(settings.host):
         # like Jupyter: exposing the daemon without a secret is never the default
+        import secrets
+
         settings.token = secrets.token_urlsafe(24)
     return settings
 
@@ -223,4 +223,6 @@ def _open_when_up(server: Any, url: str) -> None:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     if server.started:
+        import webbrowser
+
         webbrowser.open(url)
