@@ -257,6 +257,8 @@ class Monitor:
             await asyncio.to_thread(self.refresh)
         except Exception:  # noqa: BLE001 - the watch task's passes will try again
             log.exception("first pass over %s failed", self.root)
+        if self.cache is not None:
+            await asyncio.to_thread(self.cache.prune)  # after the entries in use were touched
         self._task = asyncio.create_task(self._watch_loop(), name="mudpuppy-monitor-watch")
 
     async def stop(self) -> None:
