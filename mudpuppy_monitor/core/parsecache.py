@@ -101,6 +101,17 @@ class ParseCache:
     def entry_path(self, dev: int, ino: int) -> str:
         return os.path.join(self.dir, f"{dev:x}-{ino:x}.snap")
 
+    @classmethod
+    def open_or_none(cls, directory: str | None, root: str, report: Any) -> ParseCache | None:
+        """`open`, with an unusable directory reported (`report(reason)`) rather than raised."""
+        if directory is None:
+            return None
+        try:
+            return cls.open(directory, root)
+        except CacheUnusable as exc:
+            report(str(exc))
+            return None
+
     # -- reading ------------------------------------------------------------------------
 
     def covered(self, events_path: str) -> int:

@@ -119,13 +119,11 @@ async def start(ctx: Context) -> None:
 def _parse_cache(s: Settings) -> Any:
     if s.cache_dir is None:
         return None
-    from mudpuppy_monitor.core.parsecache import CacheUnusable, ParseCache
+    from mudpuppy_monitor.core.parsecache import ParseCache
 
-    try:
-        return ParseCache.open(s.cache_dir, str(s.root))
-    except CacheUnusable as exc:
-        log.warning("parse cache off: %s", exc)
-        return None
+    return ParseCache.open_or_none(
+        s.cache_dir, str(s.root), lambda why: log.warning("parse cache off: %s", why)
+    )
 
 
 async def stop(ctx: Context) -> None:

@@ -108,19 +108,19 @@ def open_cache(settings: Settings) -> Any:
     one given with --cache-dir inside the root is a usage error (the root stays read-only)."""
     if settings.cache_dir is None:
         return None
-    from mudpuppy_monitor.core.parsecache import CacheUnusable, ParseCache, inside
+    from mudpuppy_monitor.core.parsecache import ParseCache, inside
 
     if (
         inside(settings.cache_dir, str(settings.root))
         and settings.cache_dir != _default_cache_dir()
     ):
         raise UsageError(f"--cache-dir {settings.cache_dir} is inside ROOT; choose one outside it")
-    try:
-        return ParseCache.open(settings.cache_dir, str(settings.root))
-    except CacheUnusable as exc:
-        print(f"mudpuppy-monitor: parse cache off: {exc}", file=sys.stderr)
+
+    def off(why: str) -> None:
+        print(f"mudpuppy-monitor: parse cache off: {why}", file=sys.stderr)
         settings.cache_dir = None
-        return None
+
+    return ParseCache.open_or_none(settings.cache_dir, str(settings.root), off)
 
 
 def check_root(root: Path) -> None:
