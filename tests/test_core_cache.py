@@ -307,3 +307,24 @@ def test_worker_processes_write_the_cache_and_a_second_attach_uses_it(
         assert picture(again, r) == picture(first, r) == picture(plain, r)
     found = discover(str(root))
     assert all(prefetch.backlog_bytes(f, cache) == 0 for f in found.values())
+
+
+def test_an_entry_of_other_code_is_not_used(
+    tmp_path: Path, cache: ParseCache, small_min: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot whose RunState lacks an attribute this code has (same version number, other
+    code) is refused when read, not discovered later by a query."""
+    from mudpuppy_monitor.core.run import RunState
+
+    root = tmp_path / "runs"
+    events = write_run(root, "a", body(1, 1000))
+    monitor(root, cache)
+    real_init = RunState.__init__
+
+    def with_more(self: RunState, *args: object) -> None:
+        real_init(self, *args)  # type: ignore[arg-type]
+        self.added_later = 0  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(RunState, "__init__", with_more)
+    assert cache.lookup(str(events), str(root)) is None
+    assert monitor(root, cache).counts("a")["loss"] == 999

@@ -151,9 +151,24 @@ def decode(path: str) -> tuple[Header, RunState, dict[str, Any], Any]:
         raise SnapshotError(f"snapshot does not load: {type(exc).__name__}") from None
     if not isinstance(state, RunState) or not isinstance(tail, dict):
         raise SnapshotError("not a run snapshot")
-    if set(tail) != set(TAIL_FIELDS):
-        raise SnapshotError("not a run snapshot")
+    if set(tail) != set(TAIL_FIELDS) or not _same_shape(state):
+        raise SnapshotError("not a run snapshot of this code")
     return header, state, tail, meta_key
+
+
+def _same_shape(state: RunState) -> bool:
+    """Does the state have exactly the attributes this code's classes give (a snapshot of other
+    code with the same version number would otherwise fail later, in a query)?"""
+    fresh = RunState("", "", "", 0)
+    if vars(state).keys() != vars(fresh).keys():
+        return False
+    for table in (state.train, state.eval, state.progress):
+        if vars(table).keys() != vars(fresh.train).keys():
+            return False
+        for col in table.columns.values():
+            if any(not hasattr(col, k) for k in type(col).__slots__):
+                return False
+    return vars(state.lora).keys() == vars(fresh.lora).keys()
 
 
 def write(path: str, pieces: list[bytes | memoryview]) -> None:
