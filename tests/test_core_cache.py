@@ -328,3 +328,32 @@ def test_an_entry_of_other_code_is_not_used(
     monkeypatch.setattr(RunState, "__init__", with_more)
     assert cache.lookup(str(events), str(root)) is None
     assert monitor(root, cache).counts("a")["loss"] == 999
+
+
+def test_what_was_read_while_serving_is_cached_when_the_daemon_stops(
+    tmp_path: Path, cache: ParseCache, small_min: None, decoded: list[int]
+) -> None:
+    import asyncio
+
+    root = tmp_path / "runs"
+    events = write_run(root, "a", body(1, 1000))
+    mon = Monitor(root, clock=lambda: T0 + 10**6, pid_alive=lambda pid: False, host="h",
+                  parallel=False, cache=cache, poll=True, scan_interval_s=0.05)  # fmt: skip
+
+    async def serve_a_while() -> None:
+        await mon.start()
+        with open(events, "ab") as f:
+            f.write(body(1000, 1600))
+        for _ in range(200):
+            if mon.counts("a").get("loss") == 1599:
+                break
+            await asyncio.sleep(0.05)
+        await mon.stop()
+
+    asyncio.run(serve_a_while())
+    assert mon.counts("a")["loss"] == 1599
+    assert mon.store_grown() == 0  # stored at stop already: nothing new since
+    decoded.clear()
+    again = monitor(root, cache)
+    assert decoded == []  # the growth came from the cache too
+    assert picture(again, "a") == picture(monitor(root, None), "a")

@@ -38,6 +38,7 @@ class _Entry:
     found: Found
     state: RunState
     source: Any
+    cached: int = 0  # bytes of the events file the parse cache holds for this state
 
 
 class Monitor:
@@ -175,7 +176,8 @@ class Monitor:
                     continue
                 state, source = got
                 state.generation = next(self._generations)
-                entry = _Entry(f, state, source)
+                cached = source.events.offset if loader.cached(f.id) else 0
+                entry = _Entry(f, state, source, cached)
                 self._poll(entry, real)  # lines written while the worker read
                 with self._lock:
                     self._runs[f.id] = entry
@@ -200,8 +202,10 @@ class Monitor:
             for table in (state.train, state.eval, state.progress):
                 table.compact()
         tail = getattr(source, "events", None)
+        entry.cached = restored
         if self.cache is not None and tail is not None and tail.offset - restored >= MIN_CACHED:
-            self.cache.store(state, tail, source.meta_key)
+            if self.cache.store(state, tail, source.meta_key):
+                entry.cached = tail.offset
         with self._lock:
             self._runs[f.id] = entry
 
@@ -278,6 +282,24 @@ class Monitor:
                 sub.loop.call_soon_threadsafe(sub.close)
             except RuntimeError:  # its loop is already closed
                 pass
+        if self.cache is not None:
+            await asyncio.to_thread(self.store_grown)
+
+    def store_grown(self) -> int:
+        """Keep in the parse cache the runs that grew by MIN_CACHED or more since it last held
+        them (what was read while serving), so the next start does not read it again."""
+        stored = 0
+        with self._refresh_lock:  # no reader changes a state while it is written out
+            for entry in list(self._runs.values()):
+                tail = getattr(entry.source, "events", None)
+                if self.cache is None or tail is None or tail.crc is None:
+                    continue
+                if tail.offset - entry.cached >= MIN_CACHED and self.cache.store(
+                    entry.state, tail, entry.source.meta_key
+                ):
+                    entry.cached = tail.offset
+                    stored += 1
+        return stored
 
     async def _watch_loop(self) -> None:
         assert self._stop is not None

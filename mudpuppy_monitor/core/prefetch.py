@@ -161,7 +161,7 @@ class Loader:
         """The loaded run `f` (None when its worker failed it); its snapshot file is consumed."""
         from mudpuppy_monitor.core import snapshot
 
-        path = self.done.pop(f.id, None)
+        path = self.done.get(f.id)
         if path is None or self.runs.get(f.id) != f:
             return None
         try:
@@ -177,6 +177,11 @@ class Loader:
         source.meta_key = meta_key
         state.id, state.path = f.id, f.path
         return state, source
+
+    def cached(self, run_id: str) -> bool:
+        """Was this run's snapshot a parse cache entry (rather than a temporary file)?"""
+        path = self.done.get(run_id)
+        return path is not None and not path.startswith(self.out_dir + os.sep)
 
     def close(self) -> None:
         """Forget the workers: those still writing cache entries finish on their own."""
