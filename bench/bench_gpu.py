@@ -3,7 +3,7 @@ nvidia backend over the fake binding, i.e. everything but the driver), the sampl
 history and a listener, attribution, and the memory of one hour of history.
 
 The driver's own cost is not measured here (no GPU): NVML calls take ~20 ms per device with
-persistence mode off (shared/API-NOTES), which is the anchor our overhead is compared to.
+persistence mode off (docs/gpu.md, "The sampler"), which is the anchor our overhead is compared to.
 """
 
 from __future__ import annotations

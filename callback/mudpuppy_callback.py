@@ -21,6 +21,8 @@ The format is specified in docs/run-format.md. Sections of this file:
     3. RunWriter
     4. LoRA norms (torch, imported lazily)
     5. MonitorCallback (transformers, imported lazily)
+    6. Model shape: what the daemon needs to count training FLOPs per token
+    7. Samples: greedy generation during training (torch, imported lazily)
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ __all__ = [
     "END_STATUSES",
     "MAX_LINE_BYTES",
     "MAX_STEP",
+    "MAX_SAMPLE_TEXT_BYTES",
+    "MAX_SAMPLE_ITEMS",
     "FormatError",
     "encode_line",
     "decode_line",
@@ -86,11 +90,23 @@ KIND_LORA = "lora"
 KIND_PROGRESS = "progress"
 KIND_CHECKPOINT = "checkpoint"
 KIND_END = "end"
+KIND_SAMPLES = "samples"
 KINDS = frozenset(
-    {KIND_START, KIND_METRICS, KIND_EVAL, KIND_LORA, KIND_PROGRESS, KIND_CHECKPOINT, KIND_END}
+    {
+        KIND_START,
+        KIND_METRICS,
+        KIND_EVAL,
+        KIND_LORA,
+        KIND_PROGRESS,
+        KIND_CHECKPOINT,
+        KIND_END,
+        KIND_SAMPLES,
+    }
 )
 # kinds that must carry an integer `step`
-STEP_KINDS = frozenset({KIND_METRICS, KIND_EVAL, KIND_LORA, KIND_PROGRESS, KIND_CHECKPOINT})
+STEP_KINDS = frozenset(
+    {KIND_METRICS, KIND_EVAL, KIND_LORA, KIND_PROGRESS, KIND_CHECKPOINT, KIND_SAMPLES}
+)
 
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
@@ -101,6 +117,11 @@ END_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED})
 MAX_LINE_BYTES = 1 << 20
 # steps are stored as int64 by readers: a step is an integer in [0, MAX_STEP)
 MAX_STEP = 1 << 63
+# `samples` events: each text is cut to this many UTF-8 bytes (less when the whole line would
+# pass MAX_LINE_BYTES), and an event carries at most this many items
+MAX_SAMPLE_TEXT_BYTES = 8192
+MAX_SAMPLE_ITEMS = 64
+SAMPLE_TEXT_FIELDS = ("prompt", "completion", "reference")
 
 # Non-finite floats travel as these strings: bare NaN/Infinity tokens are not JSON.
 _NONFINITE_TO_STR = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -180,6 +201,87 @@ def encode_line(event: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+def _cut_text(text: str, limit: int) -> tuple[str, int | None]:
+    """`text` cut to at most `limit` UTF-8 bytes on a character boundary, and its full size in
+    bytes when it was cut (None when it fits). A lone surrogate (not encodable) becomes "?"."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8"), None
+    # "ignore" drops only a character split by the cut: the rest is valid UTF-8
+    return data[:limit].decode("utf-8", "ignore"), len(data)
+
+
+def _encode_sample_items(
+    items: Iterable[Mapping[str, Any]], text_limit: int = MAX_SAMPLE_TEXT_BYTES
+) -> list[dict[str, Any]]:
+    """Sample items as they go into a `samples` line: texts cut to `text_limit` bytes, the cut
+    ones named in `truncated` with their full size, a non-finite score as a string.
+
+    Takes items already checked by the writer: `prompt`, `completion` (str), optional
+    `reference` (str) and `score` (float).
+    """
+    out = []
+    for item in items:
+        rec: dict[str, Any] = {}
+        truncated: dict[str, int] = {}
+        for field in SAMPLE_TEXT_FIELDS:
+            text = item.get(field)
+            if text is None:
+                continue
+            rec[field], full = _cut_text(text, text_limit)
+            if full is not None:
+                truncated[field] = full
+        score = item.get("score")
+        if score is not None:
+            rec["score"] = encode_number(score)
+        if truncated:
+            rec["truncated"] = truncated
+        out.append(rec)
+    return out
+
+
+def _decode_optional_number(obj: dict[str, Any], key: str) -> None:
+    """obj[key] as a float, or removed when it is there but not a number."""
+    if key in obj:
+        x = decode_number(obj[key])
+        if x is None:
+            del obj[key]
+        else:
+            obj[key] = x
+
+
+def _decode_sample_items(raw: Any) -> list[dict[str, Any]]:
+    """The items of a `samples` line; an item without string `prompt` and `completion` is
+    dropped, a mistyped optional field is dropped, fields this reader does not know are kept."""
+    if not isinstance(raw, list):
+        raise FormatError("items must be an array")
+    out = []
+    for item in raw:
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("prompt"), str)
+            and isinstance(item.get("completion"), str)
+        ):
+            continue
+        if "reference" in item and not isinstance(item["reference"], str):
+            del item["reference"]
+        _decode_optional_number(item, "score")
+        if "truncated" in item:
+            cut = item["truncated"]
+            if isinstance(cut, dict):
+                cut = {
+                    k: v
+                    for k, v in cut.items()
+                    if k in SAMPLE_TEXT_FIELDS and type(v) is int and v >= 0
+                }
+            if cut and isinstance(cut, dict):
+                item["truncated"] = cut
+            else:
+                del item["truncated"]
+        out.append(item)
+    return out
+
+
 def _parse_constant(token: str) -> Any:
     # Readers accept bare NaN/Infinity tokens as well (older or foreign writers).
     return _STR_TO_NONFINITE[token]
@@ -201,7 +303,8 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
 
     Raises FormatError for anything that is not a v1 event: invalid UTF-8 or JSON, not an object,
     missing or mistyped `v`/`seq`/`t`/`kind`, an unknown kind, a step-bound kind without an integer
-    step. Non-numeric entries inside `values` are dropped (the rest of the line is kept).
+    step. Non-numeric entries inside `values` are dropped (the rest of the line is kept), and so
+    are `samples` items without string `prompt` and `completion`.
     """
     if isinstance(line, str):
         if len(line) > MAX_LINE_BYTES:
@@ -261,6 +364,9 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     elif kind == KIND_CHECKPOINT:
         if not isinstance(obj.get("path", ""), str):
             raise FormatError("checkpoint path must be a string")
+    elif kind == KIND_SAMPLES:
+        obj["items"] = _decode_sample_items(obj.get("items"))
+        _decode_optional_number(obj, "took_s")
     return obj
 
 
@@ -421,6 +527,9 @@ def _json_safe(obj: Any, depth: int = 0) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 _MAX_ERROR_CHARS = 4000
+# `samples` lines: room for the fields around `items`, and the floor of the per-text limit
+_ENVELOPE_BYTES = 512
+_MIN_SAMPLE_TEXT_BYTES = 256
 _NLINK_CHECK_EVERY_S = 1.0
 _TAIL_BYTES = 1 << 16
 
@@ -770,6 +879,40 @@ class RunWriter:
     def checkpoint(self, step: int, path: str | os.PathLike[str]) -> bool:
         return self._emit(KIND_CHECKPOINT, {"step": _check_step(step), "path": os.fspath(path)})
 
+    @_never_raises
+    def log_samples(
+        self, step: int, items: Iterable[Mapping[str, Any]], took_s: float | None = None
+    ) -> bool:
+        """A `samples` event: text generated at `step`, as items {"prompt": str, "completion": str,
+        optional "reference": str and "score": number}; `took_s` is how long generating took.
+
+        Each text is cut to MAX_SAMPLE_TEXT_BYTES (8 KiB) of UTF-8 and the cut is recorded in the
+        item's `truncated` ({field: full size in bytes}); when the whole line would still pass
+        1 MiB the limit is halved until it fits. At most MAX_SAMPLE_ITEMS items are written.
+        """
+        if self._closed:
+            return False
+        checked = self._sample_items(items)
+        if not checked:
+            return False
+        fields: dict[str, Any] = {"step": _check_step(step)}
+        limit = MAX_SAMPLE_TEXT_BYTES
+        while True:
+            encoded = _encode_sample_items(checked, limit)
+            if limit <= _MIN_SAMPLE_TEXT_BYTES:
+                break  # 64 items x 3 texts of 256 bytes fit in a line even fully escaped
+            if len(encode_line({"items": encoded})) <= MAX_LINE_BYTES - _ENVELOPE_BYTES:
+                break
+            limit //= 2
+        fields["items"] = encoded
+        if took_s is not None:
+            took, dropped = _convert_values({"took_s": took_s})
+            if dropped:
+                self._warn_dropped(dropped)
+            else:
+                fields["took_s"] = encode_number(float(took["took_s"]))
+        return self._emit(KIND_SAMPLES, fields)
+
     def close(
         self,
         status: str = STATUS_COMPLETED,
@@ -861,6 +1004,47 @@ class RunWriter:
                 fields["epoch"] = float(e["epoch"])
         fields["values"] = converted
         return fields
+
+    def _sample_items(self, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The items to write, checked: one warning for items without string texts, one for a
+        score that is not a number, one when there are more than MAX_SAMPLE_ITEMS."""
+        out: list[dict[str, Any]] = []
+        bad = 0
+        for i, item in enumerate(items):
+            if i == MAX_SAMPLE_ITEMS:
+                self._warn_once(
+                    "samples:many",
+                    f"mudpuppy: more than {MAX_SAMPLE_ITEMS} samples in one event; "
+                    f"the first {MAX_SAMPLE_ITEMS} are recorded",
+                )
+                break
+            prompt = completion = reference = None
+            if isinstance(item, Mapping):
+                prompt, completion, reference = (item.get(f) for f in SAMPLE_TEXT_FIELDS)
+            if not (
+                isinstance(prompt, str)
+                and isinstance(completion, str)
+                and (reference is None or isinstance(reference, str))
+            ):
+                bad += 1
+                continue
+            rec: dict[str, Any] = {"prompt": prompt, "completion": completion}
+            if reference is not None:
+                rec["reference"] = reference
+            if item.get("score") is not None:
+                score, dropped = _convert_values({"score": item["score"]})
+                if dropped:
+                    self._warn_dropped(dropped)
+                else:
+                    rec["score"] = float(score["score"])
+            out.append(rec)
+        if bad:
+            self._warn_once(
+                "samples:item",
+                "mudpuppy: a sample needs a string prompt and completion (and reference, if "
+                "any); such items are not recorded",
+            )
+        return out
 
     def _warn_dropped(self, keys: list[str]) -> None:
         for key in keys:
@@ -1247,8 +1431,10 @@ class _MonitorCallbackBase:
         Trainer(..., callbacks=[MonitorCallback("runs", name="qwen-lora", lora_every=50)])
 
     Writes meta (config taken from the Trainer), `metrics` per train log, `eval`, `progress`
-    (at most every 2 s), `checkpoint`, `lora` norms every `lora_every` steps, and `end`. Only
-    world rank 0 writes. Nothing here raises into training.
+    (at most every 2 s), `checkpoint`, `lora` norms every `lora_every` steps, and `end`; with
+    `sample_prompts` (a list, or a file with one prompt per line) also `samples`: greedy
+    completions every `sample_every` steps. Only world rank 0 writes. Nothing here raises into
+    training.
     """
 
     def __init__(
@@ -1261,6 +1447,9 @@ class _MonitorCallbackBase:
         resume: bool = False,
         progress_every_s: float = 2.0,
         clock: Any = time.time,
+        sample_prompts: Iterable[str] | str | os.PathLike[str] | None = None,
+        sample_every: int = 100,
+        sample_max_new_tokens: int = 64,
     ) -> None:
         self.root = os.fspath(root)
         self.name = name
@@ -1276,6 +1465,12 @@ class _MonitorCallbackBase:
         self._on_cuda = False
         self._count_tokens = False
         self._failed_hooks: set[str] = set()
+        # off unless prompts are given; bad prompts or settings fail here, before training
+        self._sampler = (
+            _Sampler(_read_prompts(sample_prompts), sample_every, sample_max_new_tokens)
+            if sample_prompts is not None
+            else None
+        )
 
     @_guarded
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -1287,6 +1482,7 @@ class _MonitorCallbackBase:
             self.name, resume = self.writer.name, True
         config = _trainer_config(args, state, model, kwargs.get("train_dataloader"))
         config.update(self.extra_config)
+        shape = _recorded_model_shape(args, model, kwargs.get("train_dataloader"), config)
         device = getattr(args, "device", None)
         self._on_cuda = getattr(device, "type", None) == "cuda"
         self._count_tokens = getattr(args, "include_num_input_tokens_seen", "no") not in (
@@ -1307,6 +1503,7 @@ class _MonitorCallbackBase:
             rank=0,
             progress_every_s=self.progress_every_s,
             clock=self._clock,
+            meta={"model_shape": shape} if shape is not None else None,
         )
 
     @_guarded
@@ -1316,6 +1513,8 @@ class _MonitorCallbackBase:
         step = state.global_step
         if self.lora_every and step % self.lora_every == 0:
             self._write_lora(step, kwargs.get("model"))
+        if self._sampler is not None and step % self._sampler.every == 0:
+            self._write_samples(step, args, kwargs)
         self.writer.progress(step)
 
     @_guarded
@@ -1362,6 +1561,8 @@ class _MonitorCallbackBase:
         try:
             if self.lora_every and step and self._last_lora_step != step:
                 self._write_lora(step, kwargs.get("model"))  # the final adapter state
+            if self._sampler is not None and step and self._sampler.last_step != step:
+                self._write_samples(step, args, kwargs)  # what the final model says
         finally:
             self.writer.close(STATUS_COMPLETED, step=step)
 
@@ -1388,6 +1589,20 @@ class _MonitorCallbackBase:
             return
         self.writer.log_lora(step, norms)
         self._last_lora_step = step
+
+    def _write_samples(self, step: int, args: Any, hook_kwargs: Mapping[str, Any]) -> None:
+        assert self.writer is not None and self._sampler is not None
+        tokenizer = hook_kwargs.get("processing_class") or hook_kwargs.get("tokenizer")
+        try:
+            items, took_s = self._sampler.generate(hook_kwargs.get("model"), tokenizer, args)
+        except Exception as exc:
+            # One warning, and no more generation: a failing generate() usually fails every time,
+            # and each try costs the training time.
+            self._sampler = None
+            _warn(f"mudpuppy: sampling failed ({_error_text(exc)}); no more samples events")
+            return
+        self._sampler.last_step = step
+        self.writer.log_samples(step, items, took_s=took_s)
 
 
 def _cuda_memory(torch: Any) -> dict[str, int]:
@@ -1545,6 +1760,160 @@ def _param_counts(model: Any) -> tuple[int | None, int | None]:
     return trainable, total
 
 
+# ---------------------------------------------------------------------------------------------
+# 6. Model shape (meta `model_shape`): parameter counts by role, the transformer's dimensions and
+#    the sequence length, so that the daemon can count training FLOPs per token
+#    (docs/efficiency.md). Read once, at train begin; nothing here runs per step.
+# ---------------------------------------------------------------------------------------------
+
+# HF config attribute names for each dimension, across architectures (Llama/Mistral/Qwen,
+# GPT-2/GPT-J, BLOOM/Falcon, T5/OPT ...); the first one present wins.
+_SHAPE_ATTRS: dict[str, tuple[str, ...]] = {
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hidden_size"),
+    "vocab_size": ("vocab_size",),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
+    "num_kv_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num"),
+    "head_dim": ("head_dim",),
+}
+# examples looked at to find a uniform sequence length (cheap, once)
+_SEQ_LEN_SAMPLES = 8
+# a peft adapter parameter: `...lora_A.<adapter>.weight`, `...lora_embedding_A.<adapter>`
+_ADAPTER_SEGMENTS = frozenset(
+    {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
+)
+
+
+def _recorded_model_shape(
+    args: Any, model: Any, train_dataloader: Any, config: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """`model_shape` for the meta, or None (one warning) when the model cannot be read: a
+    model this code does not know must not cost the run its record."""
+    if model is None:
+        return None
+    try:
+        return _model_shape(args, model, train_dataloader, config)
+    except Exception as exc:
+        _warn(f"mudpuppy: model shape not recorded ({_error_text(exc)}); no FLOPs estimate")
+        return None
+
+
+def _model_shape(
+    args: Any, model: Any, train_dataloader: Any, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    base = _unwrap_model(model)
+    cfg = getattr(base, "config", None)
+    text_config = getattr(cfg, "get_text_config", None)
+    if callable(text_config):
+        cfg = text_config()  # multimodal models: the language model's dimensions
+    shape: dict[str, Any] = {"model_type": _str_or_none(getattr(cfg, "model_type", None))}
+    for key, names in _SHAPE_ATTRS.items():
+        shape[key] = _first_positive_int(cfg, names)
+    if shape["num_kv_heads"] is None and getattr(cfg, "multi_query", False) is True:
+        shape["num_kv_heads"] = 1
+    hidden, heads = shape["hidden_size"], shape["num_attention_heads"]
+    if shape["head_dim"] is None and hidden and heads and hidden % heads == 0:
+        shape["head_dim"] = hidden // heads
+    trainable, total = _param_counts(model)
+    shape["params_total"] = total
+    shape["params_trainable"] = trainable
+    shape["params_frozen"] = (
+        total - trainable if total is not None and trainable is not None else None
+    )
+    shape.update(_param_roles(model))
+    shape["method"] = config.get("method")
+    used_frozen = (shape["params_frozen"] or 0) - shape["params_unused"]
+    shape["frozen_base"] = bool(trainable and used_frozen > 0)
+    seq_len = _uniform_seq_len(train_dataloader)
+    shape["seq_len"] = seq_len
+    shape["seq_len_source"] = "dataset" if seq_len is not None else None
+    shape["max_seq_len"] = _first_positive_int(args, ("max_length", "max_seq_length"))
+    return shape
+
+
+def _first_positive_int(obj: Any, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        v = getattr(obj, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def _str_or_none(v: Any) -> str | None:
+    return str(v) if v is not None else None
+
+
+def _param_roles(model: Any) -> dict[str, Any]:
+    """The parameters whose role changes the FLOPs: the input embedding table (a lookup, no
+    matmul unless tied to the output head) and the parameters the forward pass never uses
+    (peft's frozen originals of `modules_to_save`, adapters that are not active)."""
+    emb_w = out_w = None
+    try:
+        emb_w = getattr(model.get_input_embeddings(), "weight", None)
+    except Exception:
+        pass
+    try:
+        out_w = getattr(model.get_output_embeddings(), "weight", None)
+    except Exception:
+        pass
+    active = _active_adapters(model)
+    unused = 0
+    # named_parameters() lists a shared tensor once, under its first name: a tied table that peft
+    # also keeps as a module's frozen original is counted as the embedding, not as unused.
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        if "original_module" in parts:
+            unused += p.numel()
+        elif active is not None:
+            for i, part in enumerate(parts[:-1]):
+                if part in _ADAPTER_SEGMENTS and parts[i + 1] not in active:
+                    unused += p.numel()
+                    break
+    return {
+        "params_embedding": int(emb_w.numel()) if emb_w is not None else None,
+        "embedding_trainable": bool(emb_w.requires_grad) if emb_w is not None else None,
+        "tied_embeddings": (out_w is emb_w) if emb_w is not None and out_w is not None else None,
+        "params_unused": unused,
+    }
+
+
+def _active_adapters(model: Any) -> frozenset[str] | None:
+    if not isinstance(getattr(model, "peft_config", None), Mapping):
+        return None
+    try:
+        active = model.active_adapters
+    except Exception:
+        active = getattr(model, "active_adapter", None)
+    if isinstance(active, str):
+        return frozenset({active})
+    if isinstance(active, (list, tuple, set, frozenset)):
+        return frozenset(str(a) for a in active)
+    return None
+
+
+def _uniform_seq_len(train_dataloader: Any) -> int | None:
+    """The sequence length when the first examples of the training set all have the same length
+    (fixed-length or pre-packed data); None for variable lengths or a dataset without indexing."""
+    try:
+        dataset = train_dataloader.dataset
+        n = min(len(dataset), _SEQ_LEN_SAMPLES)
+        lengths = set()
+        for i in range(n):
+            item = dataset[i]
+            ids = item.get("input_ids") if isinstance(item, Mapping) else None
+            if ids is None:
+                return None
+            shape = getattr(ids, "shape", None)
+            lengths.add(int(shape[-1]) if shape else len(ids))
+    except Exception:
+        return None
+    if len(lengths) == 1:
+        (length,) = lengths
+        return length if length > 0 else None
+    return None
+
+
 def _make_monitor_callback() -> type:
     from transformers import TrainerCallback
 
@@ -1570,3 +1939,207 @@ def __getattr__(name: str) -> Any:
         globals()["MonitorCallback"] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Samples: greedy generation during training (torch imported only when used)
+# ---------------------------------------------------------------------------------------------
+
+# prompts per generate() call: left-padded batches, so a prompt set costs a few calls, not one
+# per prompt
+_SAMPLE_BATCH = 8
+
+
+def _read_prompts(source: Iterable[str] | str | os.PathLike[str]) -> list[str]:
+    """Prompts from a list, or from a UTF-8 text file (a str or path): one prompt per line, the
+    line as written without its line break; blank (whitespace-only) lines are skipped."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "no such prompts file (a string for sample_prompts names a file with one "
+                "prompt per line; pass a list for the prompts themselves)",
+                path,
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"prompts file {path!r} is not UTF-8 text ({exc.reason})") from None
+        prompts = [line for line in lines if line.strip()]
+        where = f"prompts file {path!r}"
+    else:
+        prompts = list(source)
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise TypeError(f"sample_prompts[{i}] is a {type(p).__name__}, not a str")
+            if not p.strip():
+                raise ValueError(f"sample_prompts[{i}] is blank")
+        where = "sample_prompts"
+    if not prompts:
+        raise ValueError(f"{where} holds no prompts")
+    if len(prompts) > MAX_SAMPLE_ITEMS:
+        raise ValueError(f"{where} holds {len(prompts)} prompts; at most {MAX_SAMPLE_ITEMS}")
+    return prompts
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class _Sampler:
+    """Greedy completions of a fixed prompt set by the live model, leaving training as it was:
+    the modules' train/eval flags and every random generator are restored afterwards."""
+
+    def __init__(self, prompts: list[str], every: int, max_new_tokens: int) -> None:
+        self.prompts = prompts
+        self.every = _positive_int("sample_every", every)
+        self.max_new_tokens = _positive_int("sample_max_new_tokens", max_new_tokens)
+        self.last_step: int | None = None
+
+    def generate(
+        self, model: Any, processing_class: Any, args: Any
+    ) -> tuple[list[dict[str, str]], float]:
+        """([{"prompt", "completion"}], seconds taken)."""
+        import torch
+
+        if model is None or not callable(getattr(model, "generate", None)):
+            raise RuntimeError("the Trainer's model has no generate()")
+        tokenizer = _text_tokenizer(processing_class)
+        _check_not_sharded(model, args)
+        t0 = time.perf_counter()
+        encoded = [_encode_prompt(tokenizer, p) for p in self.prompts]
+        pad_id = _pad_id(tokenizer, model)
+        device = _input_device(model)
+        completions: list[str] = []
+        flags = [(m, m.training) for m in model.modules()]
+        rng = _save_rng(torch)
+        try:
+            model.eval()
+            with torch.no_grad():
+                for start in range(0, len(encoded), _SAMPLE_BATCH):
+                    chunk = encoded[start : start + _SAMPLE_BATCH]
+                    width = max(len(ids) for ids in chunk)
+                    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+                    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                    for row, seq in enumerate(chunk):  # left padding: every prompt ends at `width`
+                        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                        mask[row, width - len(seq) :] = 1
+                    out = model.generate(
+                        input_ids=ids.to(device),
+                        attention_mask=mask.to(device),
+                        max_new_tokens=self.max_new_tokens,
+                        do_sample=False,
+                        num_beams=1,
+                        repetition_penalty=1.0,
+                        pad_token_id=pad_id,
+                        use_cache=True,
+                    )
+                    new = out[:, width:].tolist()  # one device sync per batch
+                    completions.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+        finally:
+            for module, training in flags:
+                module.training = training
+            _restore_rng(rng)
+        took_s = time.perf_counter() - t0
+        items = [
+            {"prompt": p, "completion": c} for p, c in zip(self.prompts, completions, strict=True)
+        ]
+        return items, took_s
+
+
+def _text_tokenizer(processing_class: Any) -> Any:
+    """The tokenizer in the Trainer's processing class (a multimodal processor carries one)."""
+    tok = processing_class
+    inner = getattr(processing_class, "tokenizer", None)
+    if inner is not None and callable(getattr(inner, "batch_decode", None)):
+        tok = inner
+    if tok is None or not callable(tok) or not callable(getattr(tok, "batch_decode", None)):
+        raise RuntimeError(
+            "the Trainer has no tokenizer to sample with (pass processing_class=tokenizer to it)"
+        )
+    return tok
+
+
+def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    if getattr(tokenizer, "chat_template", None):
+        # the template adds the special tokens (BOS, role markers) itself
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(prompt)["input_ids"]
+    if not ids:
+        raise ValueError(f"prompt {prompt[:40]!r} is no tokens for this tokenizer")
+    return list(ids)
+
+
+def _pad_id(tokenizer: Any, model: Any) -> int:
+    gen = getattr(model, "generation_config", None)
+    for value in (
+        getattr(tokenizer, "pad_token_id", None),
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(gen, "pad_token_id", None),
+        getattr(gen, "eos_token_id", None),
+    ):
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _input_device(model: Any) -> Any:
+    device = getattr(model, "device", None)
+    if device is not None:
+        return device
+    for p in model.parameters():
+        return p.device
+    return "cpu"
+
+
+def _check_not_sharded(model: Any, args: Any) -> None:
+    """Generating on rank 0 alone would hang a model whose weights are gathered collectively."""
+    if getattr(args, "fsdp", None) or type(model).__name__ == "FullyShardedDataParallel":
+        raise RuntimeError("the model is sharded with FSDP; rank 0 cannot generate alone")
+    p = next(iter(model.parameters()), None)
+    # by class name and attribute: importing torch.distributed or deepspeed to check would cost
+    if type(p).__name__ == "DTensor" or hasattr(p, "ds_id"):
+        raise RuntimeError("the model's weights are sharded; rank 0 cannot generate alone")
+
+
+def _save_rng(torch: Any) -> list[tuple[Any, Any]]:
+    """(setter, state) of every random generator training may draw from: Python's, numpy's,
+    torch's CPU generator and those of each initialized accelerator."""
+    import random
+
+    saved: list[tuple[Any, Any]] = [
+        (random.setstate, random.getstate()),
+        (torch.set_rng_state, torch.get_rng_state()),
+    ]
+    np = sys.modules.get("numpy")
+    if np is not None:
+        saved.append((np.random.set_state, np.random.get_state()))
+    for name in ("cuda", "xpu"):
+        backend = getattr(torch, name, None)
+        try:
+            if backend is not None and backend.is_available() and backend.is_initialized():
+                saved.append((backend.set_rng_state_all, backend.get_rng_state_all()))
+        except (AttributeError, RuntimeError):
+            pass
+    mps = getattr(torch, "mps", None)
+    try:
+        if mps is not None and torch.backends.mps.is_available():
+            saved.append((mps.set_rng_state, mps.get_rng_state()))
+    except (AttributeError, RuntimeError):
+        pass
+    return saved
+
+
+def _restore_rng(saved: list[tuple[Any, Any]]) -> None:
+    for setter, state in saved:
+        setter(state)

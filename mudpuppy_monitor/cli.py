@@ -13,19 +13,19 @@ import sys
 from collections.abc import Sequence
 
 from mudpuppy_monitor import __version__
+from mudpuppy_monitor.errors import UsageError
+
+__all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 # (module, purpose); order is the order shown in --help
 COMMAND_MODULES: tuple[str, ...] = (
     "mudpuppy_monitor.server.cli",  # serve
     "mudpuppy_monitor.tui.cli",  # tui
-    "mudpuppy_monitor.core.cli",  # ls, export
+    "mudpuppy_monitor.tui.ls",  # ls
+    "mudpuppy_monitor.core.cli",  # export
     "mudpuppy_monitor.gpu.cli",  # gpus
     "mudpuppy_monitor.demo",  # demo
 )
-
-
-class UsageError(Exception):
-    """An error the user caused: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

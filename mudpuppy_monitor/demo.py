@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 
 HF_MODULES = ("torch", "transformers", "peft", "accelerate")
 LEARNING_RATES = (3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5980)
-    p.add_argument("--gpu", default="auto", choices=("auto", "nvidia", "amd", "fake", "none"))
+    p.add_argument("--gpu", default="auto", choices=BACKEND_KINDS)
     p.add_argument("--open", action="store_true", help="open the dashboard in a browser")
     p.set_defaults(func=cmd_demo)
 

@@ -53,7 +53,39 @@ def _step_delay_callback(delay_s: float) -> Any:
     return StepDelay()
 
 
-def build_tiny_model(*, lora: bool = True, seed: int = 0) -> Any:
+# A tiny character-level chat format for the tiny tokenizer (a Jinja template, as on the Hub).
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def build_tiny_tokenizer(*, chat_template: bool = True) -> Any:
+    """A character-level tokenizer built locally: printable ASCII and newline, plus <pad>, <s>,
+    </s>, <unk>; 100 ids, all within the tiny model's vocabulary."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {token: i for i, token in enumerate(specials + chars)}
+    assert len(vocab) <= VOCAB
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()  # characters join without spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
+    if chat_template:
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(*, lora: bool = True, seed: int = 0, lora_dropout: float = 0.0) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -76,7 +108,7 @@ def build_tiny_model(*, lora: bool = True, seed: int = 0) -> Any:
         r=4,
         lora_alpha=8,
         target_modules=["q_proj", "v_proj"],
-        lora_dropout=0.0,
+        lora_dropout=lora_dropout,
         task_type="CAUSAL_LM",
         # A trainable output head lets the loss fall visibly within a few hundred steps; the
         # adapters (and so the `lora` events) stay on q_proj/v_proj only.
@@ -101,6 +133,8 @@ def build_tiny_trainer(
     output_dir: str | os.PathLike[str] | None = None,
     step_delay_s: float = 0.0,
     extra_callbacks: Sequence[Any] = (),
+    lora_dropout: float = 0.0,
+    processing_class: Any = None,
 ) -> Any:
     """A ready `transformers.Trainer` that records into `<root>/<name>` via MonitorCallback.
 
@@ -108,14 +142,15 @@ def build_tiny_trainer(
     monitor does not also discover the checkpoints as an HF output directory. That directory
     belongs to the trainer: it is removed when the trainer is garbage-collected, or at
     interpreter exit at the latest. A given `output_dir` belongs to the caller and is kept.
+    `processing_class` (e.g. `build_tiny_tokenizer()`) is what sampling generates with.
     """
     from mudpuppy_callback import MonitorCallback
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments, default_data_collator
 
     temporary = None
     if output_dir is None:
         output_dir = temporary = tempfile.mkdtemp(prefix="mudpuppy-tiny-")
-    model = build_tiny_model(lora=lora, seed=seed)
+    model = build_tiny_model(lora=lora, seed=seed, lora_dropout=lora_dropout)
     args = TrainingArguments(
         output_dir=os.fspath(output_dir),
         max_steps=steps,
@@ -149,6 +184,10 @@ def build_tiny_trainer(
         train_dataset=_SyntheticTokens(DATASET_SIZE, seed),
         eval_dataset=_SyntheticTokens(EVAL_SIZE, seed + 1) if eval_every else None,
         callbacks=callbacks,
+        processing_class=processing_class,
+        # the rows are already tensors of one length: with a tokenizer the Trainer would
+        # otherwise switch to padding them
+        data_collator=default_data_collator,
     )
     # With the progress bar off, transformers prints every log dict; the run dir has them.
     trainer.remove_callback(PrinterCallback)

@@ -250,3 +250,52 @@ def test_minmax_picks_each_buckets_min_max_and_first_nan_in_order() -> None:
             if not len(real):
                 want.add(a)  # an all-NaN bucket: its first point
         assert got is not None and got.tolist() == sorted(want), trial
+
+
+def test_series_answer_carries_its_generation_and_defaults_to_every_series(
+    tmp_path: Path,
+) -> None:
+    _run(
+        tmp_path, "r", [ev(i, "metrics", step=i, values={"loss": 1.0, "lr": 0.1}) for i in range(3)]
+    )
+    _run(tmp_path, "r", [ev(3, "eval", step=2, values={"loss": 0.5})])
+    mon = Monitor(tmp_path)
+    mon.refresh()
+    got = mon.series("r")
+    assert list(got) == ["loss", "lr", "steps_per_s", "eval_loss"]
+    assert got.generation == mon.generation("r")
+    assert mon.series("r", []) == {} and mon.series("r", []).generation == mon.generation("r")
+    unknown = mon.series("missing")
+    assert unknown == {} and unknown.generation is None
+    before = got.generation
+    (tmp_path / "r" / "events.jsonl").write_bytes(ev(0, "metrics", step=0, values={"loss": 2.0}))
+    mon.refresh()  # replaced: a new generation, and the answer says so
+    again = mon.series("r", ["loss"])
+    assert again.generation == mon.generation("r") != before
+    assert again["loss"]["y"] == [2.0]
+
+
+def test_marker_count_and_last_lora_row(tmp_path: Path) -> None:
+    layers = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]
+    lines = [ev(0, "metrics", step=0, values={"loss": math.nan})]
+    lines.append(ev(1, "lora", step=10, layers={layers[0]: {"A": 1.0, "B": 0.0}}))
+    lines.append(ev(2, "lora", step=20, layers={layers[1]: {"A": 3.0, "B": 0.5, "update": 0.25}}))
+    lines.append(ev(3, "checkpoint", step=20, path="ckpt"))
+    _run(tmp_path, "r", lines)
+    mon = Monitor(tmp_path)
+    mon.refresh()
+    assert mon.marker_count("r") == len(mon.detail("r")["markers"]) == 2  # type: ignore[index]
+    assert mon.marker_count("missing") == 0 and mon.last_lora("missing") is None
+    row = mon.last_lora("r")
+    assert row is not None and (row.step, row.t) == (20, T0 + 2)
+    assert list(row.layers) == layers
+    assert row.layers[layers[1]] == {"A": 3.0, "B": 0.5, "update": 0.25}
+    assert all(math.isnan(v) for v in row.layers[layers[0]].values())  # not in this snapshot
+    # the same numbers as the last column of the matrix
+    full = mon.lora("r")
+    assert full is not None and full["steps"][-1] == row.step
+    assert [full["A"][i][-1] for i in range(2)][1] == row.layers[layers[1]]["A"]
+    _run(tmp_path / "nolora", "r", [ev(0, "metrics", step=0, values={"loss": 1.0})])
+    mon2 = Monitor(tmp_path / "nolora")
+    mon2.refresh()
+    assert mon2.last_lora("r") is None and mon2.marker_count("r") == 0

@@ -428,9 +428,9 @@ def test_hints_inside_a_root_that_is_a_run_need_no_full_pass(
     monkeypatch.setattr(mon, "_full_pass", lambda: passes.append(1) or real_full())
     with open(root / "events.jsonl", "ab") as f:
         f.write(good(1, 1, 0.5))
-    assert mon._refresh_paths([str(root / "events.jsonl")]) == {"my-run"}
+    assert mon.refresh_paths([str(root / "events.jsonl")]) == {"my-run"}
     (root / "checkpoint-1").mkdir()
-    assert mon._refresh_paths([str(root / "checkpoint-1"), str(root)]) == set()
+    assert mon.refresh_paths([str(root / "checkpoint-1"), str(root)]) == set()
     assert passes == []
     assert mon.series("my-run", ["loss"])["loss"]["y"] == [1.0, 0.5]
     # a root holding runs still sends an unknown path to a full pass
@@ -439,7 +439,7 @@ def test_hints_inside_a_root_that_is_a_run_need_no_full_pass(
     passes2: list[int] = []
     real_full2 = mon2._full_pass
     monkeypatch.setattr(mon2, "_full_pass", lambda: passes2.append(1) or real_full2())
-    mon2._refresh_paths([str(tmp_path / "elsewhere.txt")])
+    mon2.refresh_paths([str(tmp_path / "elsewhere.txt")])
     assert passes2 == [1]
 
 
@@ -567,10 +567,10 @@ def test_an_unchanged_file_costs_one_stat_not_an_open(
     mon.refresh()
     assert sorted(opened) == ["events.jsonl", "trainer_log.jsonl"]
     opened.clear()
-    assert mon._refresh_known() == set()
+    assert mon.refresh_known() == set()
     assert opened == []
     with open(d / "events.jsonl", "ab") as f:
         f.write(good(1, 1, 0.5))
-    assert mon._refresh_known() == {"run"}
+    assert mon.refresh_known() == {"run"}
     assert opened == ["events.jsonl"]
     assert mon.series("run", ["loss"])["loss"]["y"] == [1.0, 0.5]

@@ -194,13 +194,21 @@ def test_open_metric_names_are_kept(tmp_path: Path) -> None:
     assert wer == [r["eval_wer"] for r in state["log_history"] if "eval_wer" in r]
 
 
-def test_newest_checkpoint_is_read_and_extends(tmp_path: Path) -> None:
+@pytest.fixture(params=["trainer", "compact"])
+def dump(request):
+    """trainer_state.json as the Trainer writes it (read in chunks), or compact (parsed whole)."""
+    if request.param == "trainer":
+        return lambda state: json.dumps(state, indent=2, sort_keys=True) + "\n"
+    return json.dumps
+
+
+def test_newest_checkpoint_is_read_and_extends(tmp_path: Path, dump) -> None:
     """trainer_state in checkpoint-*/: the newest wins; a longer history only appends."""
     state = json.loads((HF / "causal_lm_full_ft_with_eval_loss.json").read_text())
     run = tmp_path / "out"
     early = dict(state, log_history=state["log_history"][:8], global_step=40)
     (run / "checkpoint-40").mkdir(parents=True)
-    (run / "checkpoint-40" / "trainer_state.json").write_text(json.dumps(early))
+    (run / "checkpoint-40" / "trainer_state.json").write_text(dump(early))
     mon = Monitor(tmp_path, clock=lambda: 2e9)
     assert mon.refresh() == {"out"}
     g0 = mon.generation("out")
@@ -209,7 +217,7 @@ def test_newest_checkpoint_is_read_and_extends(tmp_path: Path) -> None:
     s = mon.summary("out")
     assert s is not None and s.step == 40 and s.status != "completed"
     (run / "checkpoint-120").mkdir()
-    (run / "checkpoint-120" / "trainer_state.json").write_text(json.dumps(state))
+    (run / "checkpoint-120" / "trainer_state.json").write_text(dump(state))
     assert mon.refresh() == {"out"}
     assert mon.generation("out") == g0  # same history, longer: appended, not reset
     assert mon.counts("out")["loss"] == 24
@@ -221,16 +229,16 @@ def test_newest_checkpoint_is_read_and_extends(tmp_path: Path) -> None:
     assert s is not None and s.step == 120 and s.status == "completed"
 
 
-def test_rewritten_history_resets_the_run(tmp_path: Path) -> None:
+def test_rewritten_history_resets_the_run(tmp_path: Path, dump) -> None:
     state = json.loads((HF / "causal_lm_full_ft_with_eval_loss.json").read_text())
     (tmp_path / "out").mkdir()
     path = tmp_path / "out" / "trainer_state.json"
-    path.write_text(json.dumps(state))
+    path.write_text(dump(state))
     mon = Monitor(tmp_path, clock=lambda: 2e9)
     mon.refresh()
     g0 = mon.generation("out")
     other = dict(state, log_history=state["log_history"][3:])
-    path.write_text(json.dumps(other) + " ")
+    path.write_text(dump(other) + " ")
     assert mon.refresh() == {"out"}
     assert mon.generation("out") != g0
     assert mon.counts("out")["loss"] == 24 - 3
@@ -238,7 +246,7 @@ def test_rewritten_history_resets_the_run(tmp_path: Path) -> None:
 
 
 def test_transformers5_train_rows_with_runtime_keep_their_loss_and_do_not_end_the_run(
-    tmp_path: Path,
+    tmp_path: Path, dump
 ) -> None:
     # with include_num_input_tokens_seen, transformers 5 adds train_runtime and
     # train_tokens_per_second to every train row; only the closing row ends the run
@@ -251,7 +259,7 @@ def test_transformers5_train_rows_with_runtime_keep_their_loss_and_do_not_end_th
     run = tmp_path / "job"
     run.mkdir()
     state = {"log_history": rows, "max_steps": 30, "global_step": 3, "num_train_epochs": 1}
-    (run / "trainer_state.json").write_text(json.dumps(state))
+    (run / "trainer_state.json").write_text(dump(state))
     mon = Monitor(tmp_path, pid_alive=lambda pid: True)
     mon.refresh()
     loss = mon.series("job", ["loss"])["loss"]
@@ -261,18 +269,18 @@ def test_transformers5_train_rows_with_runtime_keep_their_loss_and_do_not_end_th
     assert mon.summary("job").status != "completed"
     rows.append({"step": 3, "epoch": 0.3, "train_runtime": 0.05, "train_loss": 4.8,
                  "train_steps_per_second": 60.0, "total_flos": 1.0})  # fmt: skip
-    (run / "trainer_state.json").write_text(json.dumps(state))
+    (run / "trainer_state.json").write_text(dump(state))
     mon.refresh()
     assert mon.summary("job").status == "completed"
 
 
-def test_trainer_state_with_bare_nan_tokens_keeps_updating(tmp_path: Path) -> None:
+def test_trainer_state_with_bare_nan_tokens_keeps_updating(tmp_path: Path, dump) -> None:
     # json.dump (as transformers writes trainer_state.json) puts bare NaN for a NaN loss
     run = tmp_path / "job"
     run.mkdir()
     rows = [{"step": 1, "loss": 2.5, "epoch": 0.1}, {"step": 2, "loss": math.nan, "epoch": 0.2}]
     state = {"log_history": rows, "max_steps": 10, "global_step": 2}
-    (run / "trainer_state.json").write_text(json.dumps(state))
+    (run / "trainer_state.json").write_text(dump(state))
     assert "NaN" in (run / "trainer_state.json").read_text()
     mon = Monitor(tmp_path, pid_alive=lambda pid: True)
     mon.refresh()
@@ -281,3 +289,83 @@ def test_trainer_state_with_bare_nan_tokens_keeps_updating(tmp_path: Path) -> No
     assert loss["y"][0] == 2.5 and math.isnan(loss["y"][1])
     assert not mon.detail("job")["errors"]
     assert mon.summary("job").nonfinite == 1
+
+
+def test_a_state_file_caught_mid_write_is_read_whole_once_complete(tmp_path: Path) -> None:
+    """The Trainer writes trainer_state.json in place: a reader can see it cut anywhere."""
+    rows = [{"epoch": s / 100, "loss": 3.0 - s / 100, "step": s} for s in range(1, 201)]
+    full = json.dumps({"global_step": 200, "log_history": rows}, indent=2, sort_keys=True)
+    run = tmp_path / "job"
+    run.mkdir()
+    path = run / "trainer_state.json"
+    cut = full.index('"step": 150')  # after 149 complete rows
+    path.write_text(full[:cut])
+    mon = Monitor(tmp_path, pid_alive=lambda pid: True)
+    mon.refresh()
+    path.write_text(full + "\n")
+    for _ in range(3):  # the run is read again from the start; never a row twice
+        mon.refresh()
+    loss = mon.series("job", ["loss"], points=10_000)["loss"]
+    assert loss["x"] == list(range(1, 201))
+    assert not mon.detail("job")["errors"]  # type: ignore[index]
+    assert mon.summary("job").step == 200  # type: ignore[union-attr]
+
+
+def test_checkpoint_states_read_in_chunks_decode_only_new_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mudpuppy_monitor.core.sources import hf_scan
+
+    monkeypatch.setattr(hf_scan, "READ_BYTES", 4096)
+    decoded: list[int] = []
+    real_decode = hf_scan._decode
+
+    def counting(chunk: bytes) -> list:
+        rows = real_decode(chunk)
+        decoded.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(hf_scan, "_decode", counting)
+    rows = [{"loss": 1.0 + (s % 7) / 10, "step": s} for s in range(1, 3001)]
+    run = tmp_path / "out"
+    mon = Monitor(tmp_path, pid_alive=lambda pid: True)
+    for n in (1000, 2000, 3000):
+        d = run / f"checkpoint-{n}"
+        d.mkdir(parents=True)
+        state = {"global_step": n, "log_history": rows[:n], "max_steps": 3000}
+        (d / "trainer_state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        decoded.clear()
+        mon.refresh()
+        assert sum(decoded) == 1000  # the 1,000 new rows, not the ones read before
+        assert len(decoded) > 5  # in chunks of about 4 KiB
+    loss = mon.series("out", ["loss"], points=10_000)["loss"]
+    assert loss["x"] == list(range(1, 3001))
+    assert mon.summary("out").status == "completed"  # type: ignore[union-attr]
+
+
+def test_an_unreadable_state_file_is_tried_again_without_changing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mudpuppy_monitor.core.sources import hf
+
+    run = tmp_path / "job"
+    run.mkdir()
+    state = {"global_step": 1, "log_history": [{"loss": 2.0, "step": 1}]}
+    (run / "trainer_state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    real_open = hf.open_regular
+    denied = [True]
+
+    def open_regular(path: str, root: str | None):  # type: ignore[no-untyped-def]
+        if denied[0]:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, root)
+
+    monkeypatch.setattr(hf, "open_regular", open_regular)
+    mon = Monitor(tmp_path, pid_alive=lambda pid: True)
+    mon.refresh()
+    assert mon.summary("job").error == "trainer_state.json: Permission denied"  # type: ignore[union-attr]
+    assert mon.refresh() == set()  # the same error again is not news
+    denied[0] = False  # made readable: same file, same mtime
+    assert mon.refresh() == {"job"}
+    assert mon.summary("job").error is None  # type: ignore[union-attr]
+    assert mon.series("job", ["loss"])["loss"]["y"] == [2.0]

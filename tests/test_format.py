@@ -27,8 +27,17 @@ def test_constants_match_the_spec() -> None:
     assert mc.FORMAT_VERSION == 1
     assert mc.META_FILE == "meta.json"
     assert mc.EVENTS_FILE == "events.jsonl"
-    assert mc.KINDS == {"start", "metrics", "eval", "lora", "progress", "checkpoint", "end"}
-    assert mc.STEP_KINDS == {"metrics", "eval", "lora", "progress", "checkpoint"}
+    assert mc.KINDS == {
+        "start",
+        "metrics",
+        "eval",
+        "lora",
+        "progress",
+        "checkpoint",
+        "end",
+        "samples",
+    }
+    assert mc.STEP_KINDS == {"metrics", "eval", "lora", "progress", "checkpoint", "samples"}
     assert mc.END_STATUSES == {"completed", "failed", "interrupted"}
     assert mc.MAX_LINE_BYTES == 1048576
 
@@ -125,6 +134,7 @@ def test_every_kind_round_trips() -> None:
         _event("progress", step=6),
         _event("checkpoint", step=10, path="out/checkpoint-10"),
         _event("end", status="failed", step=12, error="RuntimeError: boom"),
+        _event("samples", step=15, items=[{"prompt": "a", "completion": "b"}], took_s=0.5),
     ]
     for event in events:
         assert decode_line(encode_line(event)) == event

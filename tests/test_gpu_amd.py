@@ -5,7 +5,8 @@ import importlib.util
 import pytest
 
 from mudpuppy_monitor.gpu.amd import AmdBackend, byte_count, value
-from mudpuppy_monitor.gpu.base import BackendUnavailable, open_backend
+from mudpuppy_monitor.gpu.backends import open_backend
+from mudpuppy_monitor.gpu.base import BackendUnavailable
 from mudpuppy_monitor.gpu.records import GpuProcess
 from tests.fake_amdsmi import NA, FakeAmdDevice, install_key_error_import, make_fake_amdsmi
 

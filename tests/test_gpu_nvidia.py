@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mudpuppy_monitor.gpu.base import BackendUnavailable, open_backend
+from mudpuppy_monitor.gpu.backends import open_backend
+from mudpuppy_monitor.gpu.base import BackendUnavailable
 from mudpuppy_monitor.gpu.nvidia import NvidiaBackend
 from mudpuppy_monitor.gpu.records import GpuProcess
 from tests.fake_pynvml import FakeNvDevice, make_fake_pynvml

@@ -307,3 +307,46 @@ def test_lora_of_a_run_without_snapshots_has_the_keys_of_a_full_answer(server):
     empty = server.get_json("/api/runs/long/lora")
     assert set(full) == {"layers", "steps", "t", "A", "B", "update"}
     assert empty == {key: [] for key in full}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [
+        ("alpha/series?x=wall", 400, "x must be step or time"),
+        ("alpha/series?x=", 400, "x must be step or time"),
+        ("alpha/series?from=abc", 400, "from must be a number"),
+        ("alpha/series?to=nan", 400, "to must be finite"),
+        ("alpha/series?from=-inf", 400, "from must be finite"),
+        ("alpha/series?points=abc", 400, "points must be an integer"),
+        ("alpha/series?points=2.5", 400, "points must be an integer"),
+        # the first bad parameter in the order x, from, to, points
+        ("alpha/series?points=zz&to=x&from=y&x=wall", 400, "x must be step or time"),
+        ("alpha/series?points=zz&to=x", 400, "to must be a number"),
+        ("alpha/lora?points=many", 400, "points must be an integer"),
+        ("alpha/export?format=xml", 400, "format must be csv or jsonl"),
+        ("alpha/export?format=", 400, "format must be csv or jsonl"),
+        # an unknown run is a 404 whatever its parameters say
+        ("nope/series?x=wall&points=zz", 404, "no such run"),
+        ("nope/lora?points=zz", 404, "no such run"),
+        ("nope/export?format=xml", 404, "no such run"),
+        ("nope", 404, "no such run"),
+        ("../alpha/series", 404, "no such run"),
+    ],
+)
+def test_error_bodies_name_the_parameter(server, path, status, body):
+    got, _, raw = server.get(f"/api/runs/{path}")
+    assert (got, json.loads(raw)) == (status, {"error": body})
+
+
+def test_blank_parameters_are_the_defaults_and_points_are_clamped(server):
+    blank = server.get_json("/api/runs/long/series?names=loss&from=&to=&points=")
+    assert blank["x"] == "step" and blank["series"]["loss"]["count"] == 1000
+    assert len(blank["series"]["loss"]["y"]) == 1000  # 2000 points asked: every point, raw
+    low = server.get_json("/api/runs/long/series?names=loss&points=1")["series"]["loss"]
+    assert low["decimated"] is True and len(low["y"]) <= 3  # clamped up to 2
+    huge = server.get_json("/api/runs/long/series?names=loss&points=99999999999999999999")
+    assert len(huge["series"]["loss"]["y"]) == 1000  # clamped down to 100000: raw
+    assert server.get_json("/api/runs/long/series?names=")["series"] == {}
+    spaced = server.get_json("/api/runs/long/series?names=loss&from=%2010%20&to=12")
+    assert spaced["series"]["loss"]["x"] == [10, 11, 12]
+    assert server.get_json("/api/runs/alpha/lora?points=")["steps"] == [5, 10]

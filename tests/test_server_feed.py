@@ -141,8 +141,8 @@ def test_lora_is_looked_at_only_when_the_run_has_a_new_event(tmp_path, monkeypat
     run.lora(1, layers)
     monitor, tracker = tracker_over(tmp_path)
     calls = []
-    real = monitor.lora
-    monkeypatch.setattr(monitor, "lora", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = monitor.last_lora
+    monkeypatch.setattr(monitor, "last_lora", lambda *a, **k: calls.append(a) or real(*a, **k))
 
     def change() -> list[dict]:
         monitor.refresh()

@@ -444,3 +444,26 @@ def test_canvas_backing_store_follows_the_device_pixel_ratio(browser, server, da
         "() => { const c = document.querySelector('[data-chart=\"loss\"] canvas');"
         " return c.width === 2 * c.getBoundingClientRect().width; }"
     )
+
+
+def test_canvas_colours_come_from_the_stylesheet(dash):
+    got = dash.page.evaluate(
+        """async () => {
+          const t = await import('/theme.js');
+          const g = await import('/gauge.js');
+          const css = getComputedStyle(document.documentElement);
+          const names = ['bg', 'panel', 'grid', 'green', 'cyan', 'amber', 'magenta', 'red', 'text', 'dim'];
+          return {
+            colors: t.colors(),
+            css: Object.fromEntries(names.map((n) => [n, css.getPropertyValue('--' + n).trim()])),
+            once: t.colors() === t.colors(),
+            gauge: [0.1, 0.75, 0.95, null].map((f) => g.thresholdColor(f)),
+            run: [t.runColor('a'), t.runColor('a'), t.runColor('sweep/lr-1e-4')],
+          };
+        }"""
+    )
+    assert got["colors"] == got["css"]
+    assert got["colors"]["red"] == "#ff3333" and got["colors"]["panel"] == "#0d1420"
+    assert got["once"]  # read once, then shared
+    assert got["gauge"] == ["#39ff14", "#ffd700", "#ff3333", "#607080"]
+    assert got["run"][0] == got["run"][1] and got["run"][0].startswith("#")

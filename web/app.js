@@ -3,13 +3,14 @@
 
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
-import { Scheduler } from "./chartparts.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
-import { runColor, Sidebar } from "./sidebar.js";
+import { Scheduler } from "./scheduler.js";
+import { Sidebar } from "./sidebar.js";
 import { Socket } from "./socket.js";
 import { Store } from "./store.js";
+import { runColor } from "./theme.js";
 import { CHARTS, chartInputs, seriesOf } from "./views.js";
 
 class App {
@@ -39,7 +40,7 @@ class App {
     this.banner = document.getElementById("banner");
     this.toasts = new Toasts(document.getElementById("toasts"));
     this.gpu = new GpuPanel(document.getElementById("gpu-panel"), {
-      runName: (id) => this.store.summaries.get(id)?.name || id,
+      runName: (id) => this.store.summary(id)?.name || id,
       runColor,
     });
     this.lora = new LoraPanel(document.getElementById("lora-panel"), { schedule: () => this.mark("lora") });
@@ -176,11 +177,11 @@ class App {
       // Reconnect or resync: the picture must equal a fresh load, so refetch what is held (the
       // runs of the subscription the socket re-sent on open; removed runs are gone already).
       // Forced: a load still in flight was asked of the old connection and misses the outage.
-      for (const id of [...this.store.data.keys()]) this.store.load(id, this.xKind(), { force: true });
+      this.store.reloadAll(this.xKind());
       this.loadGpus();
       this.lora.focus(this.focused, this.hasLora(this.focused));
     }
-    for (const id of [...this.selected]) if (!this.store.summaries.has(id)) this.selected.delete(id);
+    for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
     this.autoSelect(runs);
     this.selectionChanged();
   }
@@ -190,11 +191,7 @@ class App {
     const fresh = [];
     for (const raw of list) {
       const s = decodeSummary(raw);
-      const old = this.store.summaries.get(s.id);
-      if (!old) fresh.push(s);
-      const d = this.store.data.get(s.id);
-      if (old && d && old.generation !== s.generation && d.xKind) this.store.load(s.id, d.xKind, { force: true });
-      this.store.summaries.set(s.id, s);
+      if (this.store.updateSummary(s)) fresh.push(s);
       this.receivedAt.set(s.id, now);
       this.sidebar.pushSpark(s.id, s.loss);
     }
@@ -207,7 +204,7 @@ class App {
   }
 
   onAlert(m) {
-    const name = this.store.summaries.get(m.run)?.name || m.run;
+    const name = this.store.summary(m.run)?.name || m.run;
     this.toasts.show(`${name}: ${m.message}`, m.kind);
     if (m.kind === "nonfinite" || m.kind === "spike") {
       this.store.addMarker(m.run, { kind: m.kind, step: num(m.step), t: num(m.t), series: null });
@@ -217,8 +214,8 @@ class App {
   // New runs are overlaid until the user picks by hand; the newest running run gets the focus.
   autoSelect(runs) {
     if (!this.selectionTouched) for (const s of runs) this.selected.add(s.id);
-    if (!this.focusTouched || !this.store.summaries.has(this.focused)) {
-      const all = [...this.store.summaries.values()];
+    if (!this.focusTouched || !this.store.summary(this.focused)) {
+      const all = this.store.allSummaries();
       const pick = (xs) => xs.sort((a, b) => (num(b.last_event_t) || 0) - (num(a.last_event_t) || 0))[0];
       const best = pick(all.filter((s) => s.status === "running")) || pick(all);
       if (best && best.id !== this.focused) this.focus(best.id, false);
@@ -229,7 +226,7 @@ class App {
 
   toggle(id, on) {
     this.selectionTouched = true;
-    const ids = id === null ? [...this.store.summaries.values()].filter((s) => this.sidebar.matches(s)).map((s) => s.id) : [id];
+    const ids = id === null ? this.store.allSummaries().filter((s) => this.sidebar.matches(s)).map((s) => s.id) : [id];
     for (const i of ids) {
       if (on) this.selected.add(i);
       else this.selected.delete(i);
@@ -249,8 +246,8 @@ class App {
 
   hasLora(id) {
     if (!id) return false;
-    const d = this.store.data.get(id);
-    return !d || !d.detail ? null : (d.detail.lora_layers || []).length > 0;
+    const layers = this.store.loraLayers(id);
+    return layers === null ? null : layers.length > 0;
   }
 
   // The runs the page streams and holds: the overlaid ones and the focused one.
@@ -263,7 +260,7 @@ class App {
   overlaid() {
     const out = [];
     for (const id of this.selected) {
-      const s = this.store.summaries.get(id);
+      const s = this.store.summary(id);
       if (s && this.sidebar.matches(s)) out.push(id);
     }
     return out.sort();
@@ -274,7 +271,7 @@ class App {
     // The server streams only subscribed runs and sends no catch-up when the subscription
     // changes, so what is held of a run it stops streaming goes stale: drop it, and fetch it
     // afresh when it is wanted again.
-    for (const id of [...this.store.data.keys()]) if (!subs.has(id)) this.store.data.delete(id);
+    this.store.keepOnly(subs);
     // subscribe first: the stream then covers whatever follows the HTTP answers of the loads
     this.socket.subscribe([...subs].sort());
     this.ensureLoaded();
@@ -289,22 +286,14 @@ class App {
 
   ensureLoaded() {
     const kind = this.xKind();
-    for (const id of this.wantedRuns()) {
-      const d = this.store.data.get(id);
-      if (!d || (d.xKind !== kind && !(d.loading && d.loadingKind === kind))) {
-        this.store.load(id, kind);
-      }
-    }
+    for (const id of this.wantedRuns()) this.store.ensure(id, kind);
   }
 
   dataChanged(id) {
-    const d = this.store.data.get(id);
     // seed the sidebar sparkline from the loaded loss column the first time
-    if (d && !this.sidebar.spark.has(id) && d.base.has("loss")) {
-      const b = d.base.get("loss");
-      this.sidebar.seedSpark(id, b.y.subarray(Math.max(0, b.n - 60), b.n));
-    }
-    if (id === this.focused && this.lora.runId === id && this.lora.hasLora === null) {
+    const b = this.sidebar.hasSpark(id) ? null : this.store.baseBuf(id, "loss");
+    if (b) this.sidebar.seedSpark(id, b.y.subarray(Math.max(0, b.n - 60), b.n));
+    if (id === this.focused && this.lora.awaitsDetail(id)) {
       this.lora.focus(id, this.hasLora(id));
     }
     this.mark("charts");
@@ -316,7 +305,7 @@ class App {
     if (!(b - a > 1e-12 * Math.max(1, Math.abs(a), Math.abs(b)))) return;
     this.view = { x0: a, x1: b };
     for (const ch of this.charts.values()) ch.setView(this.view);
-    const widthPx = Math.max(...[...this.charts.values()].map((c) => c.canvas.width), 800);
+    const widthPx = Math.max(...[...this.charts.values()].map((c) => c.pixelWidth()), 800);
     for (const id of this.overlaid()) {
       const off = this.xOffset(id);
       this.store.loadZoom(id, a + off, b + off, 2 * widthPx);
@@ -332,7 +321,7 @@ class App {
 
   xOffset(id) {
     if (this.opts.xMode !== "rel") return 0;
-    const s = this.store.summaries.get(id);
+    const s = this.store.summary(id);
     const t0 = s ? num(s.started_t) : null;
     if (t0 !== null && Number.isFinite(t0)) return t0;
     const b = this.store.buf(id, "loss");
@@ -346,7 +335,7 @@ class App {
     if (d.charts) this.updateCharts();
     if (d.sidebar) this.sidebar.render(this.store.summaries, this.selected, this.focused);
     if (d.stat) {
-      const s = this.store.summaries.get(this.focused) || null;
+      const s = this.store.summary(this.focused);
       this.statBar.render(s, this.receivedAt.get(this.focused) || 0, s ? runColor(s.id) : "");
       renderBanner(this.banner, s);
     }
@@ -356,7 +345,7 @@ class App {
   }
 
   updateCharts() {
-    const ids = this.overlaid().filter((id) => this.store.data.get(id)?.xKind === this.xKind());
+    const ids = this.overlaid().filter((id) => this.store.xKindOf(id) === this.xKind());
     const ctx = {
       ids, store: this.store, focused: this.focused, xMode: this.opts.xMode,
       xOffset: (id) => this.xOffset(id),
@@ -377,26 +366,27 @@ class App {
   stats() {
     const charts = {};
     for (const [id, ch] of this.charts) charts[id] = ch.state();
+    const store = this.store.stats();
     return {
       conn: this.socket.state,
       snapshots: this.snapshots,
-      runs: [...this.store.summaries.keys()].sort(),
-      shown: [...this.store.summaries.values()].filter((s) => this.sidebar.matches(s)).map((s) => s.id).sort(),
+      runs: store.runs,
+      shown: this.store.allSummaries().filter((s) => this.sidebar.matches(s)).map((s) => s.id).sort(),
       selected: [...this.selected].sort(),
       overlaid: this.overlaid(),
       focused: this.focused,
-      summary: this.store.summaries.get(this.focused) || null,
+      summary: this.store.summary(this.focused),
       banner: this.banner.dataset.kind || "",
-      zoomFetches: this.store.zoomFetches,
-      droppedPoints: this.store.dropped,
-      loads: this.store.loads,
-      held: [...this.store.data.keys()].sort(),
-      pending: [...this.store.data.values()].filter((d) => d.loading).length,
+      zoomFetches: store.zoomFetches,
+      droppedPoints: store.droppedPoints,
+      loads: store.loads,
+      held: store.held,
+      pending: store.pending,
       view: this.view,
       opts: { ...this.opts },
       charts,
       lora: this.lora.stats(),
-      gpu: { devices: this.gpu.devices.length, simulated: this.gpu.info.simulated },
+      gpu: this.gpu.stats(),
     };
   }
 }

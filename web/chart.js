@@ -1,6 +1,6 @@
 // Overlay line chart on Canvas 2D, after uPlot's model: backing store = CSS size x
 // devicePixelRatio; setters only mark the chart dirty and one draw happens per animation frame
-// (Scheduler, in chartparts.js); per-pixel-column min/max decimation; the crosshair, selection
+// (Scheduler, in scheduler.js); per-pixel-column min/max decimation; the crosshair, selection
 // box and tooltip are DOM overlays, so hovering never repaints the canvas.
 
 import { drawAxes, drawMarkers } from "./chartparts.js";
@@ -8,10 +8,8 @@ import { fmtClock, fmtDuration, fmtInt } from "./format.js";
 import { BlockIndex, decimate, emaInto, nearest } from "./series.js";
 import { CrosshairOverlay } from "./overlay.js";
 import { el } from "./dom.js";
+import { colors } from "./theme.js";
 
-const BG = "#0d1420";
-const GRID = "#1a2a3a";
-const DIM = "#607080";
 // glow is a shadowBlur pass per line; past this many lines only the focused run glows
 const GLOW_MAX_LINES = 8;
 const X_LABEL = { step: "step", rel: "time since start", wall: "wall time" };
@@ -284,12 +282,13 @@ export class Chart {
     const yScale = ph / (ymax - ymin);
     const py = (v) => bottom - (v - ymin) * yScale;
 
-    ctx.fillStyle = BG;
+    const c = colors();
+    ctx.fillStyle = c.panel;
     ctx.fillRect(0, 0, W, H);
     if (lines.length) drawAxes(this, { left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr });
     else {
       // no ticks for an empty chart: made-up axes would read as data
-      ctx.strokeStyle = GRID;
+      ctx.strokeStyle = c.grid;
       ctx.lineWidth = 1;
       ctx.setLineDash([]);
       ctx.strokeRect(left + 0.5, top + 0.5, pw, ph);
@@ -317,13 +316,13 @@ export class Chart {
     ctx.restore();
 
     if (lines.length === 0) {
-      ctx.fillStyle = DIM;
+      ctx.fillStyle = c.dim;
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
       ctx.fillText("no data for the overlaid runs", left + pw / 2, top + ph / 2);
     }
     const drawnMarkers = drawMarkers(this, { left, right, top, bottom, x0, pxPerX, nonfinite, dpr });
-    ctx.fillStyle = DIM;
+    ctx.fillStyle = c.dim;
     ctx.textAlign = "right";
     ctx.textBaseline = "alphabetic";
     ctx.fillText(X_LABEL[this.xMode] || "", right, H - Math.round(2 * dpr));
@@ -409,6 +408,11 @@ export class Chart {
   }
 
   // Redraw timings and what was drawn, for tests and the benchmark.
+  // Width of the backing store in device pixels.
+  pixelWidth() {
+    return this.canvas.width;
+  }
+
   state() {
     const n = Math.min(this.drawCount, this.drawTimes.length);
     return {

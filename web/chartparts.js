@@ -1,57 +1,17 @@
-// Pieces of the chart that need no chart state of their own: the frame scheduler, axes and
-// markers. Split from chart.js to keep each file small.
+// Pieces of the chart that need no chart state of their own: axes and markers. Split from
+// chart.js to keep each file small.
 
 import { logTicks, niceTicks, timeTicks } from "./axis.js";
 import { fmtRelTick, fmtStepTick, fmtWallTick } from "./format.js";
-
-const GRID = "#1a2a3a";
-const DIM = "#607080";
-const TEXT = "#e0e0e0";
-const RED = "#ff3333";
-const AMBER = "#ffd700";
-const CYAN = "#00ffff";
-const MAGENTA = "#ff00ff";
-
-// One requestAnimationFrame for every dirty chart on the page.
-export class Scheduler {
-  constructor() {
-    this.dirty = new Set();
-    this.pending = false;
-  }
-
-  request(chart) {
-    this.dirty.add(chart);
-    if (!this.pending) {
-      this.pending = true;
-      requestAnimationFrame(() => this.flush());
-    }
-  }
-
-  // Things drawn first may dirty others (the app's state pass feeds the charts): a second
-  // round in the same frame draws those too.
-  flush() {
-    for (let round = 0; round < 3 && this.dirty.size; round += 1) {
-      const items = [...this.dirty];
-      this.dirty.clear();
-      for (const c of items) {
-        try {
-          c.draw();
-        } catch (err) {
-          console.error("mudpuppy: draw failed", err);
-        }
-      }
-    }
-    this.pending = false;
-    if (this.dirty.size) this.request([...this.dirty][0]);
-  }
-}
+import { colors } from "./theme.js";
 
 export function drawAxes(chart, { left, right, top, bottom, x0, x1, ymin, ymax, pxPerX, py, dpr }) {
   const { ctx } = chart;
-  ctx.strokeStyle = GRID;
+  const c = colors();
+  ctx.strokeStyle = c.grid;
   ctx.lineWidth = 1;
   ctx.setLineDash([]);
-  ctx.fillStyle = TEXT;
+  ctx.fillStyle = c.text;
   const yt = chart.logY ? logTicks(ymin, ymax, 4) : niceTicks(ymin, ymax, 4);
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
@@ -81,13 +41,14 @@ export function drawAxes(chart, { left, right, top, bottom, x0, x1, ymin, ymax, 
     ctx.fillText(fmt(v), X, bottom + 5 * dpr);
   }
   ctx.stroke();
-  ctx.strokeStyle = DIM;
+  ctx.strokeStyle = c.dim;
   ctx.strokeRect(left + 0.5, top + 0.5, right - left, bottom - top);
 }
 
 // Returns {kind: count} of what was drawn (read by tests through state()).
 export function drawMarkers(chart, { left, right, top, bottom, x0, pxPerX, nonfinite, dpr }) {
   const { ctx } = chart;
+  const c = colors();
   const counts = { nonfinite: 0, spike: 0, checkpoint: 0, restart: 0 };
   const seenNf = new Set();
   const inView = (X) => X >= left - 1 && X <= right + 1;
@@ -96,7 +57,7 @@ export function drawMarkers(chart, { left, right, top, bottom, x0, pxPerX, nonfi
     if (mk.kind !== "checkpoint" && mk.kind !== "restart") continue;
     const X = Math.round(left + (mk.x - x0) * pxPerX) + 0.5;
     if (!inView(X)) continue;
-    ctx.strokeStyle = mk.kind === "restart" ? MAGENTA : CYAN;
+    ctx.strokeStyle = mk.kind === "restart" ? c.magenta : c.cyan;
     ctx.globalAlpha = mk.kind === "restart" ? 0.8 : 0.35;
     ctx.setLineDash(mk.kind === "restart" ? [] : [3 * dpr, 3 * dpr]);
     ctx.lineWidth = dpr;
@@ -130,14 +91,14 @@ export function drawMarkers(chart, { left, right, top, bottom, x0, pxPerX, nonfi
     const X = Math.round(left + (mk.x - x0) * pxPerX);
     if (!inView(X) || seenNf.has(X)) continue;
     seenNf.add(X);
-    tri(X, top, true, RED);
+    tri(X, top, true, c.red);
     counts.nonfinite += 1;
   }
   for (const mk of chart.markers) {
     if (mk.kind !== "spike") continue;
     const X = Math.round(left + (mk.x - x0) * pxPerX);
     if (!inView(X)) continue;
-    tri(X, top + 10 * dpr, true, AMBER);
+    tri(X, top + 10 * dpr, true, c.amber);
     counts.spike += 1;
   }
   return counts;

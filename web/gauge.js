@@ -2,20 +2,15 @@
 // in the middle and the label under it.
 
 import { fitCanvas } from "./sparkline.js";
-
-const GREEN = "#39ff14";
-const AMBER = "#ffd700";
-const RED = "#ff3333";
-const TRACK = "#1a2a3a";
-const TEXT = "#e0e0e0";
-const DIM = "#607080";
+import { colors } from "./theme.js";
 
 // Colour for a fraction of full scale: green below warn, amber below crit, red above.
 export function thresholdColor(frac, warn = 0.7, crit = 0.9) {
-  if (frac === null || !Number.isFinite(frac)) return DIM;
-  if (frac >= crit) return RED;
-  if (frac >= warn) return AMBER;
-  return GREEN;
+  const c = colors();
+  if (frac === null || !Number.isFinite(frac)) return c.dim;
+  if (frac >= crit) return c.red;
+  if (frac >= warn) return c.amber;
+  return c.green;
 }
 
 // g: {frac (0..1 or null), text, label, warn, crit}
@@ -31,7 +26,8 @@ export function drawGauge(canvas, g, size = 78) {
   const a1 = Math.PI * 2.25;
   ctx.lineCap = "round";
   ctx.lineWidth = 5 * dpr;
-  ctx.strokeStyle = TRACK;
+  const c = colors();
+  ctx.strokeStyle = c.grid;
   ctx.beginPath();
   ctx.arc(cx, cy, r, a0, a1);
   ctx.stroke();
@@ -48,10 +44,10 @@ export function drawGauge(canvas, g, size = 78) {
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
-  ctx.fillStyle = frac === null ? DIM : TEXT;
+  ctx.fillStyle = frac === null ? c.dim : c.text;
   ctx.font = `bold ${Math.round(13 * dpr)}px ui-monospace, "DejaVu Sans Mono", monospace`;
   ctx.fillText(g.text, cx, cy - 2 * dpr);
-  ctx.fillStyle = DIM;
+  ctx.fillStyle = c.dim;
   ctx.font = `${Math.round(9 * dpr)}px ui-monospace, "DejaVu Sans Mono", monospace`;
   ctx.fillText(g.label, cx, cy + r * 0.62);
   return color;

@@ -5,6 +5,7 @@ import { drawGauge } from "./gauge.js";
 import { fmtBytes, fmtPct } from "./format.js";
 import { drawSparkline } from "./sparkline.js";
 import { el } from "./dom.js";
+import { colors } from "./theme.js";
 
 const HISTORY_MAX = 600; // samples kept per device (10 min at 1 Hz)
 
@@ -12,27 +13,27 @@ const METRICS = [
   {
     key: "util", label: "UTIL",
     frac: (d) => pct(d.util_pct), text: (d) => fmtPct(d.util_pct),
-    warn: 0.7, crit: 0.9, color: "#39ff14",
+    warn: 0.7, crit: 0.9, color: "green",
   },
   {
     key: "mem", label: "VRAM",
     frac: (d) => pct(memPct(d)),
     text: (d) => (memPct(d) === null ? "\u2014" : fmtPct(memPct(d))),
     sub: (d) => (d.mem_total_bytes ? `${gib(d.mem_used_bytes)}/${gib(d.mem_total_bytes)} GiB` : ""),
-    warn: 0.8, crit: 0.95, color: "#00ffff",
+    warn: 0.8, crit: 0.95, color: "cyan",
   },
   {
     key: "temp", label: "TEMP",
     frac: (d) => (d.temperature_c === null || d.temperature_c === undefined ? null : d.temperature_c / 100),
     text: (d) => (d.temperature_c === null || d.temperature_c === undefined ? "\u2014" : `${Math.round(d.temperature_c)}\u00b0C`),
-    warn: 0.75, crit: 0.85, color: "#ffd700",
+    warn: 0.75, crit: 0.85, color: "amber",
   },
   {
     key: "power", label: "POWER",
     frac: (d) => (d.power_w !== null && d.power_limit_w ? d.power_w / d.power_limit_w : null),
     text: (d) => (d.power_w === null || d.power_w === undefined ? "\u2014" : `${Math.round(d.power_w)}W`),
     sub: (d) => (d.power_limit_w ? `of ${Math.round(d.power_limit_w)} W` : ""),
-    warn: 0.8, crit: 0.95, color: "#ff00ff",
+    warn: 0.8, crit: 0.95, color: "magenta",
   },
 ];
 
@@ -109,6 +110,10 @@ export class GpuPanel {
     }
   }
 
+  stats() {
+    return { devices: this.devices.length, simulated: this.info.simulated };
+  }
+
   render() {
     const { simulated, backend, reason } = this.info;
     this.badge.textContent = simulated ? "SIMULATED" : backend && backend !== "none" ? backend.toUpperCase() : "";
@@ -134,7 +139,7 @@ export class GpuPanel {
         const r = readings[i];
         drawGauge(g.canvas, { frac: r.frac, text: r.text, label: m.label, warn: m.warn, crit: m.crit });
         g.sub.textContent = r.sub;
-        drawSparkline(g.spark, (h[m.key] || []).map((v) => (v === null ? NaN : v)), m.color, {
+        drawSparkline(g.spark, (h[m.key] || []).map((v) => (v === null ? NaN : v)), colors()[m.color], {
           width: 78, height: 18, min: 0, max: m.key === "power" || m.key === "temp" ? undefined : 100,
         });
       });

@@ -2,6 +2,7 @@
 // the latest value of each layer as a bar on the right. Drawing and hit-testing only.
 
 import { fitCanvas } from "./sparkline.js";
+import { colors } from "./theme.js";
 
 // colour stops over [0, 1] of the log-scaled value (dark -> violet -> cyan -> green -> amber)
 const STOPS = [
@@ -47,7 +48,8 @@ export function drawHeatmap(canvas, m, cssW, cssH) {
   const ctx = canvas.getContext("2d");
   const W = canvas.width;
   const H = canvas.height;
-  ctx.fillStyle = "#0d1420";
+  const c = colors();
+  ctx.fillStyle = c.panel;
   ctx.fillRect(0, 0, W, H);
   const nl = m.layers.length;
   const ns = m.steps.length;
@@ -105,10 +107,10 @@ export function drawHeatmap(canvas, m, cssW, cssH) {
     const y = r * rowH;
     const h = Math.max(1, rowH - (rowH > 3 ? 1 : 0));
     if (zero.has(r)) {
-      ctx.fillStyle = "#ff3333";
+      ctx.fillStyle = c.red;
       ctx.fillRect(barX, y, Math.max(2 * dpr, barW * 0.04), h);
     } else if (Number.isFinite(v)) {
-      ctx.fillStyle = "#00ffff";
+      ctx.fillStyle = c.cyan;
       ctx.fillRect(barX, y, Math.max(1, (v / maxV) * barW), h);
     }
   }

@@ -74,6 +74,11 @@ export class LoraPanel {
     this.schedule();
   }
 
+  // Is the panel showing `runId` and waiting for its detail to say whether it has LoRA layers?
+  awaitsDetail(runId) {
+    return this.runId === runId && this.hasLora === null;
+  }
+
   stats() {
     const m = this.m;
     return {

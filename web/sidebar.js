@@ -5,6 +5,7 @@
 import { fmtNum, fmtStepOf } from "./format.js";
 import { drawSparkline } from "./sparkline.js";
 import { el } from "./dom.js";
+import { runColor } from "./theme.js";
 
 const SOURCE_BADGE = { native: "NAT", "hf-trainer-state": "HF", llamafactory: "LLF" };
 const SOURCE_TITLE = {
@@ -13,21 +14,6 @@ const SOURCE_TITLE = {
   llamafactory: "LLaMA-Factory trainer_log.jsonl",
 };
 const SPARK_MAX = 60;
-
-// Stable neon colour per run: FNV-1a hash of the id into a fixed palette.
-const PALETTE = [
-  "#39ff14", "#00ffff", "#ffd700", "#ff00ff", "#ff8c00", "#ff9e7a", "#bf7fff", "#00ff9f",
-  "#ff6ec7", "#c0ff00", "#4d9fff", "#b0c4ff",
-];
-
-export function runColor(id) {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < id.length; i += 1) {
-    h ^= id.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return PALETTE[h % PALETTE.length];
-}
 
 // A filter that is a regex when it parses, else a plain case-insensitive substring.
 export function makeFilter(text) {
@@ -63,6 +49,10 @@ export class Sidebar {
 
   matches(s) {
     return this.filter.test(s.name || s.id) || this.filter.test(s.id);
+  }
+
+  hasSpark(id) {
+    return this.spark.has(id);
   }
 
   seedSpark(id, values) {

@@ -1,5 +1,7 @@
 // Tiny line drawings (sidebar loss, GPU history). Callers batch these into the frame loop.
 
+import { colors } from "./theme.js";
+
 // Size the canvas backing store to its CSS box x devicePixelRatio; returns the ratio.
 export function fitCanvas(canvas, cssW, cssH) {
   const dpr = window.devicePixelRatio || 1;
@@ -65,6 +67,6 @@ export function drawSparkline(canvas, values, color, opts = {}) {
     pen = true;
   }
   ctx.stroke();
-  ctx.fillStyle = "#ff3333";
+  ctx.fillStyle = colors().red;
   for (const i of bad) ctx.fillRect(xAt(i) - dpr, 0, 2 * dpr, 3 * dpr);
 }

@@ -53,9 +53,78 @@ export class Store {
     for (const s of list) this.summaries.set(s.id, s);
   }
 
+  // A summary from the stream. A run held at another generation is reset upstream: its data is
+  // refetched. Returns true for a run not known before.
+  updateSummary(s) {
+    const old = this.summaries.get(s.id);
+    const d = this.data.get(s.id);
+    if (old && d && old.generation !== s.generation && d.xKind) this.load(s.id, d.xKind, { force: true });
+    this.summaries.set(s.id, s);
+    return !old;
+  }
+
   remove(id) {
     this.summaries.delete(id);
     this.data.delete(id);
+  }
+
+  summary(id) {
+    return this.summaries.get(id) || null;
+  }
+
+  allSummaries() {
+    return [...this.summaries.values()];
+  }
+
+  // Ids of the runs whose data is held (loaded or loading).
+  heldIds() {
+    return [...this.data.keys()];
+  }
+
+  // Drop the data of every run not in `ids` (a Set): what is no longer streamed goes stale.
+  keepOnly(ids) {
+    for (const id of [...this.data.keys()]) if (!ids.has(id)) this.data.delete(id);
+  }
+
+  // Load a run unless its buffers hold (or are being loaded with) the x kind asked for.
+  ensure(id, xKind) {
+    const d = this.data.get(id);
+    if (!d || (d.xKind !== xKind && !(d.loading && d.loadingKind === xKind))) this.load(id, xKind);
+  }
+
+  // Refetch every run held (after a reconnect or a resync), even those with a load in flight.
+  reloadAll(xKind) {
+    for (const id of this.heldIds()) this.load(id, xKind, { force: true });
+  }
+
+  xKindOf(id) {
+    return this.data.get(id)?.xKind ?? null;
+  }
+
+  // The LoRA layer names of a loaded run, or null while its detail is not known.
+  loraLayers(id) {
+    const d = this.data.get(id);
+    return d && d.detail ? d.detail.lora_layers || [] : null;
+  }
+
+  markers(id) {
+    return this.data.get(id)?.markers || [];
+  }
+
+  // The loaded (not zoomed) buffer of a series.
+  baseBuf(id, name) {
+    return this.data.get(id)?.base.get(name) || null;
+  }
+
+  stats() {
+    return {
+      runs: [...this.summaries.keys()].sort(),
+      zoomFetches: this.zoomFetches,
+      droppedPoints: this.dropped,
+      loads: this.loads,
+      held: this.heldIds().sort(),
+      pending: [...this.data.values()].filter((d) => d.loading).length,
+    };
   }
 
   runData(id) {

@@ -2,7 +2,7 @@
 // the app's state, kept apart from the wiring in app.js.
 
 import { fmtBytes, fmtLr, fmtNum, fmtRate } from "./format.js";
-import { runColor } from "./sidebar.js";
+import { runColor } from "./theme.js";
 
 // What each chart shows; `series` entries are the server's series names.
 export const CHARTS = [
@@ -35,7 +35,7 @@ export function chartInputs(cfg, variant, { ids, store, focused, xMode, xOffset 
   const markers = [];
   const specs = cfg.series || cfg.variants[variant].series;
   for (const id of ids) {
-    const s = store.summaries.get(id);
+    const s = store.summary(id);
     const color = runColor(id);
     const off = xOffset(id);
     const isFocused = id === focused;
@@ -49,8 +49,7 @@ export function chartInputs(cfg, variant, { ids, store, focused, xMode, xOffset 
         width: isFocused ? 2.2 : 1.4,
       });
     }
-    const d = store.data.get(id);
-    for (const m of d ? d.markers : []) {
+    for (const m of store.markers(id)) {
       // checkpoints and restarts on every chart; values on the chart of their series
       const line = m.kind === "checkpoint" || m.kind === "restart";
       const chartId = MARKER_SERIES_CHART.get(m.series) || "loss";

@@ -1,8 +1,6 @@
-"""Finding runs under a root: directories up to 4 levels deep that hold a run's files.
-
-- native: `meta.json` or `events.jsonl`;
-- llamafactory: `trainer_log.jsonl`;
-- hf-trainer-state: `trainer_state.json`, at the top or in a `checkpoint-*/` subdirectory.
+"""Finding runs under a root: directories up to 4 levels deep that a source claims (see the
+registry in `core/sources`: native `meta.json`/`events.jsonl`, LLaMA-Factory `trainer_log.jsonl`,
+HF `trainer_state.json` at the top or in a `checkpoint-*/` subdirectory).
 
 A directory that is a run is not searched further (an HF output dir's checkpoints belong to it).
 Directory symlinks are never followed (no loops, no escape from the root); hidden directories are
@@ -13,17 +11,12 @@ once); the next pass tries again.
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Container
 from dataclasses import dataclass
 
-from mudpuppy_callback import EVENTS_FILE, META_FILE
-
-from mudpuppy_monitor.core.sources import HF_TRAINER_STATE, LLAMAFACTORY, NATIVE
+from mudpuppy_monitor.core.sources import Listing, classify
 
 MAX_DEPTH = 4
-TRAINER_STATE = "trainer_state.json"
-TRAINER_LOG = "trainer_log.jsonl"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -34,21 +27,9 @@ class Found:
     dir_key: tuple[int, int]  # (st_dev, st_ino) of the directory: a recreated dir is a new run
 
 
-def classify(names: set[str], checkpoint_states: bool) -> str | None:
-    if META_FILE in names or EVENTS_FILE in names:
-        return NATIVE
-    if TRAINER_LOG in names:
-        return LLAMAFACTORY
-    if TRAINER_STATE in names or checkpoint_states:
-        return HF_TRAINER_STATE
-    return None
-
-
-def _scan_dir(
-    path: str, unreadable: set[str] | None = None
-) -> tuple[set[str], list[tuple[str, str]], bool] | None:
-    """(file names, subdirectories (name, path), has checkpoint-*/trainer_state.json); None when
-    the directory cannot be listed (added to `unreadable` unless it has just disappeared)."""
+def _scan_dir(path: str, unreadable: set[str] | None = None) -> Listing | None:
+    """The directory's listing; None when it cannot be listed (added to `unreadable` unless it
+    has just disappeared)."""
     files: set[str] = set()
     dirs: list[tuple[str, str]] = []
     try:
@@ -68,11 +49,7 @@ def _scan_dir(
         if unreadable is not None:
             unreadable.add(path)
         return None
-    has_ckpt = any(
-        CHECKPOINT_RE.match(name) and os.path.isfile(os.path.join(p, TRAINER_STATE))
-        for name, p in dirs
-    )
-    return files, dirs, has_ckpt
+    return Listing(path, frozenset(files), tuple(dirs))
 
 
 def discover(
@@ -84,21 +61,41 @@ def discover(
     stack: list[tuple[str, str, int]] = [(root, "", 0)]
     while stack:
         path, rel, depth = stack.pop()
-        scanned = _scan_dir(path, unreadable)
-        if scanned is None:
+        listing = _scan_dir(path, unreadable)
+        if listing is None:
             continue
-        files, dirs, has_ckpt = scanned
-        source = classify(files, has_ckpt)
+        source = classify(listing)
         if source is not None:
             run_id = rel or (root_name or os.path.basename(root.rstrip(os.sep)) or "run")
             try:
                 st = os.stat(path)
             except OSError:
                 continue
-            found[run_id] = Found(run_id, path, source, (st.st_dev, st.st_ino))
+            found[run_id] = Found(run_id, path, source.kind, (st.st_dev, st.st_ino))
             continue
         if depth >= MAX_DEPTH:
             continue
-        for name, sub in dirs:
+        for name, sub in listing.dirs:
             stack.append((sub, f"{rel}/{name}" if rel else name, depth + 1))
     return found
+
+
+def run_of_path(
+    path: str, root: str, real: str | None, runs: Container[str], root_run: str | None
+) -> str | None:
+    """The id of the known run (in `runs`) that a changed path belongs to: a new directory
+    inside a run is part of it (checkpoints). `root_run` is the root's own id when the root is
+    itself the run. None: a path of no known run (a full pass will look)."""
+    if real is None:
+        return None
+    for base in (real, root):
+        if path.startswith(base + os.sep):
+            parts = path[len(base) + 1 :].split(os.sep)
+            for k in range(min(len(parts), MAX_DEPTH + 1), 0, -1):
+                run_id = "/".join(parts[:k])
+                if run_id in runs:
+                    return run_id
+            return root_run
+    if path in (real, root):
+        return root_run
+    return None

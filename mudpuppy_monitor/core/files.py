@@ -10,12 +10,11 @@ trainer_state.json, trainer_log.jsonl).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat as stat_mod
 from typing import Any
 
-import orjson
+from mudpuppy_monitor.core.coerce import loads_lenient
 
 OUT_OF_ROOT = "symlink out of the root, not followed"
 NOT_REGULAR = "not a regular file"
@@ -85,13 +84,9 @@ def read_json_file(path: str, limit: int, root: str | None) -> tuple[Any, str | 
         return None, describe(path, exc)
     if len(data) > limit:
         return None, f"{os.path.basename(path)}: larger than {limit >> 20} MiB, not read"
-    try:
-        return orjson.loads(data), None
-    except orjson.JSONDecodeError:
-        pass
     # Python's json.dump (so transformers' trainer_state.json) writes bare NaN/Infinity for a
-    # NaN loss; orjson refuses those tokens, the standard parser takes them.
+    # NaN loss: loads_lenient reads those tokens too
     try:
-        return json.loads(data), None
-    except (ValueError, RecursionError):
+        return loads_lenient(data), None
+    except ValueError:
         return None, f"{os.path.basename(path)}: not valid JSON (yet)"

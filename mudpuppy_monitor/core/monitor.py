@@ -23,10 +23,12 @@ from typing import Any
 from mudpuppy_monitor.core import prefetch, queries, watch
 from mudpuppy_monitor.core import status as st
 from mudpuppy_monitor.core.changes import Changes, Subscription
-from mudpuppy_monitor.core.discovery import Found, discover
+from mudpuppy_monitor.core.discovery import Found, discover, run_of_path
 from mudpuppy_monitor.core.export import export_chunks
 from mudpuppy_monitor.core.parsecache import MIN_BYTES as MIN_CACHED
+from mudpuppy_monitor.core.queries import LoraRow, SeriesAnswer
 from mudpuppy_monitor.core.run import RunState
+from mudpuppy_monitor.core.sources import RunSource
 from mudpuppy_monitor.core.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ READ_ERROR = "reader"  # the key in RunState.errors of an unexpected reader exce
 class _Entry:
     found: Found
     state: RunState
-    source: Any
+    source: RunSource
     cached: int = 0  # bytes of the events file the parse cache holds for this state
 
 
@@ -108,13 +110,14 @@ class Monitor:
         updated |= self._status_changes(set(found)) - added
         return Changes(frozenset(added), frozenset(updated), frozenset(removed))
 
-    def _refresh_paths(self, paths: Iterable[str]) -> set[str]:
+    def refresh_paths(self, paths: Iterable[str]) -> set[str]:
         """Read only the runs that the changed paths belong to; unknown paths mean a full pass."""
         with self._refresh_lock:
             real = os.path.realpath(self.root) if os.path.isdir(self.root) else None
             ids: set[str] = set()
+            root_run = self._root_run(real) if real is not None else None
             for p in paths:
-                run_id = self._run_of(p, real)
+                run_id = run_of_path(p, self.root, real, self._runs, root_run)
                 if run_id is None:
                     changes = self._full_pass()
                     break
@@ -125,22 +128,6 @@ class Monitor:
                 changes = Changes(updated=frozenset(updated))
         self._publish(changes)
         return changes.ids()
-
-    def _run_of(self, path: str, real: str | None) -> str | None:
-        if real is None:
-            return None
-        for base in (real, self.root):
-            if path.startswith(base + os.sep):
-                parts = path[len(base) + 1 :].split(os.sep)
-                for k in range(min(len(parts), 5), 0, -1):
-                    run_id = "/".join(parts[:k])
-                    if run_id in self._runs:
-                        # a new directory inside a known run is part of it (checkpoints)
-                        return run_id
-                return self._root_run(real)
-        if path in (real, self.root):
-            return self._root_run(real)
-        return None
 
     def _root_run(self, real: str) -> str | None:
         """The id of the root itself when it is a run (then it is the only one: a run directory
@@ -174,9 +161,8 @@ class Monitor:
                 if got is None:
                     self._load(f, real)
                     continue
-                state, source = got
+                state, source, cached = got
                 state.generation = next(self._generations)
-                cached = source.events.offset if loader.cached(f.id) else 0
                 entry = _Entry(f, state, source, cached)
                 self._poll(entry, real)  # lines written while the worker read
                 with self._lock:
@@ -201,11 +187,10 @@ class Monitor:
             # already, and copying would keep its buffer alive beside the copies)
             for table in (state.train, state.eval, state.progress):
                 table.compact()
-        tail = getattr(source, "events", None)
         entry.cached = restored
-        if self.cache is not None and tail is not None and tail.offset - restored >= MIN_CACHED:
-            if self.cache.store(state, tail, source.meta_key):
-                entry.cached = tail.offset
+        if self.cache is not None:
+            stored = prefetch.store_grown(self.cache, state, source, restored, MIN_CACHED)
+            entry.cached = entry.cached if stored is None else stored
         with self._lock:
             self._runs[f.id] = entry
 
@@ -291,13 +276,13 @@ class Monitor:
         stored = 0
         with self._refresh_lock:  # no reader changes a state while it is written out
             for entry in list(self._runs.values()):
-                tail = getattr(entry.source, "events", None)
-                if self.cache is None or tail is None or tail.crc is None:
-                    continue
-                if tail.offset - entry.cached >= MIN_CACHED and self.cache.store(
-                    entry.state, tail, entry.source.meta_key
-                ):
-                    entry.cached = tail.offset
+                if self.cache is None:
+                    break
+                got = prefetch.store_grown(
+                    self.cache, entry.state, entry.source, entry.cached, MIN_CACHED
+                )
+                if got is not None:
+                    entry.cached = got
                     stored += 1
         return stored
 
@@ -308,7 +293,7 @@ class Monitor:
         else:
             await watch.watch_loop(self, self._stop)
 
-    def _refresh_known(self) -> set[str]:
+    def refresh_known(self) -> set[str]:
         """Read what is new in the runs already known (no discovery)."""
         with self._refresh_lock:
             real = os.path.realpath(self.root) if os.path.isdir(self.root) else None
@@ -369,21 +354,7 @@ class Monitor:
             return None
         with self._lock:
             summary = queries.make_summary(run, self.clock(), self.pid_alive, self.host)
-            return {
-                "id": run.id,
-                "summary": summary.to_dict(),
-                "meta": dict(run.meta),
-                "source": run.source,
-                "series": run.series_names(),
-                "counts": {n: run.table_of(n).count(n) for n in run.series_names()},  # type: ignore[union-attr]
-                "lora_layers": list(run.lora.layers),
-                "lora_snapshots": run.lora.n,
-                "bad_lines": run.bad_lines,
-                "last_bad_line": run.last_bad,
-                "errors": dict(run.errors),
-                "markers": list(run.markers),
-                "generation": run.generation,
-            }
+            return queries.detail(run, summary)
 
     def counts(self, run_id: str) -> dict[str, int]:
         """Points held per series: the cursor of a client that has everything."""
@@ -391,7 +362,7 @@ class Monitor:
         if run is None:
             return {}
         with self._lock:
-            return {n: run.table_of(n).count(n) for n in run.series_names()}  # type: ignore[union-attr]
+            return queries.counts(run)
 
     def generation(self, run_id: str) -> int | None:
         run = self._state(run_id)
@@ -400,21 +371,24 @@ class Monitor:
     def series(
         self,
         run_id: str,
-        names: Iterable[str],
+        names: Iterable[str] | None = None,
         x: str = "step",
         start: float | None = None,
         end: float | None = None,
         points: int = 2000,
         arrays: bool = False,
-    ) -> dict[str, dict[str, Any]]:
-        """See docs/architecture.md; `arrays`: the columns as numpy arrays, not lists."""
+    ) -> SeriesAnswer:
+        """Decimated columns per series (`names` None: every series; unknown names are left
+        out), with `.generation`, read under the same lock: the generation of this data (None
+        for an unknown run). `arrays`: the columns as numpy arrays, not lists."""
         if x not in ("step", "time"):
             raise ValueError(f"x must be 'step' or 'time', got {x!r}")
         run = self._state(run_id)
         if run is None:
-            return {}
+            return SeriesAnswer(generation=None)
         with self._lock:
-            return queries.series(run, list(names), x, start, end, points, arrays)
+            wanted = run.series_names() if names is None else list(names)
+            return queries.series(run, wanted, x, start, end, points, arrays)
 
     def points_since(
         self,
@@ -431,11 +405,27 @@ class Monitor:
             return run.generation, queries.points_since(run, cursor, names, limit)
 
     def markers_since(self, run_id: str, n: int) -> list[dict[str, Any]]:
+        """The markers after the first `n` (markers are append-only per generation)."""
         run = self._state(run_id)
         if run is None:
             return []
         with self._lock:
             return list(run.markers[max(0, n) :])
+
+    def marker_count(self, run_id: str) -> int:
+        run = self._state(run_id)
+        if run is None:
+            return 0
+        with self._lock:
+            return len(run.markers)
+
+    def last_lora(self, run_id: str) -> LoraRow | None:
+        """The newest LoRA snapshot (None when there is none yet)."""
+        run = self._state(run_id)
+        if run is None:
+            return None
+        with self._lock:
+            return queries.last_lora(run)
 
     def lora(self, run_id: str, points: int = 200) -> dict[str, Any] | None:
         run = self._state(run_id)

@@ -179,24 +179,24 @@ class ParseCache:
 
     # -- writing ------------------------------------------------------------------------
 
-    def store(self, state: RunState, tail: Any, meta_key: Any) -> bool:
-        """Keep the state of a run whose tail tracked its crc (see FileTail.track); True when
-        an entry was written."""
+    def store(self, state: RunState, tail: Any, meta_key: Any) -> str | None:
+        """Keep the state of a run whose tail tracked its crc (see FileTail.track); the entry's
+        path when one was written, else None."""
         if tail.crc is None or tail.identity is None or tail.offset < MIN_BYTES or tail.skipping:
-            return False
+            return None
         if tail.stat_key is None:
-            return False
+            return None
         try:
             fd, st = open_regular(tail.path, tail.root)
         except (OSError, Refused):
-            return False
+            return None
         try:
             os.close(fd)
         except OSError:
             pass
         dev, ino = tail.identity
         if (st.st_dev, st.st_ino) != (dev, ino) or st.st_size < tail.offset:
-            return False  # replaced or truncated since it was read: the next pass resets it
+            return None  # replaced or truncated since it was read: the next pass resets it
         read_key = tail.stat_key  # (size, mtime_ns, ctime_ns) of the read that ended the load
         now_key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         quiet = read_key == now_key and self.clock() - st.st_ctime_ns / 1e9 >= QUIET_S
@@ -211,14 +211,13 @@ class ParseCache:
             head=head_digest(tail.head_bytes),
             crc=tail.crc,
         )
+        path = self.entry_path(dev, ino)
         try:
-            snapshot.write(
-                self.entry_path(dev, ino), snapshot.encode(header, state, tail, meta_key)
-            )
+            snapshot.write(path, snapshot.encode(header, state, tail, meta_key))
         except OSError as exc:
             log.warning("could not write the parse cache in %s: %s", self.dir, exc.strerror)
-            return False
-        return True
+            return None
+        return path
 
     def prune(self) -> int:
         """Remove entries (and stray temporary files) older than MAX_AGE_S; returns how many."""

@@ -23,52 +23,72 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+from mudpuppy_callback import EVENTS_FILE
 
 from mudpuppy_monitor.core.discovery import Found
 from mudpuppy_monitor.core.run import RunState
-from mudpuppy_monitor.core.sources import NATIVE, open_source
+from mudpuppy_monitor.core.sources import RunSource, open_source, source_kind
+from mudpuppy_monitor.core.sources.native import KIND as NATIVE
+
+if TYPE_CHECKING:
+    from mudpuppy_monitor.core.parsecache import ParseCache
+    from mudpuppy_monitor.core.sources.native import NativeSource
 
 PARALLEL_MIN_BYTES = 16 << 20  # total backlog below which a pool costs more than it saves
 RUN_MIN_BYTES = 1 << 20  # smaller runs are read in-process while the workers work
 MAX_WORKERS = 8
 
 
-def backlog_bytes(f: Found, cache: Any = None) -> int:
-    """Bytes of a native run still to decode (what the parse cache does not already hold)."""
-    if f.source != NATIVE:
-        return 0
-    from mudpuppy_callback import EVENTS_FILE
-
-    path = os.path.join(f.path, EVENTS_FILE)
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        return 0
-    if cache is not None:
-        size -= cache.covered(path)
+def backlog_bytes(f: Found, cache: ParseCache | None = None) -> int:
+    """Bytes of a run still to decode (less what the parse cache already holds of it)."""
+    size = source_kind(f.source).backlog_bytes(f.path)
+    if size and cache is not None and f.source == NATIVE:
+        size -= cache.covered(os.path.join(f.path, EVENTS_FILE))
     return size
 
 
 def open_run(
-    f: Found, root: str | None, cache: Any = None, resume: bool = True
-) -> tuple[RunState, Any, int]:
+    f: Found, root: str | None, cache: ParseCache | None = None, resume: bool = True
+) -> tuple[RunState, RunSource, int]:
     """(state, source, offset restored from the cache) of a run about to be read; with a cache,
     the events tail keeps the crc the cache checks files against."""
     source = open_source(f.source, f.path, root)
     if cache is not None and f.source == NATIVE:
-        got = cache.lookup(source.events.path, root) if resume else None
+        native = cast("NativeSource", source)
+        got = cache.lookup(native.events.path, root) if resume else None
         if got is not None:
             got.state.id, got.state.path, got.state.source = f.id, f.path, f.source
-            for k, v in got.tail.items():
-                setattr(source.events, k, v)
-            source.meta_key = got.meta_key
+            restore(native, got.tail, got.meta_key)
             return got.state, source, got.offset
-        source.events.track()
+        native.events.track()
     return RunState(f.id, f.path, f.source, 0), source, 0
 
 
-def load_run(f: Found, root: str | None, cache: Any = None) -> tuple[RunState, Any]:
+def restore(source: NativeSource, tail: dict[str, Any], meta_key: Any) -> None:
+    """Put a native reader back where a snapshot says it was."""
+    for k, v in tail.items():
+        setattr(source.events, k, v)
+    source.meta_key = meta_key
+
+
+def store_grown(
+    cache: ParseCache, state: RunState, source: RunSource, since: int, at_least: int
+) -> int | None:
+    """Keep a native run in the parse cache when it holds `at_least` bytes more than the `since`
+    the cache already has; the offset stored, else None (another kind of run, nothing new)."""
+    tail = getattr(source, "events", None)
+    if tail is None or tail.crc is None or tail.offset - since < at_least:
+        return None
+    if cache.store(state, tail, cast("NativeSource", source).meta_key) is None:
+        return None
+    return int(tail.offset)
+
+
+def load_run(
+    f: Found, root: str | None, cache: ParseCache | None = None
+) -> tuple[RunState, RunSource]:
     """Read one run completely (in a worker process); generation is set by the caller."""
     state, source, _ = open_run(f, root, cache)
     lock = threading.Lock()
@@ -82,7 +102,7 @@ def load_run(f: Found, root: str | None, cache: Any = None) -> tuple[RunState, A
     return state, source
 
 
-def plan(found: Iterable[Found], cache: Any = None) -> list[Found]:
+def plan(found: Iterable[Found], cache: ParseCache | None = None) -> list[Found]:
     """The runs worth sending to worker processes (empty: read everything in-process)."""
     big = [(f, n) for f in found if (n := backlog_bytes(f, cache)) >= RUN_MIN_BYTES]
     if len(big) < 2 or (os.cpu_count() or 1) < 2:
@@ -157,31 +177,27 @@ class Loader:
             except (ValueError, KeyError, TypeError):
                 continue
 
-    def take(self, f: Found, real: str | None) -> tuple[RunState, Any] | None:
-        """The loaded run `f` (None when its worker failed it); its snapshot file is consumed."""
+    def take(self, f: Found, real: str | None) -> tuple[RunState, RunSource, int] | None:
+        """The loaded run `f` (None when its worker failed it): its state, its reader, and the
+        bytes of it the parse cache holds (0 when the snapshot was a temporary file, which is
+        consumed here)."""
         from mudpuppy_monitor.core import snapshot
 
         path = self.done.get(f.id)
         if path is None or self.runs.get(f.id) != f:
             return None
+        temporary = path.startswith(self.out_dir + os.sep)
         try:
             _, state, tail, meta_key = snapshot.decode(path)
         except (OSError, snapshot.SnapshotError):
             return None
         finally:
-            if path.startswith(self.out_dir + os.sep):
+            if temporary:
                 _unlink(path)
         source = open_source(f.source, f.path, real)
-        for k, v in tail.items():
-            setattr(source.events, k, v)
-        source.meta_key = meta_key
+        restore(cast("NativeSource", source), tail, meta_key)  # snapshots are of native runs
         state.id, state.path = f.id, f.path
-        return state, source
-
-    def cached(self, run_id: str) -> bool:
-        """Was this run's snapshot a parse cache entry (rather than a temporary file)?"""
-        path = self.done.get(run_id)
-        return path is not None and not path.startswith(self.out_dir + os.sep)
+        return state, source, 0 if temporary else int(tail.get("offset", 0))
 
     def close(self) -> None:
         """Forget the workers: those still writing cache entries finish on their own."""
@@ -200,7 +216,7 @@ class Loader:
         shutil.rmtree(self.out_dir, ignore_errors=True)
 
 
-def start_early(root: str, cache: Any = None) -> Loader | None:
+def start_early(root: str, cache: ParseCache | None = None) -> Loader | None:
     """Discover the runs under `root` and start loading the large ones now (the caller goes on
     with its own start meanwhile); hand the Loader to the Monitor, which takes its results."""
     from mudpuppy_monitor.core.discovery import discover
@@ -219,7 +235,7 @@ def start_early(root: str, cache: Any = None) -> Loader | None:
 
 def load_all(
     runs: list[Found], root: str | None, cache_dir: str | None = None
-) -> dict[str, tuple[RunState, Any]]:
+) -> dict[str, tuple[RunState, RunSource]]:
     """Load runs in worker processes and wait for all of them."""
     loader = Loader(runs, root, cache_dir).start()
     try:
@@ -228,7 +244,7 @@ def load_all(
         for f in runs:
             got = loader.take(f, root)
             if got is not None:
-                out[f.id] = got
+                out[f.id] = got[:2]
         return out
     finally:
         loader.close()
@@ -251,10 +267,12 @@ def _worker() -> None:
     for i, (run_id, path, kind, dir_key) in enumerate(job["runs"]):
         f = Found(run_id, path, kind, (int(dir_key[0]), int(dir_key[1])))
         try:
-            state, source = load_run(f, root, cache)
+            state, read = load_run(f, root, cache)
+            source = cast("NativeSource", read)  # only native runs have a backlog to share
             tail = source.events
-            if cache is not None and cache.store(state, tail, source.meta_key):
-                out = cache.entry_path(*tail.identity)
+            stored = cache.store(state, tail, source.meta_key) if cache is not None else None
+            if stored is not None:
+                out = stored
             else:
                 out = os.path.join(job["out"], f"{os.getpid()}-{i}.snap")
                 header = snapshot.Header(0, 0, tail.offset, 0, 0, 0, False, "", 0)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mudpuppy_monitor.core import status as st
+from mudpuppy_monitor.core.coerce import as_positive_int32
 from mudpuppy_monitor.core.decimate import decimate, select_range
 from mudpuppy_monitor.core.run import LOSS, RunState
 from mudpuppy_monitor.core.summary import RunSummary
@@ -17,19 +19,10 @@ from mudpuppy_monitor.core.summary import RunSummary
 LR_KEYS = ("learning_rate", "lr")
 
 
-def _pid(v: object) -> int | None:
-    # a pid outside pid_t would make os.kill raise OverflowError
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 else None
-
-
-def _count(v: object) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31 else None
-
-
 def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> str:
     """The status alone: what the periodic pass compares every second, without a summary."""
     meta = run.meta
-    pid = _pid(meta.get("pid"))
+    pid = as_positive_int32(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     local_pid = pid if pid is not None and (run_host is None or run_host == host) else None
     last_t = run.last_event_t
@@ -46,7 +39,7 @@ def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> 
 
 def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
     meta = run.meta
-    pid = _pid(meta.get("pid"))
+    pid = as_positive_int32(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     last_t = run.last_event_t
     silence = None if last_t is None else max(0.0, now - last_t)
@@ -106,13 +99,59 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
         bad_lines=run.bad_lines,
         host=run_host,
         pid=pid,
-        ppid=_pid(meta.get("ppid")),
-        world_size=_count(meta.get("world_size")),
+        ppid=as_positive_int32(meta.get("ppid")),
+        world_size=as_positive_int32(meta.get("world_size")),
         gpus=gpus,
         error=error,
         nonfinite=run.nonfinite,
         generation=run.generation,
     )
+
+
+class SeriesAnswer(dict[str, dict[str, Any]]):
+    """A `series()` answer: {name: {"x", "y", "count", "decimated"}}, and the generation of the
+    run the data was read from (None when the run is unknown)."""
+
+    def __init__(self, generation: int | None) -> None:
+        super().__init__()
+        self.generation = generation
+
+
+@dataclass(frozen=True)
+class LoraRow:
+    """The newest LoRA snapshot of a run: per layer its A, B and update norms (NaN when the
+    writer did not report one)."""
+
+    step: int
+    t: float
+    layers: dict[str, dict[str, float]]
+
+
+def counts(run: RunState) -> dict[str, int]:
+    out = {}
+    for name in run.series_names():
+        table = run.table_of(name)
+        if table is not None:
+            out[name] = table.count(name)
+    return out
+
+
+def detail(run: RunState, summary: RunSummary) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "summary": summary.to_dict(),
+        "meta": dict(run.meta),
+        "source": run.source,
+        "series": run.series_names(),
+        "counts": counts(run),
+        "lora_layers": list(run.lora.layers),
+        "lora_snapshots": run.lora.n,
+        "bad_lines": run.bad_lines,
+        "last_bad_line": run.last_bad,
+        "errors": dict(run.errors),
+        "markers": list(run.markers),
+        "generation": run.generation,
+    }
 
 
 def series(
@@ -123,11 +162,11 @@ def series(
     end: float | None,
     points: int,
     arrays: bool = False,
-) -> dict[str, dict[str, Any]]:
+) -> SeriesAnswer:
     """Per name {"x", "y", "count", "decimated"}; x and y as lists, or as numpy arrays when
     `arrays` (views of the store are safe to read after the lock: arrays are only appended to
     past their length, or replaced, so a view never changes; see export_rows)."""
-    out: dict[str, dict[str, Any]] = {}
+    out = SeriesAnswer(run.generation)
     for name in names:
         table = run.table_of(name)
         if table is None:
@@ -201,6 +240,21 @@ def lora(run: RunState, points: int) -> dict[str, Any] | None:
         if key not in out:
             out[key] = mat[pick, :width].T.tolist()
     return out
+
+
+def last_lora(run: RunState) -> LoraRow | None:
+    store = run.lora
+    n = store.n
+    if n == 0:
+        return None
+    width = len(store.layers)
+    keys = ("A", "B", "update")
+    cols = {}
+    for key in keys:
+        mat = store.data.get(key)
+        cols[key] = mat[n - 1, :width].tolist() if mat is not None else [math.nan] * width
+    layers = {name: {key: cols[key][i] for key in keys} for i, name in enumerate(store.layers)}
+    return LoraRow(int(store.steps[n - 1]), float(store.t[n - 1]), layers)
 
 
 def export_rows(run: RunState, lock: Any = None) -> Iterator[tuple[str, int, float, float]]:

@@ -6,36 +6,9 @@ for `Table.append`, so the store never sees a per-point object.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from mudpuppy_callback import MAX_STEP
 
 EPOCH = "epoch"
-# steps live in int64 columns: a step outside 0..STEP_MAX is a bad line in every source (building
-# the column would raise OverflowError and stop the reader); the bound is the format's own
-STEP_MAX = MAX_STEP - 1
-
-
-def as_step(v: object) -> int | None:
-    """A logged step as an int in 0..STEP_MAX (integral floats accepted), else None."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, float):
-        if not v.is_integer():  # also NaN and the infinities
-            return None
-        v = int(v)
-    if isinstance(v, int) and 0 <= v <= STEP_MAX:
-        return v
-    return None
-
-
-def as_float(v: int | float) -> float:
-    """A number as a float; an int too large for a float is +-inf (as decode_number does)."""
-    try:
-        return float(v)
-    except OverflowError:
-        return math.inf if v > 0 else -math.inf
 
 
 class Rows:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from mudpuppy_monitor.core import markers as mk
-from mudpuppy_monitor.core.rows import EPOCH, Rows, as_step
+from mudpuppy_monitor.core.coerce import as_step
+from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.store import LoraStore, Table
 
 STEPS_PER_S = "steps_per_s"

@@ -1,4 +1,4 @@
-"""The status machine of a run (DESIGN section 4), as pure functions of what was read and now.
+"""The status machine of a run (docs/core.md, "Status"): pure functions of what was read and now.
 
 - `completed` / `failed` / `interrupted`: an `end` event after the last `start` (or, for HF and
   LLaMA-Factory dirs, the trainer's own sign of the end: a summary row, the last step reached).

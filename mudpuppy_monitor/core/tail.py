@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +166,11 @@ class FileTail:
 
 
 def poll_tail(
-    tail: FileTail, errors: dict[str, str], key: str, lock: Any, apply: Callable[[ReadResult], None]
+    tail: FileTail,
+    errors: dict[str, str],
+    key: str,
+    lock: AbstractContextManager[Any],
+    apply: Callable[[ReadResult], None],
 ) -> tuple[bool, bool]:
     """The read loop shared by the tailed sources (events.jsonl, trainer_log.jsonl).
 

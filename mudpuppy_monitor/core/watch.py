@@ -4,8 +4,8 @@ Both call the Monitor's synchronous passes in a worker thread (`asyncio.to_threa
 reading never blocks the event loop:
 
 - `refresh()`: discovery + every run's files + status changes (the periodic full pass);
-- `_refresh_paths(paths)`: only the runs the changed paths belong to (a watch hint);
-- `_refresh_known()`: every known run, no discovery (polling).
+- `refresh_paths(paths)`: only the runs the changed paths belong to (a watch hint);
+- `refresh_known()`: every known run, no discovery (polling).
 
 inotify is only a hint: when the watcher cannot start or fails (an unreadable directory, the
 user's inotify instances or watches used up), the loop says so once, with the reason and the fix,
@@ -20,8 +20,8 @@ import errno
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,19 @@ WATCH_RETRY_FIRST_S = 5.0
 WATCH_RETRY_MAX_S = 300.0
 
 WatcherFactory = Callable[..., AsyncIterator[set[tuple[Any, str]]]]
+
+
+class Watched(Protocol):
+    """What the loops drive (the Monitor): its root and its three synchronous passes."""
+
+    root: str
+    scan_interval_s: float
+
+    def refresh(self) -> set[str]: ...
+
+    def refresh_paths(self, paths: Iterable[str]) -> set[str]: ...
+
+    def refresh_known(self) -> set[str]: ...
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -96,7 +109,7 @@ def _default_watcher() -> WatcherFactory:
 
 
 async def watch_loop(
-    mon: Any, stop: asyncio.Event, make_watcher: WatcherFactory | None = None
+    mon: Watched, stop: asyncio.Event, make_watcher: WatcherFactory | None = None
 ) -> None:
     make_watcher = make_watcher or _default_watcher()
     failures = 0
@@ -123,7 +136,7 @@ async def watch_loop(
 
 
 async def _watch_once(
-    mon: Any, stop: asyncio.Event, make_watcher: WatcherFactory
+    mon: Watched, stop: asyncio.Event, make_watcher: WatcherFactory
 ) -> AsyncIterator[None]:
     """Run one watcher until the root is replaced or watching stops; yields after each pass."""
     root_key = dir_key(mon.root)
@@ -147,7 +160,7 @@ async def _watch_once(
                 return
             now = time.monotonic()
             if batch and now - last_full < mon.scan_interval_s:
-                await guarded(mon._refresh_paths, [p for _, p in batch])
+                await guarded(mon.refresh_paths, [p for _, p in batch])
                 yield None
                 continue
             last_full = now
@@ -157,7 +170,7 @@ async def _watch_once(
                 return  # the root was deleted or replaced: inotify is silent now
 
 
-async def poll_loop(mon: Any, stop: asyncio.Event, until: float | None = None) -> None:
+async def poll_loop(mon: Watched, stop: asyncio.Event, until: float | None = None) -> None:
     """Polling without inotify (network filesystems, or while the watcher cannot run): stat the
     known runs' files often, discover new runs every scan_interval_s, until `stop` (or the
     monotonic time `until`). The quick pass backs off when it gets expensive (thousands of runs),
@@ -169,6 +182,6 @@ async def poll_loop(mon: Any, stop: asyncio.Event, until: float | None = None) -
             await guarded(mon.refresh)
             last_full = t0
         else:
-            await guarded(mon._refresh_known)
+            await guarded(mon.refresh_known)
         cost = time.monotonic() - t0
         await sleep_unless(stop, max(POLL_INTERVAL_S, 10 * cost))

@@ -1,7 +1,8 @@
 """GPU telemetry: NVIDIA (NVML) and AMD (AMD SMI) behind one interface, attributed to runs."""
 
 from mudpuppy_monitor.gpu.attribution import attribute
-from mudpuppy_monitor.gpu.base import BACKEND_KINDS, GpuBackend, open_backend
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS, open_backend
+from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed, SampleSource
 from mudpuppy_monitor.gpu.records import Attribution, GpuProcess, GpuSample, RunOnDevice
 from mudpuppy_monitor.gpu.sampler import GpuSampler, SamplerStats
 
@@ -13,6 +14,8 @@ __all__ = [
     "GpuSample",
     "GpuSampler",
     "RunOnDevice",
+    "SampleFeed",
+    "SampleSource",
     "SamplerStats",
     "attribute",
     "open_backend",

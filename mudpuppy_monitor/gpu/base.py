@@ -1,23 +1,20 @@
-"""The backend interface, the per-field reader that remembers unsupported fields, and
-`open_backend`, which picks what works on this host.
+"""The backend interface, and what the vendor backends share: the per-field reader that
+remembers unsupported fields, the lock-guarded close, the exceptions a backend raises.
 
-A missing driver or library is a normal state here: `open_backend` never raises for it, it
-returns the `none` backend and says why in `reason`.
+A leaf of the GPU package: the vendors import it, it imports none of them (the factory that
+picks a backend is `gpu/backends.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from mudpuppy_monitor.gpu.records import GpuSample
 
 log = logging.getLogger("mudpuppy_monitor.gpu")
-
-BACKEND_KINDS: tuple[str, ...] = ("auto", "nvidia", "amd", "fake", "none")
 
 T = TypeVar("T")
 
@@ -37,6 +34,39 @@ class GpuBackend(Protocol):
 
     def close(self) -> None:
         """Release the vendor library. Idempotent; a later sample() opens it again."""
+        ...
+
+
+def backend_json(backend: GpuBackend | None) -> dict[str, Any]:
+    """Which backend is sampling, as the protocol and `gpus --json` say it (None: no sampling)."""
+    if backend is None:
+        return {"backend": "none", "name": "none", "simulated": False, "reason": ""}
+    return {
+        "backend": backend.kind,
+        "name": backend.name,
+        "simulated": bool(backend.simulated),
+        "reason": backend.reason or "",
+    }
+
+
+class SampleSource(Protocol):
+    """Where a front end reads the latest sample of every device (a GpuSampler, or a one-shot
+    reader for `tui --once`)."""
+
+    def latest(self) -> list[GpuSample]: ...
+
+
+SampleListener = Callable[[list[GpuSample]], None]
+
+
+class SampleFeed(SampleSource, Protocol):
+    """A sampler as the server uses it: the latest sample, a history per device, and a listener
+    called from the sampling thread after each sample."""
+
+    def history(self, index: int, since_t: float | None = None) -> list[GpuSample]: ...
+
+    def add_listener(self, callback: SampleListener) -> Callable[[], None]:
+        """Returns the function that removes the listener."""
         ...
 
 
@@ -97,78 +127,6 @@ class FieldReader:
 
     def known_unsupported(self, index: int) -> list[str]:
         return sorted(key for i, key in self.unsupported if i == index)
-
-
-def open_backend(
-    kind: str = "auto",
-    *,
-    nvidia_module: Any = None,
-    amd_module: Any = None,
-    fake_devices: int = 2,
-    fake_seed: int = 0,
-    clock: Callable[[], float] = time.time,
-    logger: logging.Logger | None = None,
-) -> GpuBackend:
-    """The backend for `kind`. For "auto": nvidia, then amd, then none, and ONE log line that
-    says what was found and why the others were skipped. A named vendor that is not usable
-    gives the none backend with the reason (never an exception). Modules are injectable for
-    tests; None imports the real library."""
-    from mudpuppy_monitor.gpu.none import NoneBackend
-
-    logger = logger or log
-    if kind not in BACKEND_KINDS:
-        raise ValueError(
-            f"unknown GPU backend {kind!r}; expected one of {', '.join(BACKEND_KINDS)}"
-        )
-    if kind == "none":
-        backend: GpuBackend = NoneBackend("GPU sampling turned off")
-        logger.info("gpu: none (turned off)")
-        return backend
-    if kind == "fake":
-        from mudpuppy_monitor.gpu.fake import FakeBackend
-
-        backend = FakeBackend(devices=fake_devices, seed=fake_seed, clock=clock)
-        logger.info("gpu: %s, %d simulated devices (not real hardware)", backend.name, fake_devices)
-        return backend
-
-    order = ("nvidia", "amd") if kind == "auto" else (kind,)
-    skipped: list[str] = []
-    for i, vendor in enumerate(order):
-        try:
-            backend = _open_vendor(vendor, nvidia_module, amd_module, clock)
-        except BackendUnavailable as exc:
-            skipped.append(f"{vendor}: {exc}")
-            continue
-        except Exception as exc:  # a broken binding must not take the daemon down
-            skipped.append(f"{vendor}: unexpected {type(exc).__name__}: {exc}")
-            continue
-        count = backend.device_count()
-        if count == 0:
-            backend.close()
-            skipped.append(f"{vendor}: library loaded but no devices")
-            continue
-        notes = skipped + [f"{v}: not tried, {vendor} found first" for v in order[i + 1 :]]
-        names = ", ".join(getattr(backend, "device_names", ()))
-        found = f"{vendor}, {count} device(s)" + (f": {names}" if names else "")
-        backend.reason = found + (f" ({'; '.join(notes)})" if notes else "")
-        logger.info("gpu: %s", backend.reason)
-        return backend
-
-    reason = "; ".join(skipped)
-    logger.info("gpu: none (%s)", reason)
-    return NoneBackend(reason)
-
-
-def _open_vendor(
-    vendor: str, nvidia_module: Any, amd_module: Any, clock: Callable[[], float]
-) -> GpuBackend:
-    if vendor == "nvidia":
-        from mudpuppy_monitor.gpu.nvidia import NvidiaBackend
-
-        return NvidiaBackend(module=nvidia_module, clock=clock)
-    from mudpuppy_monitor.gpu.amd import AmdBackend
-
-    return AmdBackend(module=amd_module, clock=clock)
 
 
 class VendorBackend:

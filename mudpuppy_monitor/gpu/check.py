@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mudpuppy_monitor.gpu.attribution import attribute
-from mudpuppy_monitor.gpu.base import GpuBackend, open_backend
+from mudpuppy_monitor.gpu.backends import open_backend
+from mudpuppy_monitor.gpu.base import GpuBackend
 from mudpuppy_monitor.gpu.cli import format_table
 from mudpuppy_monitor.gpu.records import GpuSample
 from mudpuppy_monitor.gpu.sampler import GpuSampler

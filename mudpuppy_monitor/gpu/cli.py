@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Sequence
 from typing import Any
 
-from mudpuppy_monitor.gpu.base import BACKEND_KINDS, GpuBackend
+from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
+from mudpuppy_monitor.gpu.base import GpuBackend, backend_json
 from mudpuppy_monitor.gpu.records import GpuSample
 
 GIB = 1024**3
@@ -36,8 +39,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mudpuppy_monitor.cli import UsageError
-    from mudpuppy_monitor.gpu.base import open_backend
+    from mudpuppy_monitor.gpu.backends import open_backend
 
     if not 0 <= args.fake_devices <= 64:
         raise UsageError(f"--fake-devices must be between 0 and 64, got {args.fake_devices}")
@@ -58,13 +60,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def to_json(backend: GpuBackend, samples: Sequence[GpuSample]) -> dict[str, Any]:
-    return {
-        "backend": backend.kind,
-        "name": backend.name,
-        "simulated": backend.simulated,
-        "reason": backend.reason,
-        "devices": [s.to_dict() for s in samples],
-    }
+    return {**backend_json(backend), "devices": [s.to_dict() for s in samples]}
+
+
+# (header, justify, width): the device rows. The empty column is a spacer: two spaces after the
+# index, one between the others.
+COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("idx", "right", 3),
+    ("", "left", 0),
+    ("name", "left", 28),
+    ("util", "right", 5),
+    ("mem%", "right", 5),
+    ("mem used/total GiB", "right", 18),
+    ("temp", "right", 5),
+    ("power/limit W", "right", 14),
+    ("sm MHz", "right", 7),
+    ("mem MHz", "right", 7),
+    ("fan", "right", 5),
+)
 
 
 def _num(value: float | None, unit: str = "", digits: int = 0) -> str:
@@ -77,6 +90,37 @@ def _gib(value: int | None) -> str:
     return "-" if value is None else f"{value / GIB:.1f}"
 
 
+def device_rows(samples: Sequence[GpuSample]) -> list[str]:
+    """The header and one line per device, laid out by a Rich table (no colour, no wrapping:
+    a long name is cut at its column)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="")
+    for header, justify, width in COLUMNS:
+        table.add_column(header, justify=justify, width=width, no_wrap=True, overflow="crop")  # type: ignore[arg-type]
+    for s in samples:
+        cells = (
+            str(s.index),
+            "",
+            s.name,
+            _num(s.util_pct, "%"),
+            _num(s.mem_util_pct, "%"),
+            f"{_gib(s.mem_used_bytes)}/{_gib(s.mem_total_bytes)}",
+            _num(s.temperature_c, "C"),
+            f"{_num(s.power_w, digits=1)}/{_num(s.power_limit_w)}",
+            _num(s.sm_clock_mhz),
+            _num(s.mem_clock_mhz),
+            _num(s.fan_pct, "%"),
+        )
+        table.add_row(*(Text(c) for c in cells))
+    width = sum(w for _, _, w in COLUMNS) + len(COLUMNS) - 1
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, force_terminal=False).print(table)
+    return out.getvalue().splitlines()
+
+
 def format_table(backend: GpuBackend, samples: Sequence[GpuSample]) -> str:
     if backend.kind == "none":
         return f"no GPU: {backend.reason}"
@@ -84,20 +128,10 @@ def format_table(backend: GpuBackend, samples: Sequence[GpuSample]) -> str:
     if backend.simulated:
         lines.append("SIMULATED GPUs (fake backend): these are not real devices")
     lines.append(f"backend: {backend.name}: {backend.reason}")
-    header = (
-        f"{'idx':>3}  {'name':<28} {'util':>5} {'mem%':>5} {'mem used/total GiB':>18} "
-        f"{'temp':>5} {'power/limit W':>14} {'sm MHz':>7} {'mem MHz':>7} {'fan':>5}"
-    )
+    header, *rows = device_rows(samples)
     lines.append(header)
-    for s in samples:
-        mem = f"{_gib(s.mem_used_bytes)}/{_gib(s.mem_total_bytes)}"
-        power = f"{_num(s.power_w, digits=1)}/{_num(s.power_limit_w)}"
-        lines.append(
-            f"{s.index:>3}  {s.name[:28]:<28} {_num(s.util_pct, '%'):>5} "
-            f"{_num(s.mem_util_pct, '%'):>5} {mem:>18} {_num(s.temperature_c, 'C'):>5} "
-            f"{power:>14} {_num(s.sm_clock_mhz):>7} {_num(s.mem_clock_mhz):>7} "
-            f"{_num(s.fan_pct, '%'):>5}"
-        )
+    for s, row in zip(samples, rows, strict=True):
+        lines.append(row)
         lines.append(f"     uuid {s.uuid}")
         for p in s.processes:
             used = "?" if p.used_bytes is None else f"{p.used_bytes / GIB:.2f} GiB"

@@ -2,6 +2,9 @@
 
 A field the device does not report is None (never 0: a passive card has no fan, it is not at
 0 %). Values are converted once, in the backend, so nothing downstream guesses units.
+
+Their JSON (docs/protocol.md: `devices`, `attribution`; also `gpus --json`) is written here and
+nowhere else: the `*_json` functions below, which the records' `to_dict` methods call too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ class GpuProcess:
     used_bytes: int | None  # None when the driver does not say (no permission, WDDM, MIG)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "used_bytes": self.used_bytes}
+        return process_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,7 @@ class GpuSample:
             "sm_clock_mhz": self.sm_clock_mhz,
             "mem_clock_mhz": self.mem_clock_mhz,
             "fan_pct": self.fan_pct,
-            "processes": [p.to_dict() for p in self.processes],
+            "processes": [process_json(p) for p in self.processes],
             "simulated": self.simulated,
         }
 
@@ -69,12 +72,7 @@ class RunOnDevice:
     used_bytes: int | None = None  # their memory; None when none of them reports it
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "reason": self.reason,
-            "processes": [p.to_dict() for p in self.processes],
-            "used_bytes": self.used_bytes,
-        }
+        return run_on_device_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +90,34 @@ class Attribution:
         object.__setattr__(self, "run_ids", tuple(r.run_id for r in self.runs))
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire shape of docs/protocol.md (`attribution` per device), plus index and uuid."""
-        return {
-            "index": self.index,
-            "uuid": self.uuid,
-            "runs": list(self.run_ids),
-            "evidence": [r.to_dict() for r in self.runs],
-            "others": [p.to_dict() for p in self.others],
-            "others_used_bytes": self.others_used_bytes,
-        }
+        """The wire shape (`attribution_json`) plus the device's index and uuid."""
+        return {"index": self.index, "uuid": self.uuid, **attribution_json(self)}
 
 
 def sum_bytes(processes: tuple[GpuProcess, ...] | list[GpuProcess]) -> int | None:
     """Total memory of processes that report it; None when none does (unknown is not 0)."""
     known = [p.used_bytes for p in processes if p.used_bytes is not None]
     return sum(known) if known else None
+
+
+def process_json(p: GpuProcess) -> dict[str, Any]:
+    return {"pid": p.pid, "used_bytes": p.used_bytes}
+
+
+def run_on_device_json(r: RunOnDevice) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "reason": r.reason,
+        "processes": [process_json(p) for p in r.processes],
+        "used_bytes": r.used_bytes,
+    }
+
+
+def attribution_json(a: Attribution) -> dict[str, Any]:
+    """One device's entry of `attribution` (keyed by the device index on the wire)."""
+    return {
+        "runs": list(a.run_ids),
+        "evidence": [run_on_device_json(r) for r in a.runs],
+        "others": [process_json(p) for p in a.others],
+        "others_used_bytes": a.others_used_bytes,
+    }

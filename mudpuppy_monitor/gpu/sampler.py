@@ -16,12 +16,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mudpuppy_monitor.gpu.base import GpuBackend
+from mudpuppy_monitor.gpu.base import GpuBackend, SampleListener
 from mudpuppy_monitor.gpu.records import GpuSample
 
 log = logging.getLogger("mudpuppy_monitor.gpu")
-
-Listener = Callable[[list[GpuSample]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +56,7 @@ class GpuSampler:
         self._lock = threading.Lock()
         self._latest: list[GpuSample] = []
         self._history: dict[int, deque[GpuSample]] = {}
-        self._listeners: list[Listener] = []
+        self._listeners: list[SampleListener] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._samples = 0
@@ -124,7 +122,7 @@ class GpuSampler:
         with self._lock:
             return sorted(self._history)
 
-    def add_listener(self, callback: Listener) -> Callable[[], None]:
+    def add_listener(self, callback: SampleListener) -> Callable[[], None]:
         """Call `callback(samples)` from the worker thread after each sample. Returns a
         function that removes it. A listener that raises is counted, not fatal."""
         with self._lock:
@@ -135,7 +133,7 @@ class GpuSampler:
 
         return remove
 
-    def remove_listener(self, callback: Listener) -> None:
+    def remove_listener(self, callback: SampleListener) -> None:
         with self._lock:
             if callback in self._listeners:
                 self._listeners.remove(callback)

@@ -9,27 +9,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 from starlette.staticfiles import StaticFiles
 
 from mudpuppy_monitor import __version__, jsonutil
+from mudpuppy_monitor.core import Monitor
+from mudpuppy_monitor.core.protocols import LiveRuns
+from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.inert import inert
 from mudpuppy_monitor.server import columns, feed
 from mudpuppy_monitor.server.hub import Hub
+from mudpuppy_monitor.server.params import (
+    ApiError,
+    ExportFormat,
+    From,
+    LoraPoints,
+    Names,
+    SeriesPoints,
+    To,
+    XAxis,
+    validation_message,
+)
 from mudpuppy_monitor.server.security import SecurityMiddleware, valid_run_id
 from mudpuppy_monitor.server.settings import Settings, default_web_dir
 
 log = logging.getLogger(__name__)
-MAX_POINTS = 100_000
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from mudpuppy_monitor.core.parsecache import ParseCache
+
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 
@@ -42,15 +60,19 @@ class JSON(JSONResponse):
 
 @dataclass
 class Context:
+    """What one app holds, filled by `start` (the lifespan) and emptied by `stop`."""
+
     settings: Settings
-    monitor: Any = None
+    monitor: Monitor | None = None
+    sampler: GpuSampler | None = None  # None when the backend is `none`
     gpus: feed.GpuView | None = None
     hub: Hub | None = None
-    registry: Any = None
+    registry: CollectorRegistry | None = None
 
-
-class BadRequest(Exception):
-    pass
+    def runs(self) -> LiveRuns:
+        if self.monitor is None:
+            raise RuntimeError("Expected a started app, got one whose lifespan has not run")
+        return self.monitor
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -90,11 +112,8 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def start(ctx: Context) -> None:
-    from mudpuppy_monitor.core import Monitor
-    from mudpuppy_monitor.gpu import GpuSampler, open_backend
-
     s = ctx.settings
-    ctx.monitor = Monitor(
+    ctx.monitor = monitor = Monitor(
         Path(s.root),
         poll=s.poll,
         scan_interval_s=s.scan_interval_s,
@@ -102,13 +121,13 @@ async def start(ctx: Context) -> None:
         loader=s.loader,
     )
     s.loader = None  # taken by this monitor
-    await ctx.monitor.start()
+    await monitor.start()
     backend = open_backend(s.gpu)
     sampler = None
-    if getattr(backend, "kind", "none") != "none":
-        sampler = GpuSampler(backend, interval_s=s.gpu_interval_s)
+    if backend.kind != "none":
+        sampler = ctx.sampler = GpuSampler(backend, interval_s=s.gpu_interval_s)
     ctx.gpus = feed.GpuView(backend, sampler)
-    ctx.hub = Hub(ctx.monitor, ctx.gpus, s)
+    ctx.hub = Hub(monitor, ctx.gpus, s)
     ctx.hub.start()  # listens to the sampler before it takes its first sample
     if sampler is not None:
         sampler.start()
@@ -116,7 +135,7 @@ async def start(ctx: Context) -> None:
     # answers of a starting daemon do not wait for them
 
 
-def _parse_cache(s: Settings) -> Any:
+def _parse_cache(s: Settings) -> ParseCache | None:
     if s.cache_dir is None:
         return None
     from mudpuppy_monitor.core.parsecache import ParseCache
@@ -129,9 +148,9 @@ def _parse_cache(s: Settings) -> Any:
 async def stop(ctx: Context) -> None:
     if ctx.hub is not None:
         await ctx.hub.stop()
-    if ctx.gpus is not None and ctx.gpus.sampler is not None:
+    if ctx.sampler is not None:
         # joins the worker thread (which may be inside a slow driver call): not on the loop
-        await asyncio.to_thread(ctx.gpus.sampler.stop)
+        await asyncio.to_thread(ctx.sampler.stop)
     if ctx.gpus is not None and ctx.gpus.backend is not None:
         # after the sampler: closing the vendor library under a call can crash it
         await asyncio.to_thread(ctx.gpus.backend.close)
@@ -143,74 +162,74 @@ def error(status: int, message: str) -> JSON:
     return JSON({"error": message}, status_code=status)
 
 
-def add_routes(app: FastAPI, ctx: Context) -> None:
-    def known_run(run_id: str) -> bool:
-        # a dict lookup: no summary is built just to say the run exists
-        return valid_run_id(run_id) and ctx.monitor.generation(run_id) is not None
+async def api_error(request: Request, exc: Exception) -> JSON:
+    """The one error handler: a bad query parameter (400) or an ApiError a route raised."""
+    if isinstance(exc, RequestValidationError):
+        return error(400, validation_message(exc))
+    if isinstance(exc, ApiError):
+        return error(exc.status, exc.message)
+    raise exc
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSON:
-        return error(400, str(exc))
+
+def known_run(run_id: str, request: Request) -> str:
+    """The run of the path, or 404. A dependency: FastAPI runs it before it validates the query
+    parameters, so an unknown run is a 404 whatever its parameters say."""
+    ctx: Context = request.app.state.ctx
+    # a dict lookup: no summary is built just to say the run exists
+    if not (valid_run_id(run_id) and ctx.runs().generation(run_id) is not None):
+        raise ApiError(404, "no such run")
+    return run_id
+
+
+Run = Annotated[str, Depends(known_run)]
+
+
+def add_routes(app: FastAPI, ctx: Context) -> None:
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, api_error)
 
     @app.get("/healthz")
     async def healthz() -> JSON:
-        return JSON({"ok": True, "version": __version__, "runs": len(ctx.monitor.run_ids())})
+        return JSON({"ok": True, "version": __version__, "runs": len(ctx.runs().run_ids())})
 
     @app.get("/api/runs")
     def runs() -> JSON:
-        return JSON({"runs": [s.to_dict() for s in ctx.monitor.summaries()]})
+        return JSON({"runs": [s.to_dict() for s in ctx.runs().summaries()]})
 
     # The data routes are plain `def`: FastAPI runs them in its threadpool, so decimation,
     # .tolist() and the JSON encoding of a large answer do not hold up the event loop, which
     # carries the WebSocket fan-out. The core's queries are thread-safe (they take its lock).
     # The suffix routes come first: {run_id:path} is greedy, and run ids contain "/".
     @app.get("/api/runs/{run_id:path}/series")
-    def series(run_id: str, request: Request) -> Response:
-        if not known_run(run_id):
+    def series(
+        run_id: Run,
+        request: Request,
+        x: XAxis = "step",
+        start: From = None,
+        to: To = None,
+        points: SeriesPoints = 2000,
+        names: Names = None,
+    ) -> Response:
+        wanted = None if names is None else [n for n in names.split(",") if n]
+        # the core reads the data and its generation under one lock
+        got = ctx.runs().series(
+            run_id, wanted, x=x, start=start, end=to, points=points, arrays=True
+        )
+        if got.generation is None:  # removed since the check above
             return error(404, "no such run")
-        q = request.query_params
-        x = q.get("x", "step")
-        if x not in ("step", "time"):
-            raise BadRequest("x must be step or time")
-        start_x = _float_param(q, "from")
-        end_x = _float_param(q, "to")
-        points = _int_param(q, "points", 2000, 2, MAX_POINTS)
-        wanted = [n for n in q.get("names", "").split(",") if n] if "names" in q else None
-        for _ in range(3):
-            # The generation must be the one of the data: read it before and after the query.
-            # Generations are never reused, so equal readings mean no reset happened in
-            # between; after a reset the query is simply made again.
-            generation = ctx.monitor.generation(run_id)
-            have = ctx.monitor.counts(run_id)
-            names = list(have) if wanted is None else [n for n in wanted if n in have]
-            got = ctx.monitor.series(
-                run_id, names, x=x, start=start_x, end=end_x, points=points, arrays=True
-            )
-            if ctx.monitor.generation(run_id) == generation:
-                break
-        if generation is None:
-            return error(404, "no such run")
-        return _series_answer(request, run_id, generation, x, got or {})
+        return _series_answer(request, run_id, got.generation, x, got)
 
     @app.get("/api/runs/{run_id:path}/lora")
-    def lora(run_id: str, request: Request) -> JSON:
-        if not known_run(run_id):
-            return error(404, "no such run")
-        points = _int_param(request.query_params, "points", 200, 2, MAX_POINTS)
-        got = ctx.monitor.lora(run_id, points=points)
+    def lora(run_id: Run, points: LoraPoints = 200) -> JSON:
+        got = ctx.runs().lora(run_id, points=points)
         if got is None:  # no snapshot yet: the same keys as a full answer, all empty
             got = {"layers": [], "steps": [], "t": [], "A": [], "B": [], "update": []}
         got["t"] = feed.known_times(got.get("t") or [])
         return JSON(got)
 
     @app.get("/api/runs/{run_id:path}/export")
-    def export(run_id: str, request: Request) -> Response:
-        if not known_run(run_id):
-            return error(404, "no such run")
-        fmt = request.query_params.get("format", "csv")
-        if fmt not in EXPORT_TYPES:
-            raise BadRequest("format must be csv or jsonl")
-        chunks = ctx.monitor.export(run_id, fmt=fmt)
+    def export(run_id: Run, fmt: ExportFormat = "csv") -> Response:
+        chunks = ctx.runs().export(run_id, fmt=fmt)
         return StreamingResponse(
             _drain(chunks),
             media_type=EXPORT_TYPES[fmt],
@@ -218,10 +237,8 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         )
 
     @app.get("/api/runs/{run_id:path}")
-    def run_detail(run_id: str) -> JSON:
-        if not known_run(run_id):
-            return error(404, "no such run")
-        detail = ctx.monitor.detail(run_id)
+    def run_detail(run_id: Run) -> JSON:
+        detail = ctx.runs().detail(run_id)
         if detail is None:
             return error(404, "no such run")
         return JSON(_detail_json(detail))
@@ -229,7 +246,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     @app.get("/api/gpus")
     def gpus() -> JSON:
         assert ctx.gpus is not None
-        return JSON(ctx.gpus.payload(ctx.monitor, history=True))
+        return JSON(ctx.gpus.payload(ctx.runs(), history=True))
 
     @app.get("/api/{rest:path}")
     async def api_not_found(rest: str) -> JSON:
@@ -242,7 +259,8 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         from mudpuppy_monitor.server import metrics
 
         if ctx.registry is None:
-            ctx.registry = metrics.build_registry(ctx.monitor, ctx.gpus, ctx.hub)
+            assert ctx.gpus is not None
+            ctx.registry = metrics.build_registry(ctx.runs(), ctx.gpus, ctx.hub)
         return Response(metrics.render(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
@@ -301,27 +319,3 @@ def _batches(chunks: Iterator[str]) -> Iterator[bytes]:
             batch, size = [], 0
     if batch:
         yield "".join(batch).encode("utf-8")
-
-
-def _float_param(q: Any, name: str) -> float | None:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number") from None
-    if not math.isfinite(value):
-        raise BadRequest(f"{name} must be finite")
-    return value
-
-
-def _int_param(q: Any, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer") from None
-    return max(lo, min(hi, value))

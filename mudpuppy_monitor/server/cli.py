@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mudpuppy_monitor.cli import UsageError
+from mudpuppy_monitor.errors import UsageError
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 from mudpuppy_monitor.server.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -25,8 +26,6 @@ from mudpuppy_monitor.server.settings import (
     display_host,
     is_loopback,
 )
-
-GPU_CHOICES = ("auto", "nvidia", "amd", "fake", "none")
 
 
 def register(subparsers: Any) -> None:
@@ -47,7 +46,9 @@ def register(subparsers: Any) -> None:
         "(generated when --host is not a loopback address)",
     )
     p.add_argument("--open", action="store_true", help="open the dashboard in a browser")
-    p.add_argument("--gpu", choices=GPU_CHOICES, default="auto", help="GPU backend (default auto)")
+    p.add_argument(
+        "--gpu", choices=BACKEND_KINDS, default="auto", help="GPU backend (default auto)"
+    )
     p.add_argument(
         "--gpu-interval", type=float, default=1.0, metavar="S", help="GPU sample interval in s"
     )

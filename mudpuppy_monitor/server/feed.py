@@ -8,9 +8,15 @@ belongs), the number of markers already seen, and the last status (for alerts).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from mudpuppy_monitor.core.protocols import Changes, LoraRow, RunQueries
+from mudpuppy_monitor.core.summary import RunSummary
+from mudpuppy_monitor.gpu.attribution import attribute
+from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed, backend_json
+from mudpuppy_monitor.gpu.records import GpuSample, attribution_json
 
 # statuses worth telling the user about when a run enters them
 ALERT_STATUSES = frozenset({"stalled", "crashed", "completed", "failed", "interrupted"})
@@ -28,21 +34,21 @@ Message = tuple[dict[str, Any], "str | None"]
 
 @dataclass
 class RunCursor:
-    generation: Any = None
+    generation: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     markers: int = 0
     status: str | None = None
-    lora_last: tuple[Any, Any] | None = None  # (step, t) of the last LoRA snapshot sent
+    lora_last: tuple[int, float] | None = None  # (step, t) of the last LoRA snapshot sent
     # (last_event_t, step) when LoRA was last looked at: a new snapshot is a new event, so a
     # change that moved neither (a status change, a meta rewrite) cannot hold one
-    lora_seen: tuple[Any, Any] | None = None
+    lora_seen: tuple[float | None, int | None] | None = None
     # markers are read from 0 (a run first seen while serving, or reset): the old ones are
     # history, only those within FRESH_S of now are alerts
     catch_up: bool = False
 
 
 class ChangeTracker:
-    def __init__(self, monitor: Any, max_stream_points: int = 5000) -> None:
+    def __init__(self, monitor: RunQueries, max_stream_points: int = 5000) -> None:
         self.monitor = monitor
         self.max_stream_points = max_stream_points
         self.runs: dict[str, RunCursor] = {}
@@ -53,12 +59,12 @@ class ChangeTracker:
             self.runs[s.id] = RunCursor(
                 generation=s.generation,
                 counts=dict(self.monitor.counts(s.id)),
-                markers=len(self.monitor.markers_since(s.id, 0)),
+                markers=self.monitor.marker_count(s.id),
                 status=s.status,
-                lora_last=_last_lora(self.monitor.lora(s.id, points=2))[0],
+                lora_last=_lora_key(self.monitor.last_lora(s.id)),
             )
 
-    def messages(self, changes: Any) -> Iterator[Message]:
+    def messages(self, changes: Changes) -> Iterator[Message]:
         removed = set(changes.removed)
         for run_id in sorted(removed):
             self.runs.pop(run_id, None)
@@ -70,7 +76,7 @@ class ChangeTracker:
         for s in summaries:
             yield from self._run_messages(s)
 
-    def _run_messages(self, summary: Any) -> Iterator[Message]:
+    def _run_messages(self, summary: RunSummary) -> Iterator[Message]:
         run_id = summary.id
         state = self.runs.get(run_id)
         fresh = state is None
@@ -114,15 +120,15 @@ class ChangeTracker:
             )
 
     def _lora(self, run_id: str, state: RunCursor) -> Iterator[Message]:
-        # points=2 picks the first and the last snapshot: the last is the news. The core has
-        # no cheaper "how many snapshots" query; the caller skips changes without a new event.
-        last, layers = _last_lora(self.monitor.lora(run_id, points=2))
-        if last is None or last == state.lora_last:
+        # the caller skips changes without a new event: only those can hold a new snapshot
+        row = self.monitor.last_lora(run_id)
+        key = _lora_key(row)
+        if row is None or key == state.lora_last:
             return
-        state.lora_last = last
-        yield {"type": "lora", "run": run_id, "step": last[0], "layers": layers}, run_id
+        state.lora_last = key
+        yield {"type": "lora", "run": run_id, "step": row.step, "layers": row.layers}, run_id
 
-    def _alerts(self, summary: Any, state: RunCursor, fresh: bool) -> Iterator[Message]:
+    def _alerts(self, summary: RunSummary, state: RunCursor, fresh: bool) -> Iterator[Message]:
         run_id = summary.id
         markers = self.monitor.markers_since(run_id, state.markers) or []
         state.markers += len(markers)
@@ -177,7 +183,7 @@ def known_times(values: list[Any]) -> list[Any]:
     return [known_time(t) for t in values]
 
 
-def _now(summary: Any) -> float | None:
+def _now(summary: RunSummary) -> float | None:
     # the clock the summary was made with (the core's, so a test clock works too)
     t, age = summary.last_event_t, summary.last_event_age_s
     if t is None or age is None:
@@ -199,7 +205,7 @@ def marker_message(m: dict[str, Any]) -> str:
     return f"{series} {what} at step {m.get('step')}"
 
 
-def status_message(summary: Any) -> str:
+def status_message(summary: RunSummary) -> str:
     status = summary.status
     step = summary.step
     if status == "stalled":
@@ -212,24 +218,9 @@ def status_message(summary: Any) -> str:
     return f"{status} at step {step}"
 
 
-def _last_lora(lora: dict[str, Any] | None) -> tuple[tuple[Any, Any] | None, dict[str, Any]]:
-    """((step, t), {layer: {"A", "B", "update"}}) of the last snapshot in a lora() answer."""
-    if not lora or not lora.get("steps"):
-        return None, {}
-    j = len(lora["steps"]) - 1
-    ts = lora.get("t") or []
-    key = (lora["steps"][j], ts[j] if j < len(ts) else None)
-    layers: dict[str, Any] = {}
-    for i, name in enumerate(lora.get("layers") or []):
-        layers[name] = {k: _cell(lora, k, i, j) for k in ("A", "B", "update")}
-    return key, layers
-
-
-def _cell(lora: dict[str, Any], key: str, i: int, j: int) -> Any:
-    try:
-        return lora[key][i][j]
-    except (KeyError, IndexError, TypeError):
-        return None
+def _lora_key(row: LoraRow | None) -> tuple[int, float] | None:
+    """What identifies a LoRA snapshot: its step and time."""
+    return None if row is None else (row.step, row.t)
 
 
 # -- GPUs ------------------------------------------------------------------------------------
@@ -238,17 +229,15 @@ def _cell(lora: dict[str, Any], key: str, i: int, j: int) -> Any:
 class GpuView:
     """The sampler's state as the protocol shows it (`/api/gpus`, snapshot, `gpus` messages)."""
 
-    def __init__(self, backend: Any | None, sampler: Any | None) -> None:
+    def __init__(self, backend: GpuBackend | None, sampler: SampleFeed | None) -> None:
         self.backend = backend
         self.sampler = sampler
 
-    def payload(self, monitor: Any, samples: list[Any] | None = None, history: bool = False):
-        backend = self.backend
+    def payload(
+        self, monitor: RunQueries, samples: list[GpuSample] | None = None, history: bool = False
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "backend": getattr(backend, "kind", "none"),
-            "name": getattr(backend, "name", "none"),
-            "simulated": bool(getattr(backend, "simulated", False)),
-            "reason": getattr(backend, "reason", "") or "",
+            **backend_json(self.backend),
             "t": None,
             "devices": [],
             "attribution": {},
@@ -270,36 +259,18 @@ class GpuView:
 HISTORY_FIELDS = ("t", "util_pct", "mem_used_bytes", "temperature_c", "power_w")
 
 
-def history_columns(samples: list[Any]) -> dict[str, list[Any]]:
+def history_columns(samples: Sequence[GpuSample]) -> dict[str, list[Any]]:
     return {f: [getattr(s, f, None) for s in samples] for f in HISTORY_FIELDS}
 
 
-def attribution_dict(samples: list[Any], runs: Any, **attribute_kw: Any) -> dict[str, Any]:
+def attribution_dict(
+    samples: Sequence[GpuSample],
+    runs: Iterable[RunSummary | Mapping[str, Any]],
+    **attribute_kw: Any,
+) -> dict[str, Any]:
     """Per device index (as a string key): `runs` (ids), `evidence` (how each run was found,
-    its processes and memory), `others` (processes of no run) and their memory.
-
-    The wire shape of docs/protocol.md is written here, field by field, and nowhere else: the
-    GPU records' own `to_dict` methods are not part of the protocol."""
-    from mudpuppy_monitor.gpu import attribute
-
-    out: dict[str, Any] = {}
-    for index, attr in attribute(samples, runs, **attribute_kw).items():
-        out[str(index)] = {
-            "runs": [r.run_id for r in attr.runs],
-            "evidence": [
-                {
-                    "run_id": r.run_id,
-                    "reason": r.reason,
-                    "processes": [_process(p) for p in r.processes],
-                    "used_bytes": r.used_bytes,
-                }
-                for r in attr.runs
-            ],
-            "others": [_process(p) for p in attr.others],
-            "others_used_bytes": attr.others_used_bytes,
-        }
-    return out
-
-
-def _process(p: Any) -> dict[str, Any]:
-    return {"pid": p.pid, "used_bytes": p.used_bytes}
+    its processes and memory), `others` (processes of no run) and their memory."""
+    return {
+        str(index): attribution_json(attr)
+        for index, attr in attribute(samples, runs, **attribute_kw).items()
+    }

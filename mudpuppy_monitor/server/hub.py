@@ -14,12 +14,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from mudpuppy_monitor import jsonutil
+from mudpuppy_monitor.core.protocols import Changes, LiveRuns
+from mudpuppy_monitor.gpu.records import GpuSample
 from mudpuppy_monitor.server import feed
 from mudpuppy_monitor.server.settings import Settings
 
@@ -62,7 +64,7 @@ class HubStats:
 class Hub:
     def __init__(
         self,
-        monitor: Any,
+        monitor: LiveRuns,
         gpus: feed.GpuView,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
@@ -106,7 +108,7 @@ class Hub:
         for client in list(self.clients):
             self._close(client, CLOSE_RESTART, "server shutting down")
 
-    async def _consume(self, stream: Any) -> None:
+    async def _consume(self, stream: AsyncIterator[Changes]) -> None:
         async for changes in stream:
             try:
                 self.apply(changes)
@@ -115,12 +117,12 @@ class Hub:
 
     # -- producing ---------------------------------------------------------------------------
 
-    def apply(self, changes: Any) -> None:
+    def apply(self, changes: Changes) -> None:
         """Turn one `Changes(added, updated, removed)` into messages and publish them."""
         for message, run in self.tracker.messages(changes):
             self.publish(message, run)
 
-    def on_gpu_samples(self, samples: list[Any]) -> None:
+    def on_gpu_samples(self, samples: list[GpuSample]) -> None:
         """Called by the sampler thread: hand the samples to the event loop, never block."""
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -128,7 +130,7 @@ class Hub:
         with contextlib.suppress(RuntimeError):  # the loop closed between check and call
             loop.call_soon_threadsafe(self._publish_gpus, samples)
 
-    def _publish_gpus(self, samples: list[Any]) -> None:
+    def _publish_gpus(self, samples: list[GpuSample]) -> None:
         if self._loop is None:
             return
         payload = self.gpus.payload(self.monitor, samples)
@@ -267,7 +269,7 @@ class Hub:
             client.runs = frozenset(r for r in runs if isinstance(r, str))
 
 
-async def _with_timeout(coro: Any, seconds: float) -> None:
+async def _with_timeout(coro: Awaitable[None], seconds: float) -> None:
     # asyncio.timeout (3.11+) runs the send in this task; wait_for would wrap every single
     # message of every client in a task of its own
     timeout = getattr(asyncio, "timeout", None)

@@ -7,13 +7,18 @@ process-wide default registry is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mudpuppy_monitor.core.summary import STATUSES
+from mudpuppy_monitor.core.protocols import RunQueries
+from mudpuppy_monitor.core.summary import STATUSES, RunSummary
+from mudpuppy_monitor.server.feed import GpuView, attribution_dict
+
+if TYPE_CHECKING:  # the hub imports the WebSocket machinery; /metrics only reads its counters
+    from mudpuppy_monitor.server.hub import Hub
 
 # (metric suffix, RunSummary field, help)
 RUN_GAUGES = (
@@ -48,9 +53,9 @@ GPU_GAUGES = (
 
 
 class MonitorCollector:
-    def __init__(self, monitor: Any, gpus: Any, hub: Any | None = None) -> None:
+    def __init__(self, monitor: RunQueries, gpus: GpuView, hub: Hub | None = None) -> None:
         self.monitor = monitor
-        self.gpus = gpus  # feed.GpuView
+        self.gpus = gpus
         self.hub = hub
 
     def describe(self) -> list[Metric]:
@@ -59,12 +64,12 @@ class MonitorCollector:
     def collect(self) -> Iterator[Metric]:
         summaries = list(self.monitor.summaries())
         yield from run_metrics(summaries)
-        yield from gpu_metrics(self.gpus, summaries, self.monitor)
+        yield from gpu_metrics(self.gpus, summaries)
         if self.hub is not None:
             yield from hub_metrics(self.hub)
 
 
-def run_metrics(summaries: list[Any]) -> Iterator[Metric]:
+def run_metrics(summaries: Sequence[RunSummary]) -> Iterator[Metric]:
     labels = ["run"]
     gauges = {
         suffix: GaugeMetricFamily(f"mudpuppy_run_{suffix}", doc, labels=labels)
@@ -102,15 +107,13 @@ def run_metrics(summaries: list[Any]) -> Iterator[Metric]:
     yield nonfinite
 
 
-def gpu_metrics(gpus: Any, summaries: list[Any], monitor: Any) -> Iterator[Metric]:
-    sampler = getattr(gpus, "sampler", None)
+def gpu_metrics(gpus: GpuView, summaries: Sequence[RunSummary]) -> Iterator[Metric]:
+    sampler = gpus.sampler
     if sampler is None:
         return
     samples = list(sampler.latest())
     if not samples:
         return
-    from mudpuppy_monitor.server.feed import attribution_dict
-
     attribution = attribution_dict(samples, summaries)
     labels = ["gpu", "uuid", "name", "run"]
     gauges = {
@@ -140,7 +143,7 @@ def gpu_metrics(gpus: Any, summaries: list[Any], monitor: Any) -> Iterator[Metri
     yield per_run
 
 
-def hub_metrics(hub: Any) -> Iterator[Metric]:
+def hub_metrics(hub: Hub) -> Iterator[Metric]:
     clients = GaugeMetricFamily("mudpuppy_ws_clients", "WebSocket clients connected.")
     clients.add_metric([], float(len(hub.clients)))
     yield clients
@@ -163,7 +166,7 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def build_registry(monitor: Any, gpus: Any, hub: Any | None) -> CollectorRegistry:
+def build_registry(monitor: RunQueries, gpus: GpuView, hub: Hub | None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MonitorCollector(monitor, gpus, hub))
     return registry

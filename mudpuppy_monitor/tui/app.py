@@ -13,13 +13,17 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
 
+from mudpuppy_monitor.core.protocols import RefreshableRuns, RunQueries
+from mudpuppy_monitor.core.summary import RunSummary
+from mudpuppy_monitor.gpu.base import GpuBackend, SampleSource
+from mudpuppy_monitor.gpu.records import Attribution, GpuSample
 from mudpuppy_monitor.tui.render import (
     SPARK_WIDTH,
     Snapshot,
@@ -29,6 +33,8 @@ from mudpuppy_monitor.tui.render import (
 )
 
 LOSS = "loss"
+# gpu.attribute: which runs (and how many other processes) are on each device
+Attribute = Callable[[Sequence[GpuSample], Sequence[RunSummary]], Mapping[int, Attribution]]
 
 
 class LossTails:
@@ -44,7 +50,7 @@ class LossTails:
         self._cursor: dict[str, int] = {}
         self._generation: dict[str, int] = {}
 
-    def update(self, monitor: Any, run_ids: Iterable[str]) -> None:
+    def update(self, monitor: RunQueries, run_ids: Iterable[str]) -> None:
         for run_id in run_ids:
             generation, grown = self._read(monitor, run_id, self._cursor.get(run_id, 0))
             if self._generation.get(run_id, generation) != generation:
@@ -60,7 +66,7 @@ class LossTails:
             tail.extend(float(y) for y in part["y"][-self.keep :])
             self._cursor[run_id] = int(part["i0"]) + len(part["y"])
 
-    def _read(self, monitor: Any, run_id: str, cursor: int) -> tuple[int, dict[str, Any]]:
+    def _read(self, monitor: RunQueries, run_id: str, cursor: int) -> tuple[int, dict[str, Any]]:
         # only the loss, and only its last `keep` points: a run attached with 100k steps costs
         # the same first frame as a fresh one
         return monitor.points_since(run_id, {LOSS: cursor}, names=[LOSS], limit=self.keep)
@@ -79,14 +85,14 @@ class TuiView:
 
     def __init__(
         self,
-        monitor: Any,
+        monitor: RefreshableRuns,
         root_label: str,
         *,
-        sampler: Any = None,
-        backend: Any = None,
+        sampler: SampleSource | None = None,
+        backend: GpuBackend | None = None,
         pattern: re.Pattern[str] | None = None,
         get_time: Callable[[], float] = time.time,
-        attribute: Callable[..., Any] | None = None,
+        attribute: Attribute | None = None,
     ) -> None:
         self.monitor = monitor
         self.root_label = root_label
@@ -98,7 +104,7 @@ class TuiView:
         self.tails = LossTails()
         self._seen: set[str] = set()
 
-    def _matches(self, run: Any) -> bool:
+    def _matches(self, run: RunSummary) -> bool:
         if self.pattern is None:
             return True
         return bool(self.pattern.search(str(run.name)) or self.pattern.search(str(run.id)))
@@ -112,7 +118,7 @@ class TuiView:
         self.tails.update(self.monitor, [i for i in ids if i in changed or i not in self._seen])
         self.tails.forget(ids)
         self._seen = ids
-        samples: list[Any] = list(self.sampler.latest()) if self.sampler is not None else []
+        samples = list(self.sampler.latest()) if self.sampler is not None else []
         gpu_runs: dict[int, list[str]] = {}
         gpu_others: dict[int, int] = {}
         if samples and self.attribute is not None:
@@ -131,9 +137,9 @@ class TuiView:
             gpu_runs=gpu_runs,
             gpu_others=gpu_others,
             # `kind` is the short stable word ("fake"); `name` may be a longer sentence
-            gpu_backend=None if backend is None else str(getattr(backend, "kind", backend.name)),
-            gpu_simulated=bool(getattr(backend, "simulated", False)),
-            gpu_reason=getattr(backend, "reason", None),
+            gpu_backend=None if backend is None else backend.kind,
+            gpu_simulated=backend is not None and backend.simulated,
+            gpu_reason=None if backend is None else backend.reason,
             filter=None if self.pattern is None else self.pattern.pattern,
         )
 
@@ -223,7 +229,7 @@ def main_tui(
     pattern: re.Pattern[str] | None = None,
     console: Console | None = None,
     get_time: Callable[[], float] = time.time,
-    backend: Any = None,
+    backend: GpuBackend | None = None,
     sleep: Callable[[float], None] = time.sleep,
     max_frames: int | None = None,
 ) -> int:
@@ -273,11 +279,11 @@ def main_tui(
 class OneSample:
     """A sampler stand-in for `--once`: asks the backend once, on first use."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: GpuBackend) -> None:
         self.backend = backend
-        self._samples: list[Any] | None = None
+        self._samples: list[GpuSample] | None = None
 
-    def latest(self) -> list[Any]:
+    def latest(self) -> list[GpuSample]:
         if self._samples is None:
             self._samples = list(self.backend.sample())
         return self._samples

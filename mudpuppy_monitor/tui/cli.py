@@ -7,9 +7,8 @@ import math
 import re
 from pathlib import Path
 
-from mudpuppy_monitor.cli import UsageError
-
-GPU_CHOICES = ("auto", "nvidia", "amd", "fake", "none")
+from mudpuppy_monitor.errors import UsageError, require_dir
+from mudpuppy_monitor.gpu.backends import BACKEND_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Live terminal view: runs table, loss sparklines, GPUs, alerts. Ctrl-C exits.",
     )
     parser.add_argument("root", metavar="ROOT", help="directory holding the run directories")
-    parser.add_argument("--gpu", choices=GPU_CHOICES, default="auto", help="GPU backend")
+    parser.add_argument("--gpu", choices=BACKEND_KINDS, default="auto", help="GPU backend")
     parser.add_argument(
         "--refresh", type=float, default=1.0, metavar="S", help="seconds between frames (1.0)"
     )
@@ -40,11 +39,8 @@ def compile_filter(text: str | None) -> re.Pattern[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_dir(args.root, "root")
     root = Path(args.root)
-    if not root.exists():
-        raise UsageError(f"root not found: {args.root}")
-    if not root.is_dir():
-        raise UsageError(f"root is not a directory: {args.root}")
     if not math.isfinite(args.refresh) or args.refresh <= 0:
         raise UsageError(f"--refresh must be a positive number of seconds, got {args.refresh}")
     pattern = compile_filter(args.filter)

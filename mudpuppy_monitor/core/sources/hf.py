@@ -1,9 +1,11 @@
 """HF Trainer output dirs: `trainer_state.json` at the top or in the newest `checkpoint-*/`.
 
 The Trainer rewrites the whole file at each save, so it is re-read when the chosen file changes
-(identity, size or mtime) or a newer checkpoint appears. When the new `log_history` extends the
-rows already read (same steps in the same order), only the new rows are appended; otherwise the
-run is reset. `log_history` rows carry no wall time: their t is NaN, the run's last event time is
+(identity, size or mtime) or a newer checkpoint appears. A file in the Trainer's own layout is read
+a few megabytes at a time (hf_scan): rows are decoded and stored chunk by chunk, and a file whose
+rows start with the bytes already read is decoded only from there on. Any other file is parsed
+whole; when its `log_history` extends the rows already read (same steps in the same order), only
+the new rows are appended. Otherwise the run is reset. `log_history` rows carry no wall time: their t is NaN, the run's last event time is
 the file's mtime, and steps/s comes from the summary row or from checkpoint directory times.
 """
 
@@ -11,14 +13,20 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
-from mudpuppy_monitor.core.discovery import CHECKPOINT_RE, TRAINER_STATE
-from mudpuppy_monitor.core.files import inside_root, read_json_file
-from mudpuppy_monitor.core.rows import EPOCH, Rows, as_float, as_step
+from mudpuppy_monitor.core.coerce import as_number, as_step
+from mudpuppy_monitor.core.files import Refused, describe, inside_root, open_regular, read_json_file
+from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
+from mudpuppy_monitor.core.sources import hf_scan
+from mudpuppy_monitor.core.sources.base import Listing, Lock, SourceKind
 
-MAX_STATE_BYTES = 256 << 20
+KIND = "hf-trainer-state"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+MAX_STATE_BYTES = 256 << 20  # a file parsed whole; one in the Trainer's layout is read in chunks
 # keys of the closing row (`train_runtime` ...) and other non-series row keys
 SUMMARY_KEYS = frozenset(
     {
@@ -32,18 +40,14 @@ SUMMARY_KEYS = frozenset(
 NOT_SERIES = frozenset({"step", EPOCH, "train_runtime"})
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                return None
-        return None
-    return as_float(v)
-
-
-_int = as_step  # step, global_step, max_steps: 0..2**63-1 or nothing (int(1e300) is no step)
+def claims(listing: Listing) -> bool:
+    """`trainer_state.json` at the top, or in a `checkpoint-N/` subdirectory."""
+    if TRAINER_STATE in listing.files:
+        return True
+    return any(
+        CHECKPOINT_RE.match(name) and os.path.isfile(os.path.join(p, TRAINER_STATE))
+        for name, p in listing.dirs
+    )
 
 
 class HfStateSource:
@@ -51,7 +55,9 @@ class HfStateSource:
         self.path = path
         self.root = root
         self.key: tuple | None = None
-        self.steps_read: list[int | None] = []
+        self.steps_read: list[int | None] = []  # rows of a file parsed whole
+        self.progress = hf_scan.Progress()  # rows of files read in chunks
+        self.torn = False  # rows of an unfinished file were stored: read the run again
         self.checkpoints: dict[int, float] = {}  # step -> mtime of the checkpoint dir
 
     def _candidates(self) -> list[tuple[float, int, str, os.stat_result]]:
@@ -76,7 +82,9 @@ class HfStateSource:
             out.append((st.st_mtime, step, p, st))
         return out
 
-    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+    def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
+        if self.torn:
+            return True, True
         cands = self._candidates()
         changed = self._note_checkpoints(run, lock, cands)
         if not cands:
@@ -86,24 +94,76 @@ class HfStateSource:
         if key == self.key:
             return changed, False
         self.key = key
+        try:
+            fd, _ = open_regular(path, self.root)
+        except FileNotFoundError:
+            return changed, False
+        except (OSError, Refused) as exc:
+            if not isinstance(exc, Refused):
+                self.key = None  # permissions can change without the file changing: try again
+            err = describe(path, exc)
+            if run.errors.get(TRAINER_STATE) == err:
+                return changed, False
+            with lock:
+                run.errors[TRAINER_STATE] = err
+            return True, False
+        try:
+            return self._read_chunks(run, lock, fd, mtime)
+        except hf_scan.NotTrainerLayout:
+            pass
+        finally:
+            os.close(fd)
+        return self._read_whole(run, lock, path, mtime)
+
+    def _read_chunks(self, run: RunState, lock: Lock, fd: int, mtime: float) -> tuple[bool, bool]:
+        stored = False
+
+        def on_rows(rows: list[Any]) -> None:
+            nonlocal stored
+            with lock:
+                run.bad_lines += self._apply_rows(run, rows)
+            stored = True
+
+        try:
+            header, self.progress = hf_scan.scan(fd, self.progress, on_rows)
+        except hf_scan.PrefixChanged:
+            return True, True
+        except hf_scan.NotTrainerLayout:
+            if not stored:
+                raise
+            # the Trainer writes the file in place: this one was cut mid-write, after rows that
+            # are now stored; the run is read again from the start on the next pass
+            self.torn = True
+            return True, False
+        except OSError as exc:
+            with lock:
+                run.errors[TRAINER_STATE] = describe(TRAINER_STATE, exc)
+            self.key = None
+            return True, stored
+        with lock:
+            run.errors.pop(TRAINER_STATE, None)
+            self._apply_header(run, header, mtime)
+        return True, False
+
+    def _read_whole(self, run: RunState, lock: Lock, path: str, mtime: float) -> tuple[bool, bool]:
         state, err = read_json_file(path, MAX_STATE_BYTES, self.root)
         if err or not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
             with lock:
                 run.errors[TRAINER_STATE] = err or "trainer_state.json: no log_history list"
             return True, False
         history = [r for r in state["log_history"] if isinstance(r, dict)]
-        steps = [_int(r.get("step")) for r in history]
+        steps = [as_step(r.get("step")) for r in history]
         n = len(self.steps_read)
-        if len(steps) < n or steps[:n] != self.steps_read:
+        if self.progress.rows or len(steps) < n or steps[:n] != self.steps_read:
             return True, True
         with lock:
             run.errors.pop(TRAINER_STATE, None)
-            bad = self._apply(run, state, history[n:], mtime)
-            run.bad_lines += bad
+            run.bad_lines += self._apply_rows(run, history[n:])
+            self._apply_header(run, state, mtime)
         self.steps_read = steps
         return True, False
 
-    def _note_checkpoints(self, run: RunState, lock: Any, cands: list) -> bool:
+    def _note_checkpoints(self, run: RunState, lock: Lock, cands: list) -> bool:
         new = [
             (step, m, p) for m, step, p, _ in cands if step >= 0 and step not in self.checkpoints
         ]
@@ -121,37 +181,53 @@ class HfStateSource:
                     run.rate_hint = (s2 - s1) / (m2 - m1)
         return True
 
-    def _apply(self, run: RunState, state: dict[str, Any], rows: list[dict], mtime: float) -> int:
-        max_steps = _int(state.get("max_steps"))
+    def _apply_header(self, run: RunState, state: dict[str, Any], mtime: float) -> None:
+        """The fields around log_history (after its rows: global_step may close the run)."""
+        max_steps = as_step(state.get("max_steps"))
         if max_steps and max_steps > 0:
             run.max_steps = max_steps
-        epochs = _num(state.get("num_train_epochs"))
+        epochs = as_number(state.get("num_train_epochs"))
         if epochs and epochs > 0:
             run.num_train_epochs = epochs
+        gs = as_step(state.get("global_step"))
+        if gs is not None:
+            run.last_step = gs
+            if run.max_steps and gs >= run.max_steps:
+                run.finished = True
+        if run.last_event_t is None or mtime > run.last_event_t:
+            run.last_event_t = mtime
+
+    def _apply_rows(self, run: RunState, rows: list[Any]) -> int:
+        """Store log_history rows; returns how many were bad."""
         train, evals = Rows(), Rows()
         bad = 0
         nan = math.nan
         for r in rows:
-            step = _int(r.get("step"))
+            if not isinstance(r, dict):
+                bad += 1
+                continue
+            step = as_step(r.get("step"))
             if step is None or step < 0:
                 bad += 1
                 continue
-            epoch = _num(r.get(EPOCH))
+            epoch = as_number(r.get(EPOCH))
             if epoch is not None:
                 run.last_epoch = epoch
             # transformers 5 puts train_runtime (and train_tokens_per_second) on every train row
             # when it counts tokens: only a row without a loss, or with train_loss, closes the run
             if "train_loss" in r or ("loss" not in r and SUMMARY_KEYS & r.keys()):
                 run.finished = True
-                rate = _num(r.get("train_steps_per_second"))
+                rate = as_number(r.get("train_steps_per_second"))
                 if rate:
                     run.rate_hint = rate
-                runtime = _num(r.get("train_runtime"))
+                runtime = as_number(r.get("train_runtime"))
                 if runtime:
                     run.elapsed_hint = runtime
                 continue
             values = {
-                k: x for k, v in r.items() if k not in NOT_SERIES and (x := _num(v)) is not None
+                k: x
+                for k, v in r.items()
+                if k not in NOT_SERIES and (x := as_number(v)) is not None
             }
             if any(k.startswith(EVAL_PREFIX) for k in values):
                 evals.add(step, nan, {k: v for k, v in values.items() if k.startswith(EVAL_PREFIX)})
@@ -163,11 +239,7 @@ class HfStateSource:
         run.apply_train(train)
         run.apply_eval(evals)
         run.last_epoch = last_epoch
-        gs = _int(state.get("global_step"))
-        if gs is not None:
-            run.last_step = gs
-            if run.max_steps and gs >= run.max_steps:
-                run.finished = True
-        if run.last_event_t is None or mtime > run.last_event_t:
-            run.last_event_t = mtime
         return bad
+
+
+SOURCE = SourceKind(KIND, claims, HfStateSource)

@@ -9,19 +9,19 @@ follow it. `lr` is stored as `learning_rate`, the name the other sources use.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from typing import Any
 
-import orjson
-
-from mudpuppy_monitor.core.discovery import TRAINER_LOG
-from mudpuppy_monitor.core.rows import EPOCH, Rows, as_float, as_step
+from mudpuppy_monitor.core.coerce import as_float, as_number, as_step, loads_lenient
+from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.run import EVAL_PREFIX, RunState
+from mudpuppy_monitor.core.sources.base import Listing, Lock, SourceKind
 from mudpuppy_monitor.core.tail import FileTail, ReadResult, poll_tail
 
+KIND = "llamafactory"
+TRAINER_LOG = "trainer_log.jsonl"
 BOOKKEEPING = frozenset(
     {"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"}
 )
@@ -49,21 +49,8 @@ def parse_duration(v: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def number(v: Any) -> float | None:
-    """A logged value as a float: numbers, numeric strings ("0.00"), the non-finite strings."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return as_float(v)  # an int too large for a float is +-inf, as in the native format
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
-_int_step = as_step  # current_steps / total_steps: 0..2**63-1, else a bad row
+def claims(listing: Listing) -> bool:
+    return TRAINER_LOG in listing.files
 
 
 class LlamaFactorySource:
@@ -72,7 +59,7 @@ class LlamaFactorySource:
         self.log = FileTail(os.path.join(path, TRAINER_LOG), root)
         self.base_t: float | None = None
 
-    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+    def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         def apply(res: ReadResult) -> None:
             rows = [r for block in res.blocks for r in block.split(b"\n")[:-1]]
             with lock:
@@ -84,8 +71,11 @@ class LlamaFactorySource:
     def _apply(self, run: RunState, lines: list[bytes]) -> None:
         parsed: list[dict[str, Any]] = []
         for line in lines:
-            obj = _loads(line)
-            if not isinstance(obj, dict) or _int_step(obj.get("current_steps")) is None:
+            try:
+                obj = loads_lenient(line)
+            except ValueError:
+                obj = None
+            if not isinstance(obj, dict) or as_step(obj.get("current_steps")) is None:
                 run.bad_lines += 1
                 run.last_bad = "not a trainer_log row (no integer current_steps)"
                 continue
@@ -108,7 +98,7 @@ class LlamaFactorySource:
         prog_steps: list[int] = []
         prog_ts: list[float] = []
         for o in parsed:
-            step = _int_step(o["current_steps"])
+            step = as_step(o["current_steps"])
             assert step is not None
             elapsed = parse_duration(o.get("elapsed_time"))
             t = (
@@ -116,7 +106,7 @@ class LlamaFactorySource:
                 if self.base_t is not None and elapsed is not None
                 else math.nan
             )
-            total = _int_step(o.get("total_steps"))
+            total = as_step(o.get("total_steps"))
             if total:
                 run.max_steps = total
             remaining = parse_duration(o.get("remaining_time"))
@@ -124,13 +114,13 @@ class LlamaFactorySource:
                 run.eta_hint = (remaining, t)
             if elapsed is not None:
                 run.elapsed_hint = elapsed
-            epoch = number(o.get(EPOCH))
+            epoch = as_number(o.get(EPOCH))
             values: dict[str, float] = {}
             eval_values: dict[str, float] = {}
             for k, v in o.items():
                 if k in BOOKKEEPING or k == EPOCH:
                     continue
-                x = number(v)
+                x = as_number(v)
                 if x is None:
                     continue
                 if k.startswith(EVAL_PREFIX):
@@ -156,16 +146,7 @@ class LlamaFactorySource:
         run.apply_eval(evals)
         run.apply_progress(prog_steps, prog_ts)
         run.last_epoch = last_epoch
-        run.last_step = _int_step(parsed[-1]["current_steps"])
+        run.last_step = as_step(parsed[-1]["current_steps"])
 
 
-def _loads(line: bytes) -> Any:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        # Python's json reads bare NaN/Infinity tokens, which orjson refuses
-        return json.loads(line.decode("utf-8").lstrip("\ufeff"))
-    except (ValueError, RecursionError):
-        return None
+SOURCE = SourceKind(KIND, claims, LlamaFactorySource)

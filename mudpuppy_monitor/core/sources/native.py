@@ -16,13 +16,26 @@ from mudpuppy_callback import (
     META_FILE,
 )
 
+from mudpuppy_monitor.core.coerce import as_float, as_step
 from mudpuppy_monitor.core.files import read_json_file
-from mudpuppy_monitor.core.rows import as_float, as_step
 from mudpuppy_monitor.core.run import RunState
+from mudpuppy_monitor.core.sources.base import Listing, Lock, SourceKind
 from mudpuppy_monitor.core.sources.native_decode import NativeBatch, decode_block
 from mudpuppy_monitor.core.tail import FileTail, ReadResult, poll_tail
 
+KIND = "native"
 MAX_META_BYTES = 16 << 20
+
+
+def claims(listing: Listing) -> bool:
+    return META_FILE in listing.files or EVENTS_FILE in listing.files
+
+
+def backlog_bytes(path: str) -> int:
+    try:
+        return os.stat(os.path.join(path, EVENTS_FILE)).st_size
+    except OSError:
+        return 0
 
 
 class NativeSource:
@@ -33,7 +46,7 @@ class NativeSource:
         self.meta_path = os.path.join(path, META_FILE)
         self.meta_key: tuple | None = None
 
-    def poll(self, run: RunState, lock: Any) -> tuple[bool, bool]:
+    def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         """Read what is new into `run`. Returns (changed, reset: the run must start over)."""
         changed = self._poll_meta(run, lock)
 
@@ -48,7 +61,7 @@ class NativeSource:
         tail_changed, reset = poll_tail(self.events, run.errors, EVENTS_FILE, lock, apply)
         return changed or tail_changed, reset
 
-    def _poll_meta(self, run: RunState, lock: Any) -> bool:
+    def _poll_meta(self, run: RunState, lock: Lock) -> bool:
         try:
             st = os.stat(self.meta_path)
         except OSError:
@@ -102,3 +115,6 @@ def apply_batch(run: RunState, batch: NativeBatch) -> None:
             run.apply_end(event)
         elif kind == KIND_CHECKPOINT:
             run.apply_checkpoint(event["step"], event["t"], event.get("path"))
+
+
+SOURCE = SourceKind(KIND, claims, NativeSource, backlog_bytes)

@@ -20,7 +20,8 @@ from mudpuppy_callback import (
     decode_number,
 )
 
-from mudpuppy_monitor.core.rows import EPOCH, STEP_MAX, Rows, as_step
+from mudpuppy_monitor.core.coerce import STEP_MAX, as_step
+from mudpuppy_monitor.core.rows import EPOCH, Rows
 from mudpuppy_monitor.core.run import EVAL_PREFIX
 
 

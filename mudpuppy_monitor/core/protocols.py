@@ -1,0 +1,83 @@
+"""The seams between the core and its front ends: what the server, the TUI and the commands may
+ask of a set of runs. `Monitor` implements them; a front end takes the narrowest it needs, so a
+test (or another store of runs) can stand in with only those methods.
+
+- `RunQueries`: the read side, safe to call from any thread (each call takes the core's lock);
+- `LiveRuns`: plus the stream of changes (the web server);
+- `RefreshableRuns`: plus a synchronous read pass (the terminal view, one-shot commands).
+
+A new kind of data a run holds (a log tail, generated samples) is a new query here, answered
+under the core's lock like the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, Protocol
+
+from mudpuppy_monitor.core.changes import Changes
+from mudpuppy_monitor.core.queries import LoraRow, SeriesAnswer
+from mudpuppy_monitor.core.summary import RunSummary
+
+__all__ = ["Changes", "LiveRuns", "LoraRow", "RefreshableRuns", "RunQueries", "SeriesAnswer"]
+
+
+class RunQueries(Protocol):
+    def run_ids(self) -> list[str]: ...
+
+    def summary(self, run_id: str) -> RunSummary | None: ...
+
+    def summaries(self) -> list[RunSummary]:
+        """Every run, the most recently active first."""
+        ...
+
+    def detail(self, run_id: str) -> dict[str, Any] | None:
+        """Plain data: meta, the summary as a JSON-safe dict, series names, counts, markers..."""
+        ...
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        """Points held per series: the cursor of a client that has everything."""
+        ...
+
+    def generation(self, run_id: str) -> int | None: ...
+
+    def series(
+        self,
+        run_id: str,
+        names: Iterable[str] | None = None,
+        x: str = "step",
+        start: float | None = None,
+        end: float | None = None,
+        points: int = 2000,
+        arrays: bool = False,
+    ) -> SeriesAnswer: ...
+
+    def points_since(
+        self,
+        run_id: str,
+        cursor: dict[str, int],
+        names: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> tuple[int, dict[str, dict[str, Any]]]: ...
+
+    def marker_count(self, run_id: str) -> int: ...
+
+    def markers_since(self, run_id: str, n: int) -> list[dict[str, Any]]: ...
+
+    def last_lora(self, run_id: str) -> LoraRow | None: ...
+
+    def lora(self, run_id: str, points: int = 200) -> dict[str, Any] | None: ...
+
+    def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]: ...
+
+
+class LiveRuns(RunQueries, Protocol):
+    def subscribe(self) -> AsyncIterator[Changes]:
+        """Batches of changed run ids from now on (call it inside the event loop)."""
+        ...
+
+
+class RefreshableRuns(RunQueries, Protocol):
+    def refresh(self) -> set[str]:
+        """Read what is new now; the ids of the runs added, updated or removed."""
+        ...
