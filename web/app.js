@@ -4,6 +4,7 @@
 import { decodeSummary, fetchGpus, num } from "./api.js";
 import { Chart } from "./chart.js";
 import { GpuPanel } from "./gpupanel.js";
+import { LoadingNote } from "./loading.js";
 import { LoraPanel } from "./lorapanel.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
 import { Scheduler } from "./scheduler.js";
@@ -46,6 +47,7 @@ class App {
     this.lora = new LoraPanel(document.getElementById("lora-panel"), { schedule: () => this.mark("lora") });
     this.charts = new Map();
     const host = document.getElementById("charts");
+    this.loadingNote = new LoadingNote(host);
     this.variant = new Map(); // chart id -> index of the shown variant
     for (const c of CHARTS) {
       const chart = new Chart(host, {
@@ -333,7 +335,10 @@ class App {
   renderUi() {
     const d = this.dirty;
     if (d.charts) this.updateCharts();
-    if (d.sidebar) this.sidebar.render(this.store.summaries, this.selected, this.focused);
+    if (d.sidebar) {
+      this.sidebar.render(this.store.summaries, this.selected, this.focused);
+      this.loadingNote.render([...this.wantedRuns()].sort().map((id) => this.store.summary(id)));
+    }
     if (d.stat) {
       const s = this.store.summary(this.focused);
       this.statBar.render(s, this.receivedAt.get(this.focused) || 0, s ? runColor(s.id) : "");
@@ -377,6 +382,7 @@ class App {
       focused: this.focused,
       summary: this.store.summary(this.focused),
       banner: this.banner.dataset.kind || "",
+      loadingNote: this.loadingNote.text,
       zoomFetches: store.zoomFetches,
       droppedPoints: store.droppedPoints,
       loads: store.loads,

@@ -2,6 +2,7 @@
 
 import { runPath } from "./api.js";
 import { el } from "./dom.js";
+import { loadingText } from "./loading.js";
 import {
   fmtClock, fmtDuration, fmtInt, fmtLr, fmtNum, fmtRate, fmtStepOf,
 } from "./format.js";
@@ -38,7 +39,7 @@ export class StatBar {
   render(s, receivedAt, color) {
     for (const a of this.exports) {
       const fmt = a.id.replace("export-", "");
-      if (s) a.href = `api/runs/${runPath(s.id)}/export?format=${fmt}`;
+      if (s && !s.loading) a.href = `api/runs/${runPath(s.id)}/export?format=${fmt}`;
       else a.removeAttribute("href");
       a.title = s ? `full-fidelity ${fmt} export of ${s.id}` : "";
     }
@@ -57,7 +58,7 @@ export class StatBar {
     const ago = live ? (performance.now() - receivedAt) / 1000 : 0;
     this.title.textContent = s.name || s.id;
     this.title.style.color = color;
-    this.meta.textContent = `${s.status} \u00b7 ${s.source}${s.host ? ` \u00b7 ${s.host}` : ""}${s.pid ? ` \u00b7 pid ${s.pid}` : ""}`;
+    this.meta.textContent = `${loadingText(s) || s.status} \u00b7 ${s.source}${s.host ? ` \u00b7 ${s.host}` : ""}${s.pid ? ` \u00b7 pid ${s.pid}` : ""}`;
     const frac = s.max_steps ? Math.min(1, (s.step || 0) / s.max_steps) : 0;
     this.bar.style.width = `${(frac * 100).toFixed(1)}%`;
     const c = this.cells;

@@ -3,7 +3,8 @@
 Reading happens in `refresh()` (synchronous, callable from any thread) or in the background task
 of `start()`: `watchfiles.awatch` on the root is only a wake-up hint for the runs it names; a
 full stat pass every `scan_interval_s` catches whatever inotify misses (network filesystems, a
-root deleted and recreated). Queries take a lock only long enough to read array views.
+root deleted and recreated). Once started, a large first read happens in the background
+(core/loading.py). The queries are in answers.py.
 """
 
 from __future__ import annotations
@@ -16,34 +17,24 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from mudpuppy_monitor.core import prefetch, queries, watch
 from mudpuppy_monitor.core import status as st
+from mudpuppy_monitor.core.answers import Answers
 from mudpuppy_monitor.core.changes import Changes, Subscription
 from mudpuppy_monitor.core.discovery import Found, discover, run_of_path
-from mudpuppy_monitor.core.export import export_chunks
+from mudpuppy_monitor.core.entry import Entry, Loading
+from mudpuppy_monitor.core.loading import BackgroundLoading, Backlog
 from mudpuppy_monitor.core.parsecache import MIN_BYTES as MIN_CACHED
-from mudpuppy_monitor.core.queries import LoraRow, SeriesAnswer
 from mudpuppy_monitor.core.run import RunState
-from mudpuppy_monitor.core.sources import RunSource
-from mudpuppy_monitor.core.summary import RunSummary
 
 log = logging.getLogger(__name__)
 READ_ERROR = "reader"  # the key in RunState.errors of an unexpected reader exception
 
 
-@dataclass
-class _Entry:
-    found: Found
-    state: RunState
-    source: RunSource
-    cached: int = 0  # bytes of the events file the parse cache holds for this state
-
-
-class Monitor:
+class Monitor(BackgroundLoading, Answers):
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -65,7 +56,12 @@ class Monitor:
         self.parallel = parallel  # decode a large initial backlog in worker processes
         self.cache = cache  # a ParseCache: runs loaded before are resumed from it
         self._loader = loader  # workers started early (prefetch.Loader), for the first pass
-        self._runs: dict[str, _Entry] = {}
+        # set by start(): a large first read happens in the background (see core/loading.py)
+        self.background = False
+        self._backlog = Backlog(self._load_later)
+        self._loaders: list[prefetch.Loader] = []  # workers loading in the background
+        self._pruned = False
+        self._runs: dict[str, Entry] = {}
         self._lock = threading.RLock()  # guards the run data read by queries
         self._refresh_lock = threading.Lock()  # one reader at a time
         self._generations = itertools.count(1)
@@ -101,13 +97,17 @@ class Monitor:
         fresh = []
         for run_id, f in found.items():
             entry = self._runs.get(run_id)
+            if entry is not None and entry.loading is not None:
+                continue  # its load reads it, then replaces the placeholder
             if entry is None or entry.found.dir_key != f.dir_key or entry.found.source != f.source:
                 fresh.append(f)
                 (updated if entry is not None else added).add(run_id)
             elif self._poll(entry, real):
                 updated.add(run_id)
-        self._load_many(fresh, real)
+        later = self._defer(fresh, real) if self.background else set()
+        self._load_many([f for f in fresh if f.id not in later], real)
         updated |= self._status_changes(set(found)) - added
+        updated |= self._progressed()
         return Changes(frozenset(added), frozenset(updated), frozenset(removed))
 
     def refresh_paths(self, paths: Iterable[str]) -> set[str]:
@@ -124,8 +124,7 @@ class Monitor:
                 ids.add(run_id)
             else:
                 # statuses are compared on the timer pass; a run that got data is updated anyway
-                updated = {r for r in ids if r in self._runs and self._poll(self._runs[r], real)}
-                changes = Changes(updated=frozenset(updated))
+                changes = Changes(updated=frozenset(self._poll_known(ids, real)))
         self._publish(changes)
         return changes.ids()
 
@@ -163,15 +162,33 @@ class Monitor:
                     continue
                 state, source, cached = got
                 state.generation = next(self._generations)
-                entry = _Entry(f, state, source, cached)
+                entry = Entry(f, state, source, cached)
                 self._poll(entry, real)  # lines written while the worker read
                 with self._lock:
                     self._runs[f.id] = entry
         finally:
             loader.close()
 
+    def _poll_known(self, ids: set[str], real: str | None) -> set[str]:
+        """Poll these runs (those still loading are left to their load); the ones that changed."""
+        out = set()
+        for run_id in ids:
+            entry = self._runs.get(run_id)
+            if entry is not None and entry.loading is None and self._poll(entry, real):
+                out.add(run_id)
+        return out
+
     def _load(self, f: Found, real: str | None) -> None:
+        entry = self._read_new(f, real)
+        with self._lock:
+            self._runs[f.id] = entry
+
+    def _read_new(self, f: Found, real: str | None, progress: Loading | None = None) -> Entry:
+        """Read a run from the start (or from where the parse cache has it), not yet visible
+        to queries; `progress` is told the reader, whose position is the load's progress."""
         state, source, restored = prefetch.open_run(f, real, self.cache)
+        if progress is not None:
+            progress.source = source
         if restored:
             try:
                 reset = source.poll(state, contextlib.nullcontext())[1]
@@ -179,8 +196,10 @@ class Monitor:
                 reset = True
             if reset:  # the file changed under the cached state after it was checked
                 state, source, restored = prefetch.open_run(f, real, self.cache, resume=False)
+                if progress is not None:
+                    progress.source = source
         state.generation = next(self._generations)
-        entry = _Entry(f, state, source)
+        entry = Entry(f, state, source)
         self._poll(entry, real, fresh=True)
         if state.train.n > 4096 and not restored:
             # a large initial read: drop the growth slack (a state from the cache is compact
@@ -191,10 +210,9 @@ class Monitor:
         if self.cache is not None:
             stored = prefetch.store_grown(self.cache, state, source, restored, MIN_CACHED)
             entry.cached = entry.cached if stored is None else stored
-        with self._lock:
-            self._runs[f.id] = entry
+        return entry
 
-    def _poll(self, entry: _Entry, real: str | None, fresh: bool = False) -> bool:
+    def _poll(self, entry: Entry, real: str | None, fresh: bool = False) -> bool:
         # a run being loaded for the first time is not visible to queries yet: reading it under
         # the global lock would only block every query for the length of a big attach
         lock = contextlib.nullcontext() if fresh else self._lock
@@ -223,7 +241,7 @@ class Monitor:
         out = set()
         for run_id in ids:
             entry = self._runs.get(run_id)
-            if entry is None:
+            if entry is None or entry.loading is not None:
                 continue
             try:
                 with self._lock:
@@ -242,18 +260,23 @@ class Monitor:
         if self._task is not None:
             return
         self._stop = asyncio.Event()
+        self.background = True  # from now on a large backlog does not hold up the passes
         try:
             await asyncio.to_thread(self.refresh)
         except Exception:  # noqa: BLE001 - the watch task's passes will try again
             log.exception("first pass over %s failed", self.root)
-        if self.cache is not None:
-            await asyncio.to_thread(self.cache.prune)  # after the entries in use were touched
+        if not self.loading():
+            await asyncio.to_thread(self._loaded)
         self._task = asyncio.create_task(self._watch_loop(), name="mudpuppy-monitor-watch")
 
     async def stop(self) -> None:
         if self._loader is not None:
-            self._loader.close()
+            self._loader.close(stop=True)
             self._loader = None
+        self._backlog.stop()
+        loaders, self._loaders = self._loaders, []
+        for loader in loaders:
+            loader.close(stop=True)  # a run still loading is read again next time
         if self._task is None or self._stop is None:
             return
         self._stop.set()
@@ -278,6 +301,8 @@ class Monitor:
             for entry in list(self._runs.values()):
                 if self.cache is None:
                     break
+                if entry.loading is not None:
+                    continue
                 got = prefetch.store_grown(
                     self.cache, entry.state, entry.source, entry.cached, MIN_CACHED
                 )
@@ -300,8 +325,7 @@ class Monitor:
             if real is None:
                 changes = self._full_pass()
             else:
-                ids = set(self._runs)
-                updated = {r for r in ids if r in self._runs and self._poll(self._runs[r], real)}
+                updated = self._poll_known(set(self._runs), real) | self._progressed()
                 changes = Changes(updated=frozenset(updated))
         self._publish(changes)
         return changes.ids()
@@ -320,122 +344,3 @@ class Monitor:
                 sub.loop.call_soon_threadsafe(sub.push, changes)
             except RuntimeError:  # its loop is closed
                 self._subs.discard(sub)
-
-    # -- queries ------------------------------------------------------------------------
-
-    def run_ids(self) -> list[str]:
-        return list(self._runs)
-
-    def _state(self, run_id: str) -> RunState | None:
-        entry = self._runs.get(run_id)
-        return entry.state if entry is not None else None
-
-    def summary(self, run_id: str) -> RunSummary | None:
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            return queries.make_summary(run, self.clock(), self.pid_alive, self.host)
-
-    def summaries(self) -> list[RunSummary]:
-        """Every run, the most recently active first."""
-        now = self.clock()
-        with self._lock:
-            out = [
-                queries.make_summary(e.state, now, self.pid_alive, self.host)
-                for e in list(self._runs.values())
-            ]
-        out.sort(key=lambda s: (-(s.last_event_t or 0.0), s.id))
-        return out
-
-    def detail(self, run_id: str) -> dict[str, Any] | None:
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            summary = queries.make_summary(run, self.clock(), self.pid_alive, self.host)
-            return queries.detail(run, summary)
-
-    def counts(self, run_id: str) -> dict[str, int]:
-        """Points held per series: the cursor of a client that has everything."""
-        run = self._state(run_id)
-        if run is None:
-            return {}
-        with self._lock:
-            return queries.counts(run)
-
-    def generation(self, run_id: str) -> int | None:
-        run = self._state(run_id)
-        return None if run is None else run.generation
-
-    def series(
-        self,
-        run_id: str,
-        names: Iterable[str] | None = None,
-        x: str = "step",
-        start: float | None = None,
-        end: float | None = None,
-        points: int = 2000,
-        arrays: bool = False,
-    ) -> SeriesAnswer:
-        """Decimated columns per series (`names` None: every series; unknown names are left
-        out), with `.generation`, read under the same lock: the generation of this data (None
-        for an unknown run). `arrays`: the columns as numpy arrays, not lists."""
-        if x not in ("step", "time"):
-            raise ValueError(f"x must be 'step' or 'time', got {x!r}")
-        run = self._state(run_id)
-        if run is None:
-            return SeriesAnswer(generation=None)
-        with self._lock:
-            wanted = run.series_names() if names is None else list(names)
-            return queries.series(run, wanted, x, start, end, points, arrays)
-
-    def points_since(
-        self,
-        run_id: str,
-        cursor: dict[str, int],
-        names: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> tuple[int, dict[str, dict[str, Any]]]:
-        """(generation, new points per series); generation -1 when the run is unknown."""
-        run = self._state(run_id)
-        if run is None:
-            return -1, {}
-        with self._lock:
-            return run.generation, queries.points_since(run, cursor, names, limit)
-
-    def markers_since(self, run_id: str, n: int) -> list[dict[str, Any]]:
-        """The markers after the first `n` (markers are append-only per generation)."""
-        run = self._state(run_id)
-        if run is None:
-            return []
-        with self._lock:
-            return list(run.markers[max(0, n) :])
-
-    def marker_count(self, run_id: str) -> int:
-        run = self._state(run_id)
-        if run is None:
-            return 0
-        with self._lock:
-            return len(run.markers)
-
-    def last_lora(self, run_id: str) -> LoraRow | None:
-        """The newest LoRA snapshot (None when there is none yet)."""
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            return queries.last_lora(run)
-
-    def lora(self, run_id: str, points: int = 200) -> dict[str, Any] | None:
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            return queries.lora(run, points)
-
-    def export(self, run_id: str, fmt: str = "csv") -> Iterator[str]:
-        run = self._state(run_id)
-        if run is None:
-            raise KeyError(run_id)
-        return export_chunks(run, fmt, self._lock)

@@ -10,7 +10,9 @@ raw buffers after a small pickle of the rest) and one line on its stdout naming 
 daemon reads the file into one buffer whose views become the columns. With a parse cache the
 snapshot is the cache entry itself, so it is written once. Results are taken as each run
 finishes, and a `Loader` can be started before the daemon has imported its web server, so
-decoding overlaps that start. Anything that goes wrong falls back to reading in-process.
+decoding overlaps that start. While it reads a run, a worker also writes how far it got (a line
+`{"id", "read"}` about every PROGRESS_S), which the daemon shows as the run's loading progress.
+Anything that goes wrong falls back to reading in-process.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from mudpuppy_callback import EVENTS_FILE
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 PARALLEL_MIN_BYTES = 16 << 20  # total backlog below which a pool costs more than it saves
 RUN_MIN_BYTES = 1 << 20  # smaller runs are read in-process while the workers work
 MAX_WORKERS = 8
+PROGRESS_S = 0.25  # how often a worker reports the bytes read of the run it is loading
 
 
 def backlog_bytes(f: Found, cache: ParseCache | None = None) -> int:
@@ -86,13 +89,25 @@ def store_grown(
     return int(tail.offset)
 
 
+def bytes_read(source: RunSource) -> int:
+    """How far a reader got in its events file (0 for a source without one)."""
+    tail = getattr(source, "events", None)
+    return int(getattr(tail, "offset", 0) or 0)
+
+
 def load_run(
-    f: Found, root: str | None, cache: ParseCache | None = None
+    f: Found,
+    root: str | None,
+    cache: ParseCache | None = None,
+    on_source: Callable[[RunSource], None] | None = None,
 ) -> tuple[RunState, RunSource]:
-    """Read one run completely (in a worker process); generation is set by the caller."""
+    """Read one run completely (in a worker process); generation is set by the caller.
+    `on_source` is told each reader as it starts (its position is the progress)."""
     state, source, _ = open_run(f, root, cache)
     lock = threading.Lock()
     while True:
+        if on_source is not None:
+            on_source(source)
         changed, reset = source.poll(state, lock)
         if not reset:
             break
@@ -102,10 +117,19 @@ def load_run(
     return state, source
 
 
-def plan(found: Iterable[Found], cache: ParseCache | None = None) -> list[Found]:
-    """The runs worth sending to worker processes (empty: read everything in-process)."""
-    big = [(f, n) for f in found if (n := backlog_bytes(f, cache)) >= RUN_MIN_BYTES]
-    if len(big) < 2 or (os.cpu_count() or 1) < 2:
+def plan(
+    found: Iterable[Found], cache: ParseCache | None = None, single: bool = False
+) -> list[Found]:
+    """The runs worth sending to worker processes (empty: read everything in-process). Only
+    native runs (a snapshot holds a native reader's position). `single`: one large run is worth
+    a worker too (when the daemon answers while it loads, decoding there keeps its own process
+    free); else at least two are needed, since the caller would only wait."""
+    big = [
+        (f, n)
+        for f in found
+        if f.source == NATIVE and (n := backlog_bytes(f, cache)) >= RUN_MIN_BYTES
+    ]
+    if len(big) < (1 if single else 2) or (os.cpu_count() or 1) < 2:
         return []
     if sum(n for _, n in big) < PARALLEL_MIN_BYTES:
         return []
@@ -128,7 +152,10 @@ class Loader:
         self.out_dir = tempfile.mkdtemp(prefix="mudpuppy-load-")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.done: dict[str, str] = {}  # run id -> snapshot file
+        self.shares: list[list[Found]] = []  # the runs of each process
+        self.unstarted: list[Found] = []  # runs whose worker could not be started
         self.failed = False
+        self.closed = False
 
     def start(self) -> Loader:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -146,6 +173,7 @@ class Loader:
                     env=env,
                 )
                 self.procs.append(proc)
+                self.shares.append(share)
                 job = {
                     "runs": [[f.id, f.path, f.source, list(f.dir_key)] for f in share],
                     "root": self.root,
@@ -157,25 +185,71 @@ class Loader:
                 proc.stdin.close()
         except OSError:
             self.failed = True
+        started = {f.id for share in self.shares for f in share}
+        self.unstarted = [f for f in self.runs.values() if f.id not in started]
         return self
+
+    def follow(
+        self,
+        on_done: Callable[[Found], None] | None = None,
+        on_progress: Callable[[Found, int], None] | None = None,
+        on_lost: Callable[[Found], None] | None = None,
+    ) -> list[threading.Thread]:
+        """Read the workers' lines in threads of their own (started here): `on_done` is called
+        as each run finishes (take() it then), `on_progress` with the bytes a worker has read,
+        `on_lost` for each run its worker ended without (read it in-process)."""
+        threads = [
+            threading.Thread(
+                target=self._read,
+                args=(proc, share, on_done, on_progress, on_lost),
+                name="mudpuppy-loader",
+                daemon=True,
+            )
+            for proc, share in zip(self.procs, self.shares, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        if on_lost is not None:
+            for f in self.unstarted:
+                on_lost(f)
+        return threads
 
     def collect(self) -> dict[str, str]:
         """Wait for every run; run id -> snapshot file of those that loaded."""
-        threads = [threading.Thread(target=self._read, args=(p,)) for p in self.procs]
-        for t in threads:
-            t.start()
-        for t in threads:
+        for t in self.follow():
             t.join()
         return dict(self.done)
 
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+    def _read(
+        self,
+        proc: subprocess.Popen[bytes],
+        share: list[Found],
+        on_done: Callable[[Found], None] | None,
+        on_progress: Callable[[Found, int], None] | None,
+        on_lost: Callable[[Found], None] | None,
+    ) -> None:
         assert proc.stdout is not None
-        for raw in proc.stdout:  # one line per finished run; the worker may go on caching
-            try:
-                got = json.loads(raw)
-                self.done[str(got["id"])] = str(got["file"])
-            except (ValueError, KeyError, TypeError):
-                continue
+        try:
+            for raw in proc.stdout:  # the worker may go on caching after its last line
+                try:
+                    got = json.loads(raw)
+                    f = self.runs[str(got["id"])]
+                    if "file" in got:
+                        self.done[f.id] = str(got["file"])
+                        if on_done is not None:
+                            on_done(f)
+                    elif on_progress is not None:
+                        on_progress(f, int(got["read"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        except (OSError, ValueError):
+            pass
+        finally:
+            proc.stdout.close()
+        if on_lost is not None and not self.closed:
+            for f in share:
+                if f.id not in self.done:
+                    on_lost(f)
 
     def take(self, f: Found, real: str | None) -> tuple[RunState, RunSource, int] | None:
         """The loaded run `f` (None when its worker failed it): its state, its reader, and the
@@ -199,11 +273,14 @@ class Loader:
         state.id, state.path = f.id, f.path
         return state, source, 0 if temporary else int(tail.get("offset", 0))
 
-    def close(self) -> None:
-        """Forget the workers: those still writing cache entries finish on their own."""
-        for proc in self.procs:
-            if proc.stdout is not None:
-                proc.stdout.close()
+    def close(self, stop: bool = False) -> None:
+        """Forget the workers; `stop`: end those still loading (the daemon is stopping; a cache
+        entry is written whole or not at all). Their processes are reaped in a thread."""
+        self.closed = True
+        if stop:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.terminate()
         threading.Thread(target=self._reap, daemon=True).start()
 
     def _reap(self) -> None:
@@ -225,7 +302,8 @@ def start_early(root: str, cache: ParseCache | None = None) -> Loader | None:
         return None
     real = os.path.realpath(root)
     try:
-        big = plan(discover(real, os.path.basename(os.path.abspath(root))).values(), cache)
+        found = discover(real, os.path.basename(os.path.abspath(root))).values()
+        big = plan(found, cache, single=True)  # the daemon answers while they load
     except OSError:
         return None
     if not big:
@@ -257,6 +335,39 @@ def _unlink(path: str) -> None:
         pass
 
 
+class _Reporter:
+    """A worker's stdout: result lines, and every PROGRESS_S the bytes read of the run it is
+    loading (from a thread of its own, since a run is read in one call)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current: tuple[str, RunSource] | None = None
+        self.said: tuple[str, int] | None = None
+        self.done = threading.Event()
+        self.broken = False
+
+    def say(self, obj: dict[str, Any]) -> None:
+        with self.lock:
+            if self.broken:
+                return
+            try:
+                sys.stdout.write(json.dumps(obj) + "\n")
+                sys.stdout.flush()
+            except (OSError, ValueError):  # the daemon went away
+                self.broken = True
+
+    def tick(self) -> None:
+        while not self.done.wait(PROGRESS_S):
+            current = self.current
+            if current is None:
+                continue
+            run_id, source = current
+            got = (run_id, bytes_read(source))
+            if got != self.said:
+                self.said = got
+                self.say({"id": run_id, "read": got[1]})
+
+
 def _worker() -> None:
     from mudpuppy_monitor.core import snapshot
     from mudpuppy_monitor.core.parsecache import ParseCache
@@ -264,10 +375,17 @@ def _worker() -> None:
     job = json.loads(sys.stdin.buffer.read())
     root = job["root"]
     cache = ParseCache(job["cache"]) if job.get("cache") else None
+    out_lines = _Reporter()
+    threading.Thread(target=out_lines.tick, daemon=True).start()
     for i, (run_id, path, kind, dir_key) in enumerate(job["runs"]):
         f = Found(run_id, path, kind, (int(dir_key[0]), int(dir_key[1])))
+
+        def started(source: RunSource, run_id: str = run_id) -> None:
+            out_lines.current = (run_id, source)
+
         try:
-            state, read = load_run(f, root, cache)
+            state, read = load_run(f, root, cache, on_source=started)
+            out_lines.current = None
             source = cast("NativeSource", read)  # only native runs have a backlog to share
             tail = source.events
             stored = cache.store(state, tail, source.meta_key) if cache is not None else None
@@ -278,9 +396,12 @@ def _worker() -> None:
                 header = snapshot.Header(0, 0, tail.offset, 0, 0, 0, False, "", 0)
                 snapshot.write(out, snapshot.encode(header, state, tail, source.meta_key))
         except Exception:  # noqa: BLE001 - the daemon reads this run itself
+            out_lines.current = None
             continue
-        sys.stdout.write(json.dumps({"id": run_id, "file": out}) + "\n")
-        sys.stdout.flush()
+        out_lines.say({"id": run_id, "file": out})
+        if out_lines.broken:
+            break  # nobody takes the results: stop decoding
+    out_lines.done.set()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ class RunQueries(Protocol):
 
     def generation(self, run_id: str) -> int | None: ...
 
+    def loading(self) -> dict[str, dict[str, int]]:
+        """The runs whose backlog is still being read: {"bytes": read, "total": size} each."""
+        ...
+
     def series(
         self,
         run_id: str,

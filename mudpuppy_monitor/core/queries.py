@@ -37,13 +37,21 @@ def run_status(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> 
     )
 
 
-def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -> RunSummary:
+def make_summary(
+    run: RunState,
+    now: float,
+    pid_alive: st.PidAlive,
+    host: str,
+    loading: dict[str, int] | None = None,
+) -> RunSummary:
+    """`loading`: the progress of a run whose backlog is still being read (its status is
+    `unknown` until then: the end of the file decides it)."""
     meta = run.meta
     pid = as_positive_int32(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     last_t = run.last_event_t
     silence = None if last_t is None else max(0.0, now - last_t)
-    status = run_status(run, now, pid_alive, host)
+    status = "unknown" if loading is not None else run_status(run, now, pid_alive, host)
     steps_per_s, tokens_per_s = run.rates()
     if steps_per_s is None:
         steps_per_s = run.rate_hint
@@ -105,6 +113,7 @@ def make_summary(run: RunState, now: float, pid_alive: st.PidAlive, host: str) -
         error=error,
         nonfinite=run.nonfinite,
         generation=run.generation,
+        loading=loading,
     )
 
 

@@ -42,6 +42,8 @@ class RunSummary:
     error: str | None = None
     nonfinite: int = 0
     generation: int = 0
+    # while the run's backlog is read in the background: {"bytes": read, "total": size}
+    loading: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: non-finite floats become the run format's strings."""

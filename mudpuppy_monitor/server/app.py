@@ -229,6 +229,9 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
 
     @app.get("/api/runs/{run_id:path}/export")
     def export(run_id: Run, fmt: ExportFormat = "csv") -> Response:
+        if run_id in ctx.runs().loading():
+            # an empty file would pass for the whole run
+            raise ApiError(503, f"{run_id} is still loading; export it when it has loaded")
         chunks = ctx.runs().export(run_id, fmt=fmt)
         return StreamingResponse(
             _drain(chunks),

@@ -45,6 +45,8 @@ class RunCursor:
     # markers are read from 0 (a run first seen while serving, or reset): the old ones are
     # history, only those within FRESH_S of now are alerts
     catch_up: bool = False
+    # its backlog was still loading when last seen: once loaded it counts as first seen
+    loading: bool = False
 
 
 class ChangeTracker:
@@ -62,6 +64,7 @@ class ChangeTracker:
                 markers=self.monitor.marker_count(s.id),
                 status=s.status,
                 lora_last=_lora_key(self.monitor.last_lora(s.id)),
+                loading=s.loading is not None,
             )
 
     def messages(self, changes: Changes) -> Iterator[Message]:
@@ -79,7 +82,8 @@ class ChangeTracker:
     def _run_messages(self, summary: RunSummary) -> Iterator[Message]:
         run_id = summary.id
         state = self.runs.get(run_id)
-        fresh = state is None
+        # a run whose backlog just loaded is history up to now, as if first seen
+        fresh = state is None or state.loading
         if state is None or state.generation != summary.generation:
             # new run, or reset (truncated, replaced, recreated): stream it from its start
             state = RunCursor(
@@ -88,6 +92,7 @@ class ChangeTracker:
                 catch_up=True,
             )
             self.runs[run_id] = state
+        state.loading = summary.loading is not None
         yield from self._points(run_id, state)
         seen = (summary.last_event_t, summary.step)
         if seen != state.lora_seen:

@@ -48,7 +48,7 @@ class NativeSource:
 
     def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         """Read what is new into `run`. Returns (changed, reset: the run must start over)."""
-        changed = self._poll_meta(run, lock)
+        changed = self.poll_meta(run, lock)
 
         def apply(res: ReadResult) -> None:
             batch = NativeBatch()
@@ -61,7 +61,8 @@ class NativeSource:
         tail_changed, reset = poll_tail(self.events, run.errors, EVENTS_FILE, lock, apply)
         return changed or tail_changed, reset
 
-    def _poll_meta(self, run: RunState, lock: Lock) -> bool:
+    def poll_meta(self, run: RunState, lock: Lock) -> bool:
+        """Read meta.json again when it changed (also what a run shows while its events load)."""
         try:
             st = os.stat(self.meta_path)
         except OSError:
