@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -243,13 +244,20 @@ def test_a_damaged_or_foreign_entry_is_not_used(
     import orjson
 
     head = dict(meta)
-    head.pop("_body_at")
-    head.update(pickle=len(evil_body), buffers=[])
+    body_at = head.pop("_body_at")
+    # a whole, consistent entry (its crc32 right) whose pickle names another global
+    head.update(
+        pickle=len(evil_body), buffers=[], data_bytes=len(evil_body), body_crc=zlib.crc32(evil_body)
+    )
     raw = orjson.dumps(head)
+    middle = body_at + (len(good) - body_at) // 2
     damaged = [
         good[: len(good) // 2],  # cut short
+        good + b"\0" * 8,  # grown
         b"garbage" * 100,
         good[:40] + b"\xff" * 40 + good[80:],  # header damaged
+        # the columns damaged, same length: the pickle still loads, the crc32 does not match
+        good[:middle] + bytes(b ^ 0x5A for b in good[middle : middle + 64]) + good[middle + 64 :],
         snapshot.MAGIC + len(raw).to_bytes(4, "little") + raw + evil_body,  # a foreign pickle
     ]
     for data in damaged:
@@ -357,3 +365,71 @@ def test_what_was_read_while_serving_is_cached_when_the_daemon_stops(
     again = monitor(root, cache)
     assert decoded == []  # the growth came from the cache too
     assert picture(again, "a") == picture(monitor(root, None), "a")
+
+
+KILLED_WRITER = """
+import sys, time
+from mudpuppy_monitor.core import parsecache, prefetch, snapshot
+from mudpuppy_monitor.core.discovery import discover
+
+root, cache_dir = sys.argv[1], sys.argv[2]
+parsecache.MIN_BYTES = 1
+cache = parsecache.ParseCache(cache_dir)
+state, source = prefetch.load_run(discover(root)["a"], root, cache)
+
+
+class Stalling(list):
+    # the pieces of an entry: half of them written, then the process waits to be killed
+    def __iter__(self):
+        for i, piece in enumerate(list.__iter__(self)):
+            if i == len(self) // 2:
+                print("half", flush=True)
+                time.sleep(600)
+            yield piece
+
+
+encode = snapshot.encode
+snapshot.encode = lambda *args: Stalling(encode(*args))
+cache.store(state, source.events, source.meta_key)
+"""
+
+
+def test_a_writer_killed_mid_entry_leaves_the_old_entry_whole(
+    tmp_path: Path, cache: ParseCache, small_min: None
+) -> None:
+    """SIGKILL while an entry is being written: the entry is the previous one, whole, and still
+    right for the file; the half-written temporary file is never read and is pruned later."""
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    events = write_run(root, "a", body(1, 1500))
+    monitor(root, cache)  # the entry of the first 1,500 lines
+    entry = _entry(cache, events)
+    before = entry.read_bytes()
+    with open(events, "ab") as f:
+        f.write(body(1500, 3000))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(root), cache.base],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"half\n"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert entry.read_bytes() == before  # not replaced by half an entry
+    leftovers = [p for p in Path(cache.dir).iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0
+    # the old entry resumes the run, the appended half is read from the file: the same picture
+    assert picture(monitor(root, cache), "a") == picture(monitor(root, None), "a")
+    assert cache.prune() == 0  # a temporary file may belong to a writer still at work...
+    later = ParseCache(cache.base, clock=lambda: parsecache.time.time() + 2 * 3600)
+    assert later.prune() == 1  # ...but not for hours
+    assert not [p for p in Path(cache.dir).iterdir() if p.name.endswith(".tmp")]
