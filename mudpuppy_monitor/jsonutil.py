@@ -28,7 +28,7 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return floats_to_json(obj) if obj.dtype.kind == "f" else obj.tolist()
+        return _array(obj)
     if isinstance(obj, np.floating):
         return json_safe(float(obj))
     if isinstance(obj, np.integer):
@@ -44,6 +44,20 @@ def _all_finite_numbers(values: list[Any]) -> bool:
         return math.isfinite(sum(values, 0.0))
     except (TypeError, OverflowError):
         return False
+
+
+def _array(a: np.ndarray) -> Any:
+    """A 1-d int or all-finite float array goes to orjson as it is (written straight from its
+    buffer, the same text as for Python numbers); any other array as a list, non-finite floats
+    as strings."""
+    if a.ndim == 1 and a.dtype.kind in "iuf" and a.dtype.itemsize == 8:
+        if a.dtype.kind != "f" or np.isfinite(a).all():
+            return (
+                a
+                if a.flags.c_contiguous and a.dtype.isnative
+                else np.ascontiguousarray(a, a.dtype.newbyteorder("="))
+            )
+    return floats_to_json(a) if a.dtype.kind == "f" else a.tolist()
 
 
 def floats_to_json(values: np.ndarray) -> list[Any]:

@@ -151,6 +151,17 @@ class _Base:
             raise AssertionError(f"GET {path}: {status} {body[:200]!r}")
         return json.loads(body)
 
+    def wait_loaded(self, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Until `/api/runs` lists no run whose backlog is still loading; those summaries."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.get_json("/api/runs")["runs"]
+            if not any(r.get("loading") for r in runs):
+                return runs
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runs still loading after {timeout} s: {runs}")
+            time.sleep(0.05)
+
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -268,6 +279,9 @@ class ServeProcess(_Base):
 
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
+        if "XDG_CACHE_HOME" not in (self.env or {}):
+            # the parse cache of a test daemon stays out of the home directory
+            env["XDG_CACHE_HOME"] = str(self.root.parent / f".cache-{self.port}")
         self.proc = subprocess.Popen(
             self.command(),
             cwd=REPO,

@@ -223,6 +223,35 @@ def test_export_csv_and_jsonl_round_trip(tmp_path: Path) -> None:
         next(iter(mon.export("r", "xml")))
 
 
+def test_minmax_picks_each_buckets_min_max_and_first_nan_in_order() -> None:
+    """Against a plain per-bucket reference, over random data with NaN and ties."""
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n, points = int(rng.integers(3, 3000)), int(rng.integers(2, 200))
+        y = rng.standard_normal(n)
+        if trial % 2:
+            y[rng.random(n) < 0.2] = np.nan
+        if trial % 7 == 0:
+            y = np.round(y)  # ties: the first of equal values is kept
+        got = minmax_indices(y, points)
+        if n <= points:
+            assert got is None
+            continue
+        size = -(-n // max(1, points // 2))
+        want: set[int] = set()
+        for a in range(0, n, size):
+            b = y[a : a + size]
+            real = np.flatnonzero(~np.isnan(b))
+            if len(real):
+                want.add(a + int(real[np.argmin(b[real])]))
+                want.add(a + int(real[np.argmax(b[real])]))
+            if np.isnan(b).any():
+                want.add(a + int(np.flatnonzero(np.isnan(b))[0]))
+            if not len(real):
+                want.add(a)  # an all-NaN bucket: its first point
+        assert got is not None and got.tolist() == sorted(want), trial
+
+
 def test_series_answer_carries_its_generation_and_defaults_to_every_series(
     tmp_path: Path,
 ) -> None:

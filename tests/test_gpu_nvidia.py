@@ -253,3 +253,29 @@ def test_transient_energy_error_gives_none_once_and_is_retried() -> None:
     dev.lost = False
     assert backend.sample()[0].energy_j == 5_321_987.654
     assert backend.reader.known_unsupported(0) == []
+
+
+def test_without_a_driver_the_bindings_are_not_even_imported() -> None:
+    """A daemon on a machine without NVIDIA's driver learns it from one dlopen, not from
+    importing nvidia-ml-py (most of the cost of probing for GPUs at start)."""
+    import ctypes
+    import subprocess
+    import sys
+
+    pytest.importorskip("pynvml")
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        pass
+    else:
+        pytest.skip("an NVIDIA driver is present on this host")
+    code = (
+        "import sys\n"
+        "from mudpuppy_monitor.gpu.backends import open_backend\n"
+        "b = open_backend('nvidia')\n"
+        "print(b.kind, '|', b.reason, '|', 'pynvml' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.strip() == "none | nvidia: NVML library not found (no NVIDIA driver) | False"

@@ -156,3 +156,47 @@ def test_notifications_import_no_front_end_and_no_core() -> None:
     assert "mudpuppy_monitor.notify.source" in loaded
     for part in ("server", "tui", "cli", "core", "gpu", "demo"):
         assert not any(m.startswith(f"mudpuppy_monitor.{part}") for m in loaded), part
+
+
+def test_a_run_loaded_in_the_background_is_history_too(tmp_path: Path, monkeypatch) -> None:
+    """A run still loading when watching began is met once it has loaded, dated like any other:
+    one that ended an hour ago (with a NaN) is not news then."""
+    import threading
+
+    from mudpuppy_monitor.core import loading
+    from mudpuppy_monitor.core.changes import Changes
+    from mudpuppy_monitor.notify.rules import RuleEngine
+    from mudpuppy_monitor.notify.source import MonitorSource
+
+    monkeypatch.setattr(loading, "LATER_MIN_BYTES", 100_000)
+    t0 = time.time() - 3600
+    d = tmp_path / "old"
+    d.mkdir()
+    lines = [{"v": 1, "seq": 0, "t": t0, "kind": "start"}]
+    lines += [
+        {"v": 1, "seq": i, "t": t0 + i / 10, "kind": "metrics", "step": i,
+         "values": {"loss": "NaN" if i == 5 else 1.0 / i}}
+        for i in range(1, 4000)
+    ]  # fmt: skip
+    lines.append({"v": 1, "seq": 4000, "t": t0 + 400, "kind": "end", "status": "completed"})
+    (d / "events.jsonl").write_bytes(b"".join(encode_line(x) for x in lines))
+    mon = Monitor(tmp_path, parallel=False)
+    mon.background = True  # as once started: the run loads in the background
+    gate = threading.Event()
+    install = mon._install
+
+    def gated(*args: object) -> None:
+        gate.wait(60)
+        install(*args)  # type: ignore[arg-type]
+
+    mon._install = gated  # type: ignore[method-assign]
+    mon.refresh()
+    assert mon.summary("old").loading is not None  # type: ignore[union-attr]
+    source = MonitorSource(mon, RuleEngine())
+    source.prime()  # watching begins while it loads
+    assert source.changed(Changes(updated=frozenset({"old"}))) == []  # progress only
+    gate.set()
+    assert mon.wait_loaded(60)
+    assert mon.summary("old").status == "completed"  # type: ignore[union-attr]
+    assert source.changed(Changes(updated=frozenset({"old"}))) == []
+    mon._backlog.stop()

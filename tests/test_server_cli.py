@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -128,3 +129,97 @@ def test_open_starts_the_browser_on_the_url(tmp_path):
             assert time.monotonic() < deadline, server.output
             time.sleep(0.05)
         assert seen.read_text().strip() == f"http://127.0.0.1:{server.port}/"
+
+
+def test_a_cache_dir_inside_the_root_or_with_no_cache_is_exit_2(tmp_path):
+    done = run_serve(str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--gpu", "none")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"mudpuppy-monitor: --cache-dir {tmp_path / 'c'} is inside ROOT; choose one outside it"
+    ]
+    assert not (tmp_path / "c").exists()
+    done = run_serve(str(tmp_path), "--cache-dir", "/tmp/x", "--no-cache")
+    assert done.returncode == 2 and "contradict" in done.stderr
+
+
+def _big_run(root, name: str, steps: int = 12000) -> RunDir:
+    """A run of more than 1 MiB (cached), written in one go."""
+    run = RunDir(root, name, max_steps=steps)
+    lines = [
+        run.fmt.encode_line(
+            {"v": 1, "seq": step, "t": 1_700_000_000.0 + step, "kind": "metrics", "step": step,
+             "values": {"loss": 1.0 / step, "grad_norm": 0.5, "learning_rate": 1e-4}}
+        )
+        for step in range(1, steps + 1)
+    ]  # fmt: skip
+    with open(run.events, "ab") as f:
+        f.write(b"".join(lines))
+    assert run.events.stat().st_size > 1 << 20
+    return run
+
+
+def test_daemons_sharing_a_cache_directory(tmp_path):
+    """Two daemons started together on the same runs and cache directory both load and store
+    every run; each answers the same, a third start resumes every run from what they left, and
+    no temporary file is left behind."""
+    root = tmp_path / "runs"
+    for name in ("a", "b", "c"):
+        _big_run(root, name)
+    cache = tmp_path / "cache"
+    args = ("--gpu", "none", "--cache-dir", str(cache))
+
+    def answers(server: ServeProcess) -> dict:
+        runs = server.wait_loaded()
+        got = {}
+        for r in runs:
+            doc = server.get_json(f"/api/runs/{r['id']}/series?names=loss&points=100000")
+            doc.pop("generation")
+            got[r["id"]] = (r["step"], doc)
+        return got
+
+    with ServeProcess(root, *args) as one, ServeProcess(root, *args) as two:
+        first, second = answers(one), answers(two)
+    assert first == second and sorted(first) == ["a", "b", "c"]
+    assert all(step == 12000 for step, _ in first.values())
+    entries = sorted((cache / "runs-v1").iterdir())
+    assert len(entries) == 3 and all(p.suffix == ".snap" for p in entries)
+    for p in entries:
+        os.utime(p, ns=(0, 0))  # a start that uses an entry touches it
+    with ServeProcess(root, *args) as three:
+        assert answers(three) == first
+    assert all(p.stat().st_mtime_ns > 0 for p in entries)  # every run resumed from the cache
+    assert sorted((cache / "runs-v1").iterdir()) == entries
+
+
+def test_a_restarted_daemon_resumes_from_its_cache_outside_the_root(tmp_path):
+    """A run of more than 1 MiB is cached on the first start (by the daemon, not in the root),
+    and the second start serves the same answers; the root holds only what the writer wrote."""
+    root = tmp_path / "runs"
+    _big_run(root, "big")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    cache = tmp_path / "cache"
+    answers = []
+    for _ in range(2):
+        with ServeProcess(root, "--gpu", "none", "--cache-dir", str(cache)) as server:
+            server.wait_loaded()  # the first start reads the run in the background
+            answers.append(
+                [
+                    server.get("/api/runs/big/series?names=loss,grad_norm&points=300")[2],
+                    server.get("/api/runs/big/series?names=loss&points=100000")[2],
+                ]
+            )
+            assert server.get_json("/api/runs")["runs"][0]["step"] == 12000
+        entries = list((cache / "runs-v1").glob("*.snap"))
+        assert len(entries) == 1
+        if len(answers) == 1:
+            os.utime(entries[0], ns=(0, 0))  # a lookup that uses the entry touches it
+    assert entries[0].stat().st_mtime_ns > 0  # the second start resumed from the entry
+    # the same data; generations are the daemon's own numbers (a run it loaded in the
+    # background had a placeholder first)
+    first, second = ([json.loads(a) for a in pair] for pair in answers)
+    for got in (*first, *second):
+        got.pop("generation")
+    assert first == second
+    assert len(first[1]["series"]["loss"]["y"]) == 12000
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert os.stat(cache).st_mode & 0o777 == 0o700

@@ -7,6 +7,7 @@ import { Compare } from "./compare.js";
 import { EfficiencyView, JPT_SERIES, MFU_SERIES } from "./efficiency.js";
 import { GpuPanel } from "./gpupanel.js";
 import { LogPanel } from "./logpanel.js";
+import { LoadingNote } from "./loading.js";
 import { LoraPanel } from "./lorapanel.js";
 import { DesktopAlerts } from "./notify.js";
 import { renderBanner, renderConnection, StatBar, Toasts } from "./panels.js";
@@ -66,6 +67,7 @@ class App {
     });
     this.charts = new Map();
     const host = document.getElementById("charts");
+    this.loadingNote = new LoadingNote(host);
     this.variant = new Map(); // chart id -> index of the shown variant
     for (const c of CHARTS) {
       const chart = new Chart(host, {
@@ -401,6 +403,7 @@ class App {
     if (d.sidebar) {
       this.sidebar.render(this.store.summaries, this.selected, this.focused, this.store.listVersion);
       this.sidebar.renderNote(this.overlaid().length, !this.selectionTouched);
+      this.loadingNote.render([...this.wantedRuns()].sort().map((id) => this.store.summary(id)));
     }
     if (d.stat) {
       const s = this.store.summary(this.focused);
@@ -452,6 +455,7 @@ class App {
       focused: this.focused,
       summary: this.store.summary(this.focused),
       banner: this.banner.dataset.kind || "",
+      loadingNote: this.loadingNote.text,
       zoomFetches: store.zoomFetches,
       droppedPoints: store.droppedPoints,
       loads: store.loads,

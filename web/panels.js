@@ -2,6 +2,7 @@
 
 import { runPath } from "./api.js";
 import { el } from "./dom.js";
+import { loadingText } from "./loading.js";
 import {
   fmtClock, fmtDuration, fmtInt, fmtLr, fmtNum, fmtRate, fmtStepOf, inert,
 } from "./format.js";
@@ -38,7 +39,7 @@ export class StatBar {
   render(s, receivedAt, color) {
     for (const a of this.exports) {
       const fmt = a.id.replace("export-", "");
-      if (s) a.href = `api/runs/${runPath(s.id)}/export?format=${fmt}`;
+      if (s && !s.loading) a.href = `api/runs/${runPath(s.id)}/export?format=${fmt}`;
       else a.removeAttribute("href");
       a.title = s ? `full-fidelity ${fmt} export of ${inert(s.id)}` : "";
     }
@@ -59,7 +60,7 @@ export class StatBar {
     this.title.textContent = inert(s.name || s.id);
     this.title.title = inert(s.id);
     this.title.style.color = color;
-    this.meta.textContent = inert(`${s.status} \u00b7 ${s.source}${s.host ? ` \u00b7 ${s.host}` : ""}${s.pid ? ` \u00b7 pid ${s.pid}` : ""}`);
+    this.meta.textContent = inert(`${loadingText(s) || s.status} \u00b7 ${s.source}${s.host ? ` \u00b7 ${s.host}` : ""}${s.pid ? ` \u00b7 pid ${s.pid}` : ""}`);
     const frac = s.max_steps ? Math.min(1, (s.step || 0) / s.max_steps) : 0;
     this.bar.style.width = `${(frac * 100).toFixed(1)}%`;
     const c = this.cells;

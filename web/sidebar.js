@@ -7,6 +7,7 @@
 import { fmtNum, fmtStepOf, inert } from "./format.js";
 import { drawSparkline } from "./sparkline.js";
 import { el } from "./dom.js";
+import { loadingText } from "./loading.js";
 import { runColor } from "./theme.js";
 
 const SOURCE_BADGE = { native: "NAT", "hf-trainer-state": "HF", llamafactory: "LLF" };
@@ -138,9 +139,10 @@ export class Sidebar {
       const s = summaries.get(id);
       const r = this.row(id);
       const spark = this.spark.get(id) || [];
+      const loading = loadingText(s); // its backlog is still being read: no step yet
       const sig = [
         s.status, s.step, s.max_steps, s.loss, s.name, s.source, selected.has(id), focused === id,
-        spark.length, spark[spark.length - 1], s.bad_lines, s.nonfinite,
+        spark.length, spark[spark.length - 1], s.bad_lines, s.nonfinite, loading,
       ].join("|");
       // keep DOM order = sorted order
       if (prev ? prev.nextSibling !== r.li : this.list.firstChild !== r.li) {
@@ -154,13 +156,13 @@ export class Sidebar {
       r.li.style.borderLeftColor = color;
       r.li.classList.toggle("focused", focused === id);
       r.cb.checked = selected.has(id);
-      r.light.className = `light st-${s.status}`;
-      r.light.title = s.status;
+      r.light.className = `light st-${loading ? "loading" : s.status}`;
+      r.light.title = loading || s.status;
       r.badge.textContent = SOURCE_BADGE[s.source] || "?";
       r.badge.title = SOURCE_TITLE[s.source] || inert(s.source);
       r.name.textContent = inert(s.name || id);
       r.name.title = inert(id) + (s.bad_lines ? ` (${s.bad_lines} bad lines skipped)` : "");
-      r.steps.textContent = fmtStepOf(s.step, s.max_steps);
+      r.steps.textContent = loading || fmtStepOf(s.step, s.max_steps);
       r.loss.textContent = s.loss === null || s.loss === undefined ? "" : `loss ${fmtNum(s.loss)}`;
       r.loss.classList.toggle("nonfinite", typeof s.loss === "number" && !Number.isFinite(s.loss));
       drawSparkline(r.canvas, spark, color, { width: 70, height: 16 });

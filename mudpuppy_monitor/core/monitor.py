@@ -3,7 +3,8 @@
 Reading happens in `refresh()` (synchronous, callable from any thread) or in the background task
 of `start()`: `watchfiles.awatch` on the root is only a wake-up hint for the runs it names; a
 full stat pass every `scan_interval_s` catches whatever inotify misses (network filesystems, a
-root deleted and recreated). Queries take a lock only long enough to read array views.
+root deleted and recreated). Once started, a large first read happens in the background
+(core/loading.py). The queries are in answers.py.
 """
 
 from __future__ import annotations
@@ -16,19 +17,18 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mudpuppy_monitor.core import configdiff, prefetch, queries, watch
+from mudpuppy_monitor.core import prefetch, queries, watch
 from mudpuppy_monitor.core import status as st
+from mudpuppy_monitor.core.answers import Answers
 from mudpuppy_monitor.core.changes import Changes, Subscription
 from mudpuppy_monitor.core.discovery import Found, discover, run_of_path
-from mudpuppy_monitor.core.export import export_chunks
-from mudpuppy_monitor.core.queries import LoraRow, SeriesAnswer
+from mudpuppy_monitor.core.entry import Entry, Loading
+from mudpuppy_monitor.core.loading import BackgroundLoading, Backlog
+from mudpuppy_monitor.core.parsecache import MIN_BYTES as MIN_CACHED
 from mudpuppy_monitor.core.run import RunState
-from mudpuppy_monitor.core.sources import RunSource, open_source
-from mudpuppy_monitor.core.summary import RunSummary
 
 if TYPE_CHECKING:
     from mudpuppy_monitor.core.protocols import SummaryAnnotator
@@ -37,14 +37,7 @@ log = logging.getLogger(__name__)
 READ_ERROR = "reader"  # the key in RunState.errors of an unexpected reader exception
 
 
-@dataclass
-class _Entry:
-    found: Found
-    state: RunState
-    source: RunSource
-
-
-class Monitor:
+class Monitor(BackgroundLoading, Answers):
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -55,6 +48,8 @@ class Monitor:
         host: str | None = None,
         parallel: bool = True,
         stall_after_s: float | None = None,
+        cache: Any = None,
+        loader: Any = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.poll = poll
@@ -65,7 +60,14 @@ class Monitor:
         self.parallel = parallel  # decode a large initial backlog in worker processes
         # seconds of silence before a live run is stalled; None: learned per run (status.py)
         self.stall_after_s = stall_after_s
-        self._runs: dict[str, _Entry] = {}
+        self.cache = cache  # a ParseCache: runs loaded before are resumed from it
+        self._loader = loader  # workers started early (prefetch.Loader), for the first pass
+        # set by start(): a large first read happens in the background (see core/loading.py)
+        self.background = False
+        self._backlog = Backlog(self._load_later)
+        self._loaders: list[prefetch.Loader] = []  # workers loading in the background
+        self._pruned = False
+        self._runs: dict[str, Entry] = {}
         self._lock = threading.RLock()  # guards the run data read by queries
         self._refresh_lock = threading.Lock()  # one reader at a time
         self._generations = itertools.count(1)
@@ -113,13 +115,17 @@ class Monitor:
         fresh = []
         for run_id, f in found.items():
             entry = self._runs.get(run_id)
+            if entry is not None and entry.loading is not None:
+                continue  # its load reads it, then replaces the placeholder
             if entry is None or entry.found.dir_key != f.dir_key or entry.found.source != f.source:
                 fresh.append(f)
                 (updated if entry is not None else added).add(run_id)
             elif self._poll(entry, real):
                 updated.add(run_id)
-        self._load_many(fresh, real)
+        later = self._defer(fresh, real) if self.background else set()
+        self._load_many([f for f in fresh if f.id not in later], real)
         updated |= self._status_changes(set(found)) - added
+        updated |= self._progressed()
         return Changes(frozenset(added), frozenset(updated), frozenset(removed))
 
     def refresh_paths(self, paths: Iterable[str]) -> set[str]:
@@ -136,8 +142,7 @@ class Monitor:
                 ids.add(run_id)
             else:
                 # statuses are compared on the timer pass; a run that got data is updated anyway
-                updated = {r for r in ids if r in self._runs and self._poll(self._runs[r], real)}
-                changes = Changes(updated=frozenset(updated))
+                changes = Changes(updated=frozenset(self._poll_known(ids, real)))
         self._publish(changes)
         return changes.ids()
 
@@ -151,40 +156,83 @@ class Monitor:
 
     def _load_many(self, fresh: list[Found], real: str | None) -> None:
         """Load new runs; a large backlog is decoded on several cores (see prefetch)."""
-        big = prefetch.plan(fresh) if self.parallel else []
+        loader, self._loader = self._loader, None  # one started early serves the first pass
+        if loader is not None:
+            big = [f for f in fresh if loader.runs.get(f.id) == f]
+        else:
+            big = prefetch.plan(fresh, self.cache) if self.parallel else []
+            cache_dir = self.cache.base if self.cache is not None else None
+            loader = prefetch.Loader(big, real, cache_dir).start() if big else None
         for f in fresh:
             if f not in big:
                 self._load(f, real)
-        if not big:
+        if loader is None:
             return
         try:
-            loaded = prefetch.load_all(big, real)
+            loader.collect()
         except Exception:  # noqa: BLE001 - a worker problem must not lose runs: read them here
-            loaded = {}
-        for f in big:
-            if f.id not in loaded:
-                self._load(f, real)
-                continue
-            state, source = loaded[f.id]
-            state.generation = next(self._generations)
-            state.renumber = self._next_generation
-            entry = _Entry(f, state, source)
-            self._poll(entry, real)  # lines written while the worker read
-            with self._lock:
-                self._runs[f.id] = entry
+            pass
+        try:
+            for f in big:
+                got = loader.take(f, real)
+                if got is None:
+                    self._load(f, real)
+                    continue
+                state, source, cached = got
+                state.generation = next(self._generations)
+                state.renumber = self._next_generation
+                entry = Entry(f, state, source, cached)
+                self._poll(entry, real)  # lines written while the worker read
+                with self._lock:
+                    self._runs[f.id] = entry
+        finally:
+            loader.close()
+
+    def _poll_known(self, ids: set[str], real: str | None) -> set[str]:
+        """Poll these runs (those still loading are left to their load); the ones that changed."""
+        out = set()
+        for run_id in ids:
+            entry = self._runs.get(run_id)
+            if entry is not None and entry.loading is None and self._poll(entry, real):
+                out.add(run_id)
+        return out
 
     def _load(self, f: Found, real: str | None) -> None:
-        state = RunState(f.id, f.path, f.source, next(self._generations))
-        entry = _Entry(f, state, open_source(f.source, f.path, real))
-        self._poll(entry, real, fresh=True)
-        state.renumber = self._next_generation  # from now on clients may hold its indices
-        if state.train.n > 4096:
-            for table in (state.train, state.eval, state.progress):
-                table.compact()  # a large initial read: drop the growth slack
+        entry = self._read_new(f, real)
+        entry.state.renumber = self._next_generation  # from now on clients may hold its indices
         with self._lock:
             self._runs[f.id] = entry
 
-    def _poll(self, entry: _Entry, real: str | None, fresh: bool = False) -> bool:
+    def _read_new(self, f: Found, real: str | None, progress: Loading | None = None) -> Entry:
+        """Read a run from the start (or from where the parse cache has it), not yet visible
+        to queries; `progress` is told the reader, whose position is the load's progress."""
+        state, source, restored = prefetch.open_run(f, real, self.cache)
+        if progress is not None:
+            progress.source = source
+        if restored:
+            try:
+                reset = source.poll(state, contextlib.nullcontext())[1]
+            except Exception:  # noqa: BLE001 - read it from the start, as without a cache
+                reset = True
+            if reset:  # the file changed under the cached state after it was checked
+                state, source, restored = prefetch.open_run(f, real, self.cache, resume=False)
+                if progress is not None:
+                    progress.source = source
+        state.generation = next(self._generations)
+        entry = Entry(f, state, source)
+        self._poll(entry, real, fresh=True)
+        if state.train.n > 4096 and not restored:
+            # a large initial read: drop the growth slack (a state from the cache is compact
+            # already, and copying would keep its buffer alive beside the copies)
+            for table in (state.train, state.eval, state.progress):
+                table.compact()
+        entry.cached = restored
+        if self.cache is not None:
+            stored = prefetch.store_grown(self.cache, state, source, restored, MIN_CACHED)
+            entry.cached = entry.cached if stored is None else stored
+        return entry
+
+    def _poll(self, entry: Entry, real: str | None, fresh: bool = False) -> bool:
         # a run being loaded for the first time is not visible to queries yet: reading it under
         # the global lock would only block every query for the length of a big attach
         lock = contextlib.nullcontext() if fresh else self._lock
@@ -216,7 +264,7 @@ class Monitor:
         out = set()
         for run_id in ids:
             entry = self._runs.get(run_id)
-            if entry is None:
+            if entry is None or entry.loading is not None:
                 continue
             try:
                 with self._lock:
@@ -237,13 +285,23 @@ class Monitor:
         if self._task is not None:
             return
         self._stop = asyncio.Event()
+        self.background = True  # from now on a large backlog does not hold up the passes
         try:
             await asyncio.to_thread(self.refresh)
         except Exception:  # noqa: BLE001 - the watch task's passes will try again
             log.exception("first pass over %s failed", self.root)
+        if not self.loading():
+            await asyncio.to_thread(self._loaded)
         self._task = asyncio.create_task(self._watch_loop(), name="mudpuppy-monitor-watch")
 
     async def stop(self) -> None:
+        if self._loader is not None:
+            self._loader.close(stop=True)
+            self._loader = None
+        self._backlog.stop()
+        loaders, self._loaders = self._loaders, []
+        for loader in loaders:
+            loader.close(stop=True)  # a run still loading is read again next time
         if self._task is None or self._stop is None:
             return
         self._stop.set()
@@ -257,6 +315,26 @@ class Monitor:
                 sub.loop.call_soon_threadsafe(sub.close)
             except RuntimeError:  # its loop is already closed
                 pass
+        if self.cache is not None:
+            await asyncio.to_thread(self.store_grown)
+
+    def store_grown(self) -> int:
+        """Keep in the parse cache the runs that grew by MIN_CACHED or more since it last held
+        them (what was read while serving), so the next start does not read it again."""
+        stored = 0
+        with self._refresh_lock:  # no reader changes a state while it is written out
+            for entry in list(self._runs.values()):
+                if self.cache is None:
+                    break
+                if entry.loading is not None:
+                    continue
+                got = prefetch.store_grown(
+                    self.cache, entry.state, entry.source, entry.cached, MIN_CACHED
+                )
+                if got is not None:
+                    entry.cached = got
+                    stored += 1
+        return stored
 
     async def _watch_loop(self) -> None:
         assert self._stop is not None
@@ -272,67 +350,10 @@ class Monitor:
             if real is None:
                 changes = self._full_pass()
             else:
-                ids = set(self._runs)
-                updated = {r for r in ids if r in self._runs and self._poll(self._runs[r], real)}
+                updated = self._poll_known(set(self._runs), real) | self._progressed()
                 changes = Changes(updated=frozenset(updated))
         self._publish(changes)
         return changes.ids()
-
-    def subscribe(self) -> AsyncIterator[Changes]:
-        """An async iterator of Changes batches, from now on (call it inside the event loop)."""
-        sub = Subscription(asyncio.get_running_loop())
-        self._subs.add(sub)
-        return sub
-
-    def _publish(self, changes: Changes) -> None:
-        if not changes:
-            return
-        for sub in list(self._subs):
-            try:
-                sub.loop.call_soon_threadsafe(sub.push, changes)
-            except RuntimeError:  # its loop is closed
-                self._subs.discard(sub)
-
-    # -- queries ------------------------------------------------------------------------
-
-    def run_ids(self) -> list[str]:
-        return list(self._runs)
-
-    def _state(self, run_id: str) -> RunState | None:
-        entry = self._runs.get(run_id)
-        return entry.state if entry is not None else None
-
-    def _summary(self, run: RunState, now: float) -> RunSummary:
-        summary = queries.make_summary(run, now, self.pid_alive, self.host, self.stall_after_s)
-        if self.annotator is not None:
-            summary = self.annotator.summary(summary, run.meta)
-        return summary
-
-    def summary(self, run_id: str) -> RunSummary | None:
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            return self._summary(run, self.clock())
-
-    def summaries(self) -> list[RunSummary]:
-        """Every run, the most recently active first."""
-        now = self.clock()
-        with self._lock:
-            out = [self._summary(e.state, now) for e in list(self._runs.values())]
-        out.sort(key=lambda s: (-(s.last_event_t or 0.0), s.id))
-        return out
-
-    def detail(self, run_id: str) -> dict[str, Any] | None:
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            summary = self._summary(run, self.clock())
-            out = queries.detail(run, summary)
-            if self.annotator is not None:
-                out["efficiency"] = self.annotator.detail(summary, run.meta)
-            return out
 
     # -- data derived outside the run's files ---------------------------------------------
 
@@ -360,151 +381,17 @@ class Monitor:
         known = frozenset(r for r in run_ids if r in self._runs)
         self._publish(Changes(updated=known))
 
-    def counts(self, run_id: str) -> dict[str, int]:
-        """Points held per series: the cursor of a client that has everything."""
-        run = self._state(run_id)
-        if run is None:
-            return {}
-        with self._lock:
-            return queries.counts(run)
+    def subscribe(self) -> AsyncIterator[Changes]:
+        """An async iterator of Changes batches, from now on (call it inside the event loop)."""
+        sub = Subscription(asyncio.get_running_loop())
+        self._subs.add(sub)
+        return sub
 
-    def generation(self, run_id: str) -> int | None:
-        run = self._state(run_id)
-        return None if run is None else run.generation
-
-    def series(
-        self,
-        run_id: str,
-        names: Iterable[str] | None = None,
-        x: str = "step",
-        start: float | None = None,
-        end: float | None = None,
-        points: int = 2000,
-    ) -> SeriesAnswer:
-        """Decimated columns per series (`names` None: every series; unknown names are left
-        out), with `.generation`, read under the same lock: the generation of this data (None
-        for an unknown run)."""
-        if x not in ("step", "time"):
-            raise ValueError(f"x must be 'step' or 'time', got {x!r}")
-        run = self._state(run_id)
-        if run is None:
-            return SeriesAnswer(generation=None)
-        with self._lock:
-            wanted = run.series_names() if names is None else list(names)
-            return queries.series(run, wanted, x, start, end, points)
-
-    def points_since(
-        self,
-        run_id: str,
-        cursor: dict[str, int],
-        names: Iterable[str] | None = None,
-        limit: int | None = None,
-    ) -> tuple[int, dict[str, dict[str, Any]]]:
-        """(generation, new points per series); generation -1 when the run is unknown."""
-        run = self._state(run_id)
-        if run is None:
-            return -1, {}
-        with self._lock:
-            return run.generation, queries.points_since(run, cursor, names, limit)
-
-    def markers_since(self, run_id: str, n: int) -> list[dict[str, Any]]:
-        """The markers after the first `n` (markers are append-only per generation)."""
-        run = self._state(run_id)
-        if run is None:
-            return []
-        with self._lock:
-            return list(run.markers[max(0, n) :])
-
-    def marker_count(self, run_id: str) -> int:
-        run = self._state(run_id)
-        if run is None:
-            return 0
-        with self._lock:
-            return len(run.markers)
-
-    def last_lora(self, run_id: str) -> LoraRow | None:
-        """The newest LoRA snapshot (None when there is none yet)."""
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            return queries.last_lora(run)
-
-    def lora(self, run_id: str, points: int = 200) -> dict[str, Any] | None:
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            return queries.lora(run, points)
-
-    def samples(
-        self, run_id: str, start: float | None = None, end: float | None = None, limit: int = 200
-    ) -> dict[str, Any] | None:
-        """The `samples` events with a step in [start, end]: the last `limit` of them, with
-        `count` (events the run holds) and `total` (in the range); None for an unknown run."""
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            total, events = run.samples.select(start, end, limit)
-            count = len(run.samples)
-            return {"generation": run.generation, "count": count, "total": total, "events": events}
-
-    def samples_since(
-        self, run_id: str, n: int, limit: int | None = None
-    ) -> tuple[int, int, list[dict[str, Any]]]:
-        """(generation, i0, the events from index n on: the last `limit` when more); generation
-        -1 for an unknown run. `limit=0` asks only for the count (`i0`)."""
-        run = self._state(run_id)
-        if run is None:
-            return -1, 0, []
-        with self._lock:
-            i0, events = run.samples.since(n, limit)
-            return run.generation, i0, events
-
-    def columns(
-        self, run_id: str, names: Iterable[str] | None = None, points: int = 2000
-    ) -> dict[str, dict[str, Any]]:
-        """Decimated step, time and value columns per series (see queries.columns); {} for an
-        unknown run."""
-        run = self._state(run_id)
-        if run is None:
-            return {}
-        with self._lock:
-            wanted = run.series_names() if names is None else list(names)
-            return queries.columns(run, wanted, points)
-
-    def config_diff(self, run_ids: Iterable[str] | None = None) -> dict[str, Any]:
-        """{"keys": differing dotted config keys, "values": {run: {key: value}}} over the
-        given runs (None: every run); unknown ids are left out."""
-        with self._lock:
-            ids = list(self._runs) if run_ids is None else [r for r in run_ids if r in self._runs]
-            configs = {r: configdiff.config_of(self._runs[r].state.meta) for r in ids}
-        return configdiff.config_diff(configs)
-
-    def export(self, run_id: str, fmt: str = "csv", superseded: bool = False) -> Iterator[str]:
-        """Every point; `superseded` adds the points resumed attempts replaced, marked."""
-        run = self._state(run_id)
-        if run is None:
-            raise KeyError(run_id)
-        return export_chunks(run, fmt, self._lock, superseded)
-
-    def log_tail(self, run_id: str, n: int) -> dict[str, Any] | None:
-        """The last `n` lines of the run's output held (see queries.log_tail); None for an
-        unknown run."""
-        run = self._state(run_id)
-        if run is None:
-            return None
-        with self._lock:
-            return queries.log_tail(run, n)
-
-    def log_since(
-        self, run_id: str, i: int, limit: int | None = None
-    ) -> tuple[int, int, list[str]]:
-        """(generation, i0, the output lines from line `i` on, at most the last `limit`);
-        generation -1 when the run is unknown."""
-        run = self._state(run_id)
-        if run is None:
-            return -1, 0, []
-        with self._lock:
-            return (run.generation, *queries.log_since(run, i, limit))
+    def _publish(self, changes: Changes) -> None:
+        if not changes:
+            return
+        for sub in list(self._subs):
+            try:
+                sub.loop.call_soon_threadsafe(sub.push, changes)
+            except RuntimeError:  # its loop is closed
+                self._subs.discard(sub)

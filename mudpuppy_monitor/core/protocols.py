@@ -53,6 +53,10 @@ class RunQueries(Protocol):
 
     def generation(self, run_id: str) -> int | None: ...
 
+    def loading(self) -> dict[str, dict[str, int]]:
+        """The runs whose backlog is still being read: {"bytes": read, "total": size} each."""
+        ...
+
     def series(
         self,
         run_id: str,
@@ -61,6 +65,7 @@ class RunQueries(Protocol):
         start: float | None = None,
         end: float | None = None,
         points: int = 2000,
+        arrays: bool = False,
     ) -> SeriesAnswer: ...
 
     def points_since(

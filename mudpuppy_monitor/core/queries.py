@@ -50,13 +50,18 @@ def make_summary(
     pid_alive: st.PidAlive,
     host: str,
     stall_after_s: float | None = None,
+    loading: dict[str, int] | None = None,
 ) -> RunSummary:
+    """`loading`: the progress of a run whose backlog is still being read (its status is
+    `unknown` until then: the end of the file decides it)."""
     meta = run.meta
     pid = as_positive_int32(meta.get("pid"))
     run_host = meta.get("host") if isinstance(meta.get("host"), str) else None
     last_t = run.last_event_t
     silence = None if last_t is None else max(0.0, now - last_t)
-    status = run_status(run, now, pid_alive, host, stall_after_s)
+    status = (
+        "unknown" if loading is not None else run_status(run, now, pid_alive, host, stall_after_s)
+    )
     steps_per_s, tokens_per_s = run.rates()
     if steps_per_s is None:
         steps_per_s = run.rate_hint
@@ -122,6 +127,7 @@ def make_summary(
         error=error,
         nonfinite=run.nonfinite,
         generation=run.generation,
+        loading=loading,
     )
 
 
@@ -183,7 +189,11 @@ def series(
     start: float | None,
     end: float | None,
     points: int,
+    arrays: bool = False,
 ) -> SeriesAnswer:
+    """Per name {"x", "y", "count", "decimated"}; x and y as lists, or as numpy arrays when
+    `arrays` (views of the store are safe to read after the lock: arrays are only appended to
+    past their length, or replaced, so a view never changes; see export_rows)."""
     out = SeriesAnswer(run.generation)
     for name in names:
         table = run.table_of(name)
@@ -200,7 +210,10 @@ def series(
                 idx = np.flatnonzero(np.isfinite(xs))
             xs, ys = xs[idx], ys[idx]
         dx, dy, dec = decimate(xs, ys, points)
-        out[name] = {"x": dx.tolist(), "y": dy.tolist(), "count": count, "decimated": dec}
+        if arrays:
+            out[name] = {"x": dx, "y": dy, "count": count, "decimated": dec}
+        else:
+            out[name] = {"x": dx.tolist(), "y": dy.tolist(), "count": count, "decimated": dec}
     return out
 
 

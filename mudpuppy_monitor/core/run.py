@@ -81,6 +81,15 @@ class RunState:
         # that rows leaving the tables (a resumed attempt) void what clients hold
         self.renumber: Callable[[], int] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a snapshot of the run keeps (core/snapshot.py): not the Monitor's numbering
+        hook, and not the output's lines, which the reader that continues the run reads again
+        from output.log (its position is not part of a snapshot)."""
+        state = dict(self.__dict__)
+        state["renumber"] = None
+        state["log"] = None
+        return state
+
     # -- applying decoded data ------------------------------------------------------------
 
     def apply_train(self, rows: Rows) -> None:

@@ -48,6 +48,8 @@ class RunSummary:
     joules_per_token: float | None = None  # over the recent window
     energy_kwh: float | None = None  # GPU energy of the run since the daemon saw it on a GPU
     efficiency_note: str | None = None  # why any of the three is null; None when all are known
+    # while the run's backlog is read in the background: {"bytes": read, "total": size}
+    loading: dict[str, int] | None = None
 
     def with_efficiency(
         self,

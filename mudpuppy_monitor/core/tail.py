@@ -11,6 +11,7 @@ kept open between calls, so thousands of runs cost no file descriptors.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from mudpuppy_callback import MAX_LINE_BYTES
 from mudpuppy_monitor.core.files import Refused, describe, open_regular
 
 CHUNK_BYTES = 1 << 20
+HEAD_BYTES = 4096  # the first bytes kept while tracking (the parse cache's first check)
 # a backlog is decoded and stored slice by slice: the Python objects of one slice are freed
 # before the next is read, which keeps the heap (and the RSS it leaves behind) small
 READ_SLICE_BYTES = 8 << 20
@@ -46,11 +48,27 @@ class FileTail:
         self.skipping = False  # inside an over-long line: drop bytes until its newline
         self.size = 0
         self.mtime = 0.0
+        self.stat_key: tuple[int, int, int] | None = (
+            None  # (size, mtime_ns, ctime_ns) at the last read
+        )
+        # while tracking (see track()): the crc32 of every byte consumed since offset 0, and
+        # the first HEAD_BYTES of them; what the parse cache checks a file against
+        self.crc: int | None = None
+        self.head_bytes = b""
+
+    def track(self) -> None:
+        """Keep the crc32 of the bytes consumed from now on (only from the start of the file)."""
+        if self.offset == 0:
+            self.crc = 0
+            self.head_bytes = b""
 
     def reset_position(self) -> None:
         self.offset = 0
         self.partial = b""
         self.skipping = False
+        if self.crc is not None:
+            self.crc = 0
+            self.head_bytes = b""
 
     def changed(self) -> bool:
         """Cheap check (one stat): might read() find something new, a reset or an error?"""
@@ -86,6 +104,7 @@ class FileTail:
             self.identity = ident
             self.size = st.st_size
             self.mtime = st.st_mtime
+            self.stat_key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             if st.st_size == self.offset:
                 return result
             os.lseek(fd, self.offset, os.SEEK_SET)
@@ -107,6 +126,10 @@ class FileTail:
             chunk = os.read(fd, CHUNK_BYTES)
             if not chunk:
                 return
+            if self.crc is not None:
+                self.crc = zlib.crc32(chunk, self.crc)
+                if len(self.head_bytes) < HEAD_BYTES:
+                    self.head_bytes += chunk[: HEAD_BYTES - len(self.head_bytes)]
             self.offset += len(chunk)
             if self.skipping:
                 nl = chunk.find(b"\n")

@@ -86,6 +86,8 @@ class MonitorSource:
     def prime(self) -> None:
         """Take in every run as it is now: history, never news."""
         for summary in self.runs.summaries():
+            if getattr(summary, "loading", None) is not None:
+                continue  # nothing read yet: met when it has loaded, dated as any other run
             info = run_info(summary)
             cursor = _Cursor(info.generation)
             markers = self._markers(info.id, cursor)
@@ -101,8 +103,8 @@ class MonitorSource:
             self.engine.forget(run_id)
         for run_id in sorted((set(changes.added) | set(changes.updated)) - set(changes.removed)):
             summary = self.runs.summary(run_id)
-            if summary is None:
-                continue
+            if summary is None or getattr(summary, "loading", None) is not None:
+                continue  # still loading: no status or marker of it is known yet
             info = run_info(summary)
             cursor = self._cursors.get(run_id)
             if cursor is None or cursor.generation != info.generation:

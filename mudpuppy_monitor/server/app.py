@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from prometheus_client import CollectorRegistry
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
@@ -29,7 +29,7 @@ from mudpuppy_monitor.efficiency import EfficiencyTracker
 from mudpuppy_monitor.gpu import GpuSampler, open_backend
 from mudpuppy_monitor.inert import inert
 from mudpuppy_monitor.notify import NotificationService
-from mudpuppy_monitor.server import batch, compare, feed, metrics, notifications
+from mudpuppy_monitor.server import batch, columns, compare, feed, notifications
 from mudpuppy_monitor.server.hub import Hub
 from mudpuppy_monitor.server.params import (
     ApiError,
@@ -47,6 +47,12 @@ from mudpuppy_monitor.server.params import (
 )
 from mudpuppy_monitor.server.security import SecurityMiddleware, valid_run_id
 from mudpuppy_monitor.server.settings import Settings, default_web_dir
+
+log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from mudpuppy_monitor.core.parsecache import ParseCache
 
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
@@ -115,9 +121,15 @@ def create_app(settings: Settings) -> FastAPI:
 
 async def start(ctx: Context) -> None:
     s = ctx.settings
-    monitor = ctx.monitor = Monitor(
-        Path(s.root), poll=s.poll, scan_interval_s=s.scan_interval_s, stall_after_s=s.stall_after_s
+    ctx.monitor = monitor = Monitor(
+        Path(s.root),
+        poll=s.poll,
+        scan_interval_s=s.scan_interval_s,
+        stall_after_s=s.stall_after_s,
+        cache=_parse_cache(s),
+        loader=s.loader,
     )
+    s.loader = None  # taken by this monitor
     await monitor.start()
     # what the first pass read is history to the notifications: they tell what happens next
     ctx.notifications = await notifications.start_notifications(monitor, s)
@@ -141,7 +153,18 @@ async def start(ctx: Context) -> None:
     ctx.hub.start()  # listens to the sampler before it takes its first sample
     if sampler is not None:
         sampler.start()
-    ctx.registry = metrics.build_registry(monitor, ctx.gpus, ctx.hub)
+    # the /metrics registry (and prometheus_client) are made on the first scrape: the first
+    # answers of a starting daemon do not wait for them
+
+
+def _parse_cache(s: Settings) -> ParseCache | None:
+    if s.cache_dir is None:
+        return None
+    from mudpuppy_monitor.core.parsecache import ParseCache
+
+    return ParseCache.open_or_none(
+        s.cache_dir, str(s.root), lambda why: log.warning("parse cache off: %s", why)
+    )
 
 
 async def stop(ctx: Context) -> None:
@@ -216,18 +239,21 @@ def add_routes(app: FastAPI, ctx: Context, web_dir: Path) -> None:
     @app.get("/api/runs/{run_id:path}/series")
     def series(
         run_id: Run,
+        request: Request,
         x: XAxis = "step",
         start: From = None,
         to: To = None,
         points: SeriesPoints = 2000,
         names: Names = None,
-    ) -> JSON:
+    ) -> Response:
         wanted = None if names is None else [n for n in names.split(",") if n]
         # the core reads the data and its generation under one lock
-        got = ctx.runs().series(run_id, wanted, x=x, start=start, end=to, points=points)
+        got = ctx.runs().series(
+            run_id, wanted, x=x, start=start, end=to, points=points, arrays=True
+        )
         if got.generation is None:  # removed since the check above
             return error(404, "no such run")
-        return JSON({"run": run_id, "generation": got.generation, "x": x, "series": got})
+        return _series_answer(request, run_id, got.generation, x, got)
 
     @app.get("/api/runs/{run_id:path}/lora")
     def lora(run_id: Run, points: LoraPoints = 200) -> JSON:
@@ -246,6 +272,9 @@ def add_routes(app: FastAPI, ctx: Context, web_dir: Path) -> None:
 
     @app.get("/api/runs/{run_id:path}/export")
     def export(run_id: Run, fmt: ExportFormat = "csv", superseded: Superseded = "hide") -> Response:
+        if run_id in ctx.runs().loading():
+            # an empty file would pass for the whole run
+            raise ApiError(503, f"{run_id} is still loading; export it when it has loaded")
         chunks = ctx.runs().export(run_id, fmt=fmt, superseded=superseded == "mark")
         return StreamingResponse(
             _drain(chunks),
@@ -296,13 +325,30 @@ def add_routes(app: FastAPI, ctx: Context, web_dir: Path) -> None:
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        assert ctx.registry is not None
+        from mudpuppy_monitor.server import metrics
+
+        if ctx.registry is None:
+            assert ctx.gpus is not None
+            ctx.registry = metrics.build_registry(ctx.runs(), ctx.gpus, ctx.hub)
         return Response(metrics.render(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         assert ctx.hub is not None
         await ctx.hub.serve_client(websocket)
+
+
+def _series_answer(
+    request: Request, run_id: str, generation: int, x: str, got: dict[str, Any]
+) -> Response:
+    """The columns as binary when the client asks for them (web/api.js does), else JSON; both
+    straight from the store's arrays (docs/protocol.md, "Series")."""
+    vary = {"vary": "Accept"}
+    if columns.wants_binary(request.headers.get("accept")):
+        body = columns.encode(run_id, generation, x, got)
+        return Response(body, media_type=columns.MEDIA_TYPE, headers=vary)
+    payload = {"run": run_id, "generation": generation, "x": x, "series": got}
+    return JSON(payload, headers=vary)
 
 
 def content_disposition(run_id: str, fmt: str) -> str:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import secrets
 import socket
 import stat
 import sys
 import threading
 import time
-import webbrowser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +58,16 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--poll", action="store_true", help="poll files instead of inotify (NFS)")
     add_peak_argument(p)
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="where loaded runs are cached for the next start, outside ROOT "
+        "(default $XDG_CACHE_HOME/mudpuppy-monitor)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="no parse cache: read every run again on start"
+    )
     p.add_argument(
         "--allow-host",
         action="append",
@@ -110,6 +118,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--token must not be empty")
     notify = notify_settings_from(args)
     optional_positive(args.peak_tflops, "--peak-tflops")
+    if args.cache_dir and args.no_cache:
+        raise UsageError("--cache-dir and --no-cache contradict each other")
     settings = Settings(
         root=Path(args.root).expanduser(),
         host=args.host,
@@ -123,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stall_after_s=notify.rules.stall_after_s,
         notify=notify,
         peak_tflops=args.peak_tflops,
+        cache_dir=None if args.no_cache else args.cache_dir or _default_cache_dir(),
     )
     serve(settings)
     return 0
@@ -146,6 +157,32 @@ def notify_settings_from(args: argparse.Namespace) -> NotifySettings:
     if config.path is not None:
         print(f"mudpuppy-monitor: settings from {config.where}", file=sys.stderr)
     return notify
+
+
+def _default_cache_dir() -> str:
+    from mudpuppy_monitor.core.parsecache import default_dir
+
+    return default_dir()
+
+
+def open_cache(settings: Settings) -> Any:
+    """The parse cache, or None: a directory that cannot be used is one note, not a failure;
+    one given with --cache-dir inside the root is a usage error (the root stays read-only)."""
+    if settings.cache_dir is None:
+        return None
+    from mudpuppy_monitor.core.parsecache import ParseCache, inside
+
+    if (
+        inside(settings.cache_dir, str(settings.root))
+        and settings.cache_dir != _default_cache_dir()
+    ):
+        raise UsageError(f"--cache-dir {settings.cache_dir} is inside ROOT; choose one outside it")
+
+    def off(why: str) -> None:
+        print(f"mudpuppy-monitor: parse cache off: {why}", file=sys.stderr)
+        settings.cache_dir = None
+
+    return ParseCache.open_or_none(settings.cache_dir, str(settings.root), off)
 
 
 def check_root(root: Path) -> None:
@@ -197,6 +234,8 @@ def prepare(settings: Settings) -> Settings:
     check_root(Path(settings.root))
     if settings.token is None and not is_loopback(settings.host):
         # like Jupyter: exposing the daemon without a secret is never the default
+        import secrets
+
         settings.token = secrets.token_urlsafe(24)
     return settings
 
@@ -210,14 +249,20 @@ def url_for(settings: Settings, port: int) -> str:
 
 def serve(settings: Settings) -> None:
     """Run the server until Ctrl-C / SIGTERM. Prints the URL (with the token, when one is set)."""
+    prepare(settings)
+    sock = bind_socket(settings.host, settings.port)
+    if settings.loader is None:
+        # decode the backlog on the other cores while this process imports the web server
+        from mudpuppy_monitor.core.prefetch import start_early
+
+        settings.loader = start_early(str(settings.root), open_cache(settings))
+
     import uvicorn
 
     from mudpuppy_monitor.server.app import create_app
     from mudpuppy_monitor.server.notifications import describe
     from mudpuppy_monitor.server.transport import uvicorn_config
 
-    prepare(settings)
-    sock = bind_socket(settings.host, settings.port)
     port = sock.getsockname()[1]
     settings.port = port  # port 0: the one the kernel chose (cookie name, printed URL)
     app = create_app(settings)
@@ -244,4 +289,6 @@ def _open_when_up(server: Any, url: str) -> None:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     if server.started:
+        import webbrowser
+
         webbrowser.open(url)

@@ -54,6 +54,8 @@ class RunCursor:
     # history, only those within FRESH_S of now are alerts
     catch_up: bool = False
     log: int = 0  # the number of the next output line to stream
+    # its backlog was still loading when last seen: once loaded it counts as first seen
+    loading: bool = False
 
 
 class ChangeTracker:
@@ -80,6 +82,7 @@ class ChangeTracker:
                 status=s.status,
                 lora_last=_lora_key(self.monitor.last_lora(s.id)),
                 log=self.monitor.log_since(s.id, 1 << 62)[1],  # the end: history is for HTTP
+                loading=s.loading is not None,
             )
 
     def messages(self, changes: Changes) -> Iterator[Message]:
@@ -97,7 +100,8 @@ class ChangeTracker:
     def _run_messages(self, summary: RunSummary) -> Iterator[Message]:
         run_id = summary.id
         state = self.runs.get(run_id)
-        fresh = state is None
+        # a run whose backlog just loaded is history up to now, as if first seen
+        fresh = state is None or state.loading
         if state is None or state.generation != summary.generation:
             # new run, or reset (truncated, replaced, recreated): stream it from its start
             state = RunCursor(
@@ -106,6 +110,7 @@ class ChangeTracker:
                 catch_up=True,
             )
             self.runs[run_id] = state
+        state.loading = summary.loading is not None
         yield from self._points(run_id, state)
         yield from self._samples(run_id, state)
         yield from self._log(run_id, state)

@@ -6,7 +6,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mudpuppy_monitor.webdir import default_web_dir as default_web_dir  # re-exported
 
@@ -53,6 +53,11 @@ class Settings:
     graceful_shutdown_s: float = 3.0
     scan_interval_s: float = 1.0
     log_level: str = "warning"
+    # the parse cache (docs/core.md): a directory outside the root, None for no cache
+    cache_dir: str | None = None
+    # worker processes already loading the backlog (core.prefetch.Loader), started by `serve`
+    # before it imports the web server; the Monitor takes their results on its first pass
+    loader: Any = None
 
     @property
     def loopback(self) -> bool:

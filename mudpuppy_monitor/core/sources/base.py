@@ -29,8 +29,8 @@ class Listing:
 
 
 class RunSource(Protocol):
-    """The reader of one run directory. It keeps its own file positions between calls and must
-    pickle (a worker process sends the caught-up reader back with the RunState)."""
+    """The reader of one run directory. It keeps its own file positions between calls (a worker
+    process that loaded a native run hands back its RunState and those positions)."""
 
     def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         """Read what is new into `run`, changing it only while holding `lock`. Returns

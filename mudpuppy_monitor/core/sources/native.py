@@ -54,7 +54,7 @@ class NativeSource:
 
     def poll(self, run: RunState, lock: Lock) -> tuple[bool, bool]:
         """Read what is new into `run`. Returns (changed, reset: the run must start over)."""
-        changed = self._poll_meta(run, lock)
+        changed = self.poll_meta(run, lock)
 
         def apply(res: ReadResult) -> None:
             batch = NativeBatch()
@@ -83,7 +83,8 @@ class NativeSource:
                 run.errors.pop(LOG_FILE, None)
         return True
 
-    def _poll_meta(self, run: RunState, lock: Lock) -> bool:
+    def poll_meta(self, run: RunState, lock: Lock) -> bool:
+        """Read meta.json again when it changed (also what a run shows while its events load)."""
         try:
             st = os.stat(self.meta_path)
         except OSError:
