@@ -3,7 +3,7 @@
 // chart while it has nothing to draw. docs/efficiency.md says how the numbers are made.
 
 import { el } from "./dom.js";
-import { fmtNum } from "./format.js";
+import { fmtNum, inert } from "./format.js";
 
 export const MFU_SERIES = "efficiency/mfu";
 export const JPT_SERIES = "efficiency/joules_per_token";
@@ -43,20 +43,22 @@ export class EfficiencyView {
   // s: the focused run's summary or null; points: whether the chart holds efficiency points of
   // the run (its own series, or none yet); simulated: the GPUs are the fake backend's
   render(s, points, simulated) {
+    // the note names hosts and devices, which come from the run's files and the drivers
+    const why = s && s.efficiency_note ? inert(s.efficiency_note) : "";
     for (const [key, , fmt] of CELLS) {
       const v = this.cells[key];
       v.textContent = s ? fmt(s) : "\u2014";
-      v.title = s && s.efficiency_note ? s.efficiency_note : "";
+      v.title = why;
     }
     let note = "";
-    if (s && s.efficiency_note) note = `efficiency unknown: ${s.efficiency_note}`;
+    if (why) note = `efficiency unknown: ${why}`;
     else if (s && simulated && s.energy_kwh !== null) note = "efficiency from SIMULATED GPUs (fake backend)";
     this.note.textContent = note;
     this.note.classList.toggle("on", !!note);
     let empty = "";
     if (s && !points) {
-      empty = s.efficiency_note
-        ? `no efficiency points: ${s.efficiency_note}`
+      empty = why
+        ? `no efficiency points: ${why}`
         : "no efficiency interval complete yet (each spans 10 s or more of training on a GPU)";
     }
     this.empty.textContent = empty;
