@@ -33,17 +33,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-# web/views.js CHARTS: the series the dashboard draws (the page asks for those a run has)
-DASHBOARD_SERIES = (
-    "loss",
-    "eval_loss",
-    "learning_rate",
-    "grad_norm",
-    "steps_per_s",
-    "tokens_per_s",
-    "mem_allocated",
-    "mem_peak",
-)
+# the series the dashboard draws (the page asks for those a run has)
+from mudpuppy_monitor.snapshot.data import CHART_SERIES as DASHBOARD_SERIES
+
 DASHBOARD_POINTS = 2000
 FULL_POINTS = 100_000
 CONNECTIONS = 6  # a browser's connections per host

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -317,6 +318,18 @@ class ServeProcess(_Base):
                 self.proc.wait()
         self._reader.join(2)
         self.proc = None
+
+
+def flood_until_dropped(run: RunDir, hub: Any, rng: random.Random, timeout_s: float = 60) -> None:
+    """Append wide metrics lines until the hub drops a client (a send that timed out)."""
+    step = 0
+    deadline = time.monotonic() + timeout_s
+    while hub.stats.disconnects == 0:
+        assert time.monotonic() < deadline, "the stalled socket was never dropped"
+        for _ in range(10):
+            step += 1
+            run.metrics(step, loss=rng.random(), **{f"v{j}": rng.random() for j in range(200)})
+        time.sleep(0.05)
 
 
 def stalled_websocket(port: int) -> socket.socket:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from mudpuppy_monitor.server import transport
-from tests.serverutil import LiveServer, RunDir, stalled_websocket, ws_connect
+from tests.serverutil import LiveServer, RunDir, flood_until_dropped, stalled_websocket, ws_connect
 
 
 def _closed_by_server(sock: socket.socket, timeout: float) -> float | None:
@@ -123,14 +123,7 @@ def test_a_dropped_websocket_releases_its_socket(tmp_path, monkeypatch):
         peer = stalled.getsockname()[1]
         assert _server_sockets(server.port, peer) == [psutil.CONN_ESTABLISHED]
         hub = server.ctx.hub
-        step = 0
-        deadline = time.monotonic() + 60
-        while hub.stats.disconnects == 0:
-            assert time.monotonic() < deadline, "the stalled socket was never dropped"
-            for _ in range(10):
-                step += 1
-                run.metrics(step, loss=rng.random(), **{f"v{j}": rng.random() for j in range(200)})
-            time.sleep(0.05)
+        flood_until_dropped(run, hub, rng)
         # the hub let it go, and so does the transport: no socket left holding its buffers
         deadline = time.monotonic() + 10
         while _server_sockets(server.port, peer):
