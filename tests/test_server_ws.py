@@ -16,7 +16,15 @@ import time
 
 import pytest
 
-from tests.serverutil import REPO, LiveServer, ProtocolClient, RunDir, stalled_websocket, ws_connect
+from tests.serverutil import (
+    REPO,
+    LiveServer,
+    ProtocolClient,
+    RunDir,
+    flood_until_dropped,
+    stalled_websocket,
+    ws_connect,
+)
 
 
 def append_from_another_process(run_dir, first_seq: int, steps: list[int]) -> None:
@@ -178,6 +186,31 @@ def test_a_client_that_never_reads_does_not_delay_another(tmp_path):
         assert healthy.held["big"]["v149"]["y"] == fresh["v149"]["y"]
         healthy.close()
         stalled.close()
+
+
+def test_news_follows_the_notification_rules_once_per_burst_and_never_for_history(tmp_path):
+    """`news` (what raises the dashboard's desktop notifications) is decided by the same rules
+    and default limits as the webhooks: a burst of NaN steps is one piece of news, a run that
+    ended before the daemon started is none, a run's end is one."""
+    done = RunDir(tmp_path, "done")
+    done.metrics(1, loss=math.nan)  # history: ended before the daemon started
+    done.end("failed", step=1, error="boom")
+    run = RunDir(tmp_path, "x")
+    run.metrics(1, loss=1.0)
+    with LiveServer(tmp_path) as server:
+        client = ProtocolClient(server)
+        client.connect()
+        for step in range(2, 502):  # 500 NaN steps
+            run.metrics(step, loss=math.nan, grad_norm=math.inf)
+        run.end("completed", step=501)
+        client.pump(lambda m: m["type"] == "news" and m["rule"] == "completed", timeout=20)
+        news = [(m["run"], m["rule"], m["step"]) for m in client.messages if m["type"] == "news"]
+        assert news == [("x", "nonfinite", 2), ("x", "completed", 501)]
+        first = next(m for m in client.messages if m["type"] == "news")
+        assert first["message"].startswith("loss is NaN") and "grad_norm" in first["message"]
+        alerts = [m for m in client.messages if m["type"] == "alert" and m["run"] == "x"]
+        assert len(alerts) >= 2  # the toasts' stream still tells every streak and the end
+        client.close()
 
 
 def test_alerts_for_nonfinite_values_and_completion(tmp_path):
@@ -373,14 +406,7 @@ def test_a_socket_that_takes_nothing_within_the_send_timeout_is_dropped(tmp_path
     with LiveServer(tmp_path, client_queue=1_000_000, send_timeout_s=0.5) as server:
         stalled = stalled_websocket(server.port)
         hub = server.ctx.hub
-        step = 0
-        deadline = time.monotonic() + 60
-        while hub.stats.disconnects == 0:
-            assert time.monotonic() < deadline, "the stalled socket was never dropped"
-            for _ in range(10):
-                step += 1
-                run.metrics(step, loss=rng.random(), **{f"v{j}": rng.random() for j in range(200)})
-            time.sleep(0.05)
+        flood_until_dropped(run, hub, rng)
         assert hub.stats.resyncs == 0
         deadline = time.monotonic() + 10
         while len(hub.clients) != 0:  # its handler ended: the hub holds nothing for it

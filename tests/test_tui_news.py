@@ -13,8 +13,8 @@ from rich.console import Console
 
 from mudpuppy_monitor.cli import main
 from mudpuppy_monitor.core import Monitor
+from mudpuppy_monitor.notify.news import News
 from mudpuppy_monitor.tui.app import TuiView, main_tui, run_live
-from mudpuppy_monitor.tui.news import News
 from mudpuppy_monitor.tui.render import render_snapshot
 from tests.test_notify_service import _finished_run
 

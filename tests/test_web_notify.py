@@ -1,6 +1,7 @@
 """The dashboard's own alerts in headless Chromium: the NOTIFY toggle asks for permission only
 when clicked, an alert raises a desktop Notification and counts in the tab title while the page
-is not in front, the optional WebAudio tone, and `#run=<id>` links."""
+is not in front (from the daemon's `news`, decided by the notification rules), the optional
+WebAudio tone, and `#run=<id>` links."""
 
 from __future__ import annotations
 
@@ -75,6 +76,9 @@ def _away(dash: Page):
 
 def test_toggle_asks_only_on_click_and_an_alert_notifies_and_counts_in_the_title(browser, runs):
     root, live = runs
+    other_run = RunDir(root, "gamma", max_steps=1000)
+    for s in range(1, 4):
+        other_run.metrics(s, loss=1.0)
     with _dashboard(browser, root, permissions=("notifications",), init_script=PROBE,
                     real_focus=True) as (_, dash):  # fmt: skip
         page = dash.page
@@ -87,8 +91,8 @@ def test_toggle_asks_only_on_click_and_an_alert_notifies_and_counts_in_the_title
         assert page.text_content("#notify-toggle") == "NOTIFY ON"
         assert page.evaluate("localStorage.getItem('mudpuppy.notify')") == "on"
 
-        # an alert while the page is in front is seen: its toast is enough
-        live.metrics(11, loss=5.0, grad_norm=float("inf"))
+        # news while the page is in front is seen: its toast is enough
+        other_run.metrics(4, loss=5.0, grad_norm=float("inf"))
         page.wait_for_function("() => document.querySelectorAll('#toasts .toast').length > 0")
         assert page.evaluate(MADE) == [] and page.title() == "mudpuppy-monitor"
 

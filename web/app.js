@@ -193,6 +193,11 @@ class App {
       case "alert":
         this.onAlert(m);
         break;
+      case "news":
+        // the notification rules' verdict (as for webhooks): desktop notification, title, tone
+        this.desktop.alert({ run: m.run, kind: m.rule, step: m.step, t: m.t, message: m.message },
+          this.store.summary(m.run)?.name || m.run);
+        break;
       default:
         break; // "resync": a snapshot follows
     }
@@ -248,7 +253,6 @@ class App {
   onAlert(m) {
     const name = this.store.summary(m.run)?.name || m.run;
     this.toasts.show(`${name}: ${m.message}`, m.kind);
-    this.desktop.alert(m, name);
     if (m.kind === "nonfinite" || m.kind === "spike") {
       this.store.addMarker(m.run, { kind: m.kind, step: num(m.step), t: num(m.t), series: null });
     }

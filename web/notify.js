@@ -1,9 +1,10 @@
 // Alerts for a person who is not looking at the page: desktop notifications (the browser's
 // Notification API, switched on only by the NOTIFY button: permission is never asked on load), a
 // count of unseen alerts in the tab title, and an optional tone made with WebAudio. Driven by the
-// stream's `alert` messages (docs/protocol.md); everything is shown as text.
+// stream's `news` messages (docs/protocol.md): the daemon's notification rules and rate limits
+// decide what is news, as for webhooks and the terminal bell. Everything is shown as text.
 //
-// "Not looking" means the tab is hidden or the window does not have the focus. An alert that
+// "Not looking" means the tab is hidden or the window does not have the focus. News that
 // arrives while the page is in front is seen (its toast is on screen): it raises nothing here.
 
 const KEY_ON = "mudpuppy.notify";
@@ -18,9 +19,6 @@ const HEADLINES = {
   spike: "loss spike",
   eval_improved: "new best eval",
 };
-// a run's final status is always told; other kinds at most once per run and kind in this window
-const FINAL = new Set(["completed", "failed", "interrupted", "crashed"]);
-const COOLDOWN_MS = 60_000;
 const SEVERE = new Set(["crashed", "failed", "nonfinite", "stalled"]);
 
 export function headline(name, kind) {
@@ -55,8 +53,7 @@ export class DesktopAlerts {
     this.asking = false;
     this.unseen = 0;
     this.baseTitle = document.title;
-    this.last = new Map(); // "run\u0000kind" -> when a notification last went out (ms)
-    this.counts = { notifications: 0, sounds: 0, held: 0, failed: 0 };
+    this.counts = { notifications: 0, sounds: 0, failed: 0 };
     this.audio = null;
 
     // remembered "on" counts only while the browser still grants it: never ask on load
@@ -112,19 +109,12 @@ export class DesktopAlerts {
     if (this.sound) this.beep("test"); // this click is the gesture that lets audio start
   }
 
-  // One `alert` message; `name` is the run's name as the page shows it.
+  // One piece of news ({run, kind: its rule, step, t, message}); `name` is the run's name as the
+  // page shows it.
   alert(m, name) {
     if (this.looking()) return;
     this.unseen += 1;
     this.renderTitle();
-    const key = `${m.run}\u0000${m.kind}`;
-    const now = Date.now();
-    const last = this.last.get(key);
-    if (!FINAL.has(m.kind) && last !== undefined && now - last < COOLDOWN_MS) {
-      this.counts.held += 1; // counted in the title, not raised again
-      return;
-    }
-    this.last.set(key, now);
     if (this.enabled) this.notify(m, name);
     if (this.sound) this.beep(m.kind);
   }

@@ -1,9 +1,11 @@
-"""What is news in the terminal view: the notification rules, fed by the view's own reads.
+"""What is news for a person watching: the notification rules, fed by a front end's own reads.
 
 The same RuleEngine as the daemon's webhooks decides (a failure, a crash, a stall, the first NaN,
-a spike, a finished run; what was there when the view started is history), and a rate limiter
-with a channel's defaults keeps a burst from becoming a storm. The view shows the newest piece of
-news in its alert lines and, with `--bell`, rings the terminal bell once per frame that has some.
+a spike, a finished run; what was there when watching began is history), and a rate limiter with
+a channel's defaults keeps a burst from becoming a storm. The terminal view shows the newest piece
+of news in its alert lines and, with `--bell`, rings the terminal bell once per frame that has
+some; the daemon streams each piece to the dashboard as a `news` message, which raises its desktop
+notifications, tab-title count and tone.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mudpuppy_monitor.core.protocols import Changes, RunQueries
 from mudpuppy_monitor.notify.events import Event
 from mudpuppy_monitor.notify.limits import RateLimiter
 from mudpuppy_monitor.notify.rules import RuleEngine
 from mudpuppy_monitor.notify.settings import RuleSettings
-from mudpuppy_monitor.notify.source import MonitorSource
+from mudpuppy_monitor.notify.source import MonitorSource, RunQueries
+
+
+@dataclass(frozen=True)
+class _Changes:
+    added: frozenset[str]
+    updated: frozenset[str]
+    removed: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,10 @@ class NewsItem:
     run: str
     rule: str
     text: str  # "alpha: loss is NaN at step 120"
+    name: str = ""  # the run's name
+    step: int | None = None  # where it happened, when known
+    event_t: float | None = None  # unix time of what it is about, when known
+    message: str = ""  # the sentence without the run's name: "loss is NaN at step 120"
 
 
 class News:
@@ -52,7 +64,7 @@ class News:
             self._known = now_ids
             return []
         added = now_ids - self._known
-        changes = Changes(
+        changes = _Changes(
             added=frozenset(added),
             updated=frozenset((set(changed) & now_ids) - added),
             removed=frozenset(self._known - now_ids),
@@ -67,4 +79,13 @@ class News:
         return fresh
 
     def _item(self, event: Event) -> NewsItem:
-        return NewsItem(self.clock(), event.run, event.rule, event.text)
+        return NewsItem(
+            self.clock(),
+            event.run,
+            event.rule,
+            event.text,
+            event.name,
+            event.step,
+            event.t,
+            event.message,
+        )

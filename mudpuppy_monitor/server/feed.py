@@ -17,6 +17,7 @@ from mudpuppy_monitor.core.summary import RunSummary
 from mudpuppy_monitor.gpu.attribution import attribute
 from mudpuppy_monitor.gpu.base import GpuBackend, SampleFeed, backend_json
 from mudpuppy_monitor.gpu.records import Attribution, GpuSample, attribution_json
+from mudpuppy_monitor.notify.news import NewsItem
 
 # statuses worth telling the user about when a run enters them
 ALERT_STATUSES = frozenset({"stalled", "crashed", "completed", "failed", "interrupted"})
@@ -219,6 +220,18 @@ class ChangeTracker:
                 message = status_message(summary)
                 yield alert(run_id, status, summary.step, summary.last_event_t, message), None
             state.status = status
+
+
+def news_message(item: NewsItem) -> dict[str, Any]:
+    """A piece of news (notify/news.py) for the wire: what the desktop notifications announce."""
+    return {
+        "type": "news",
+        "run": item.run,
+        "rule": item.rule,
+        "step": item.step,
+        "t": known_time(item.event_t),
+        "message": item.message,
+    }
 
 
 def alert(run: str, kind: str, step: Any, t: Any, message: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from mudpuppy_monitor import jsonutil
 from mudpuppy_monitor.core.protocols import Changes, LiveRuns
 from mudpuppy_monitor.gpu.records import GpuSample
+from mudpuppy_monitor.notify.news import News, NewsItem
 from mudpuppy_monitor.server import feed
 from mudpuppy_monitor.server.settings import Settings
 
@@ -34,6 +35,7 @@ MAX_CLIENT_MESSAGE = 1 << 20
 SNAPSHOT_MAX_AGE_S = 1.0
 CLOSE_TOO_SLOW = 1013
 CLOSE_RESTART = 1012
+NEWS_TICK_S = 5.0  # how often silences are judged (a stall writes no line)
 
 
 class Client:
@@ -82,11 +84,15 @@ class Hub:
         self.tracker = feed.ChangeTracker(
             monitor, settings.max_stream_points, log_wanted=self._log_wanted
         )
+        # what is news (the notification rules, as for webhooks and the TUI): `news` messages,
+        # which raise the dashboard's desktop notifications; dated by the wall clock
+        self.news = News(monitor, clock=time.time, stall_after_s=settings.stall_after_s)
         self._snapshot: str | None = None
         self._snapshot_at = 0.0
         self._gpus: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -97,7 +103,9 @@ class Hub:
         # cursors make the second one empty), never missed
         changes = self.monitor.subscribe()
         self.tracker.prime()
+        self.news.update((), self.monitor.run_ids())  # what is there now is history
         self._task = self._loop.create_task(self._consume(changes), name="mudpuppy-hub")
+        self._ticker = self._loop.create_task(self._tick_news(), name="mudpuppy-news")
         if self.gpus.sampler is not None:
             self._unlisten = self.gpus.sampler.add_listener(self.on_gpu_samples)
 
@@ -106,11 +114,12 @@ class Hub:
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        for task in (self._task, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._ticker = None
         for client in list(self.clients):
             self._close(client, CLOSE_RESTART, "server shutting down")
 
@@ -123,10 +132,24 @@ class Hub:
 
     # -- producing ---------------------------------------------------------------------------
 
+    async def _tick_news(self) -> None:
+        while True:
+            await asyncio.sleep(NEWS_TICK_S)
+            try:
+                self._publish_news(self.news.update((), self.monitor.run_ids()))
+            except Exception:  # noqa: BLE001 - the next tick tries again
+                log.exception("could not judge the runs' silences")
+
     def apply(self, changes: Changes) -> None:
         """Turn one `Changes(added, updated, removed)` into messages and publish them."""
         for message, run in self.tracker.messages(changes):
             self.publish(message, run)
+        changed = changes.added | changes.updated
+        self._publish_news(self.news.update(changed, self.monitor.run_ids()))
+
+    def _publish_news(self, items: list[NewsItem]) -> None:
+        for item in items:
+            self.publish(feed.news_message(item))
 
     def on_gpu_samples(self, samples: list[GpuSample]) -> None:
         """Called by the sampler thread: hand the samples to the event loop, never block."""

@@ -24,8 +24,8 @@ from mudpuppy_monitor.core.protocols import RefreshableRuns, RunQueries
 from mudpuppy_monitor.core.summary import RunSummary
 from mudpuppy_monitor.gpu.base import GpuBackend, SampleSource
 from mudpuppy_monitor.gpu.records import Attribution, GpuSample
+from mudpuppy_monitor.notify.news import News, NewsItem
 from mudpuppy_monitor.tui.logview import MAX_LOG_LINES, LogTail, log_height
-from mudpuppy_monitor.tui.news import News, NewsItem
 from mudpuppy_monitor.tui.render import (
     SPARK_WIDTH,
     Snapshot,

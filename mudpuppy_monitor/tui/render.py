@@ -66,7 +66,7 @@ class Snapshot:
     gpu_simulated: bool = False
     gpu_reason: str | None = None
     filter: str | None = None
-    # what happened lately (tui/news.py: `t`, `rule`, `text`), newest last
+    # what happened lately (notify/news.py: `t`, `rule`, `text`), newest last
     news: Sequence[Any] = ()
     samples: SamplesPane | None = None  # the newest completion of each prompt of one run
     # `--diff`: the config keys that differ between the runs shown, and each run's flat config
