@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_attach import write_native
+from bench.attach_data import write_native
 from tests.browser import CHROMIUM, launched
 
 BUDGET_MB = 5.0

@@ -65,6 +65,14 @@ class FakeDaemon:
         self.data = {rid: _series(k, points) for k, rid in enumerate(self.ids)}
         self.ws = None
 
+    def columns(self, rid: str, lo: float | None, hi: float | None) -> dict:
+        """Every raw point of a run's loss in [lo, hi] (the page asks; this server never thins)."""
+        x, y = self.data[rid]
+        m = (x >= (-math.inf if lo is None else lo)) & (x <= (math.inf if hi is None else hi))
+        return {
+            "loss": {"x": x[m].tolist(), "y": y[m].tolist(), "count": self.n, "decimated": False}
+        }
+
     def handle(self, route) -> None:
         url = urlsplit(route.request.url)
         path = url.path
@@ -88,17 +96,21 @@ class FakeDaemon:
             }
         elif path == "/api/runs":
             body = {"runs": [_summary(r, self.n, self.t0) for r in self.ids]}
+        elif path == "/api/series":  # many runs at once, as the page loads them
+            req = json.loads(route.request.post_data or "{}")
+            lo, hi = req.get("from"), req.get("to")
+            runs = [
+                {"id": rid, "generation": 1, "series": self.columns(rid, lo, hi),
+                 "markers": [], "lora_snapshots": 0}
+                for rid in req.get("runs", []) if rid in self.data
+            ]  # fmt: skip
+            body = {"x": "step", "points": req.get("points", 2000), "runs": runs, "missing": []}
         elif path.endswith("/series"):
             rid = path[len("/api/runs/") : -len("/series")]
             q = parse_qs(url.query)
-            x, y = self.data[rid]
-            lo = float(q["from"][0]) if "from" in q else -math.inf
-            hi = float(q["to"][0]) if "to" in q else math.inf
-            m = (x >= lo) & (x <= hi)
-            body = {
-                "run": rid, "generation": 1, "x": "step",
-                "series": {"loss": {"x": x[m].tolist(), "y": y[m].tolist(), "count": self.n, "decimated": False}},
-            }  # fmt: skip
+            lo = float(q["from"][0]) if "from" in q else None
+            hi = float(q["to"][0]) if "to" in q else None
+            body = {"run": rid, "generation": 1, "x": "step", "series": self.columns(rid, lo, hi)}
         elif path.endswith("/lora"):
             body = {"layers": [], "steps": [], "A": [], "B": [], "update": []}
         else:
