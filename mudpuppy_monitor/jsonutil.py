@@ -16,11 +16,24 @@ from mudpuppy_callback import encode_number
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
+class SafeDict(dict):  # type: ignore[type-arg]
+    """A dict that json_safe made already: json_safe passes it on without walking it again (a
+    run summary is made safe once, then sent inside many messages). Do not change it after."""
+
+
+def safe_dict(obj: dict[str, Any]) -> SafeDict:
+    """json_safe(obj), marked as such."""
+    return SafeDict(json_safe(obj))
+
+
 def json_safe(obj: Any) -> Any:
     """obj with every non-finite float as a string. Containers are copied, except a list of
-    finite numbers, which is returned as it is (the caller must not change it afterwards)."""
+    finite numbers and a SafeDict, which are returned as they are (the caller must not change
+    them afterwards)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else encode_number(obj)
+    if type(obj) is SafeDict:
+        return obj
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list) and _all_finite_numbers(obj):

@@ -204,6 +204,8 @@ def test_news_follows_the_notification_rules_once_per_burst_and_never_for_histor
             run.metrics(step, loss=math.nan, grad_norm=math.inf)
         run.end("completed", step=501)
         client.pump(lambda m: m["type"] == "news" and m["rule"] == "completed", timeout=20)
+        with pytest.raises(TimeoutError):  # the news is read every 0.5 s: nothing more follows
+            client.pump(lambda m: m["type"] == "news", timeout=1.5)
         news = [(m["run"], m["rule"], m["step"]) for m in client.messages if m["type"] == "news"]
         assert news == [("x", "nonfinite", 2), ("x", "completed", 501)]
         first = next(m for m in client.messages if m["type"] == "news")

@@ -94,6 +94,7 @@ def test_toggle_asks_only_on_click_and_an_alert_notifies_and_counts_in_the_title
         # news while the page is in front is seen: its toast is enough
         other_run.metrics(4, loss=5.0, grad_norm=float("inf"))
         page.wait_for_function("() => document.querySelectorAll('#toasts .toast').length > 0")
+        dash.wait("s => s.notify.news === 1")  # the news came too, and raised nothing
         assert page.evaluate(MADE) == [] and page.title() == "mudpuppy-monitor"
 
         other = _away(dash)

@@ -53,7 +53,7 @@ export class DesktopAlerts {
     this.asking = false;
     this.unseen = 0;
     this.baseTitle = document.title;
-    this.counts = { notifications: 0, sounds: 0, failed: 0 };
+    this.counts = { news: 0, notifications: 0, sounds: 0, failed: 0 };
     this.audio = null;
 
     // remembered "on" counts only while the browser still grants it: never ask on load
@@ -112,6 +112,7 @@ export class DesktopAlerts {
   // One piece of news ({run, kind: its rule, step, t, message}); `name` is the run's name as the
   // page shows it.
   alert(m, name) {
+    this.counts.news += 1;
     if (this.looking()) return;
     this.unseen += 1;
     this.renderTitle();

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mudpuppy_monitor.jsonutil import json_safe
+from mudpuppy_monitor.jsonutil import safe_dict
 
 STATUSES = ("running", "stalled", "completed", "failed", "interrupted", "crashed", "unknown")
 
@@ -76,4 +76,4 @@ class RunSummary:
         # deep copy of every value cost three times the rest); only the list is copied
         out = dict(self.__dict__)
         out["gpus"] = list(self.gpus)
-        return json_safe(out)
+        return safe_dict(out)

@@ -10,6 +10,7 @@ notifications, tab-title count and tone.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class News:
         events = self.source.changed(changes) + self.source.tick()
         admitted = (self.limiter.admit(e) for e in events)
         fresh = [self._item(e) for e in admitted if e is not None]
+        # in the order it happened (one read may find a NaN and the run's end together)
+        fresh.sort(key=lambda item: math.inf if item.event_t is None else item.event_t)
         self.recent.extend(fresh)
         return fresh
 

@@ -35,7 +35,10 @@ MAX_CLIENT_MESSAGE = 1 << 20
 SNAPSHOT_MAX_AGE_S = 1.0
 CLOSE_TOO_SLOW = 1013
 CLOSE_RESTART = 1012
-NEWS_TICK_S = 5.0  # how often silences are judged (a stall writes no line)
+# the news is read off the event loop, in batches: changes that arrive meanwhile are merged (a
+# run logging at 10 Hz is read twice a second), and silences are judged every NEWS_TICK_S
+NEWS_SETTLE_S = 0.5
+NEWS_TICK_S = 5.0
 
 
 class Client:
@@ -87,6 +90,7 @@ class Hub:
         # what is news (the notification rules, as for webhooks and the TUI): `news` messages,
         # which raise the dashboard's desktop notifications; dated by the wall clock
         self.news = News(monitor, clock=time.time, stall_after_s=settings.stall_after_s)
+        self._news_pending: set[str] = set()  # runs changed since the news last read them
         self._snapshot: str | None = None
         self._snapshot_at = 0.0
         self._gpus: dict[str, Any] | None = None
@@ -103,7 +107,7 @@ class Hub:
         # cursors make the second one empty), never missed
         changes = self.monitor.subscribe()
         self.tracker.prime()
-        self.news.update((), self.monitor.run_ids())  # what is there now is history
+        self._read_news(set())  # the first read takes in what is there now: history
         self._task = self._loop.create_task(self._consume(changes), name="mudpuppy-hub")
         self._ticker = self._loop.create_task(self._tick_news(), name="mudpuppy-news")
         if self.gpus.sampler is not None:
@@ -133,19 +137,30 @@ class Hub:
     # -- producing ---------------------------------------------------------------------------
 
     async def _tick_news(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(NEWS_TICK_S)
+            await asyncio.sleep(NEWS_SETTLE_S)
+            if not self._news_pending and time.monotonic() - last < NEWS_TICK_S:
+                continue
+            changed, self._news_pending = self._news_pending, set()
+            last = time.monotonic()
             try:
-                self._publish_news(self.news.update((), self.monitor.run_ids()))
-            except Exception:  # noqa: BLE001 - the next tick tries again
-                log.exception("could not judge the runs' silences")
+                items = await loop.run_in_executor(None, self._read_news, changed)
+            except Exception:  # noqa: BLE001 - the next round reads them again
+                log.exception("could not read the news")
+                self._news_pending |= changed
+                continue
+            self._publish_news(items)
+
+    def _read_news(self, changed: set[str]) -> list[NewsItem]:
+        return self.news.update(changed, self.monitor.run_ids())
 
     def apply(self, changes: Changes) -> None:
         """Turn one `Changes(added, updated, removed)` into messages and publish them."""
         for message, run in self.tracker.messages(changes):
             self.publish(message, run)
-        changed = changes.added | changes.updated
-        self._publish_news(self.news.update(changed, self.monitor.run_ids()))
+        self._news_pending |= changes.added | changes.updated
 
     def _publish_news(self, items: list[NewsItem]) -> None:
         for item in items:
