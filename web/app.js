@@ -195,8 +195,7 @@ class App {
         break;
       case "news":
         // the notification rules' verdict (as for webhooks): desktop notification, title, tone
-        this.desktop.alert({ run: m.run, kind: m.rule, step: m.step, t: m.t, message: m.message },
-          this.store.summary(m.run)?.name || m.run);
+        this.desktop.news(m, this.store.summary(m.run)?.name || m.run);
         break;
       default:
         break; // "resync": a snapshot follows

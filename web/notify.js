@@ -109,22 +109,22 @@ export class DesktopAlerts {
     if (this.sound) this.beep("test"); // this click is the gesture that lets audio start
   }
 
-  // One piece of news ({run, kind: its rule, step, t, message}); `name` is the run's name as the
-  // page shows it.
-  alert(m, name) {
+  // One `news` message ({run, rule, step, t, message}); `name` is the run's name as the page
+  // shows it.
+  news(m, name) {
     this.counts.news += 1;
     if (this.looking()) return;
     this.unseen += 1;
     this.renderTitle();
     if (this.enabled) this.notify(m, name);
-    if (this.sound) this.beep(m.kind);
+    if (this.sound) this.beep(m.rule);
   }
 
   notify(m, name) {
     try {
-      const n = new this.api(headline(name, m.kind), {
+      const n = new this.api(headline(name, m.rule), {
         body: String(m.message || ""),
-        tag: `mudpuppy:${m.run}:${m.kind}`, // a newer one of the same run and kind replaces it
+        tag: `mudpuppy:${m.run}:${m.rule}`, // a newer one of the same run and rule replaces it
       });
       n.onclick = () => {
         window.focus();
