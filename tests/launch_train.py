@@ -58,6 +58,15 @@ def main() -> None:
     )
     trainer.train(resume_from_checkpoint=os.environ.get("RESUME_FROM") or None)
     print("script done", flush=True)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # PyTorch's gloo backend can deadlock or abort (SIGABRT) while the interpreter tears down
+        # a process group that still has work in flight, with or without destroy_process_group
+        # (pytorch/pytorch#190489, seen here in about half the runs): once every rank is done,
+        # a distributed run of this script ends without that teardown.
+        dist.barrier()
+        os._exit(0)
 
 
 if __name__ == "__main__":
