@@ -318,8 +318,18 @@ def test_progress_is_published_by_the_passes_when_it_moves(
     mon = new_monitor(tmp_path, parallel=False)
     mon.background = True  # what start() sets, without its watch task
     gate = Gate(mon)
+    # the read starts only after the first pass, so that pass publishes the progress at 0
+    listed = threading.Event()
+    read = mon._backlog.read
+
+    def after_listed(f: Any) -> None:
+        assert listed.wait(60)
+        read(f)
+
+    mon._backlog.read = after_listed
     try:
         assert mon.refresh() == {"big"}  # listed, loading
+        listed.set()
         gate.reached()  # read to the end, held before it replaces its placeholder
         time.sleep(entry.PROGRESS_EVERY_S + 0.1)
         assert mon.refresh() == {"big"}  # it moved: a change for the stream

@@ -151,7 +151,11 @@ def test_table_shows_the_differing_keys_and_sorts_by_best_loss(tab):
     tab.wait(f"s => s.compare.table.rows.join() === {','.join(reversed(by_best))!r}")
     assert tab.table_order() == by_best[::-1]
     page.click('#runs-table .rt-sort[data-col="cfg:seed"]')
-    tab.wait("s => s.compare.table.sort.col === 'cfg:seed'")
+    # the sort is set at once, the rows on the next frame: wait for the rows
+    tab.wait(
+        "s => s.compare.table.sort.col === 'cfg:seed'"
+        " && s.compare.table.rows.map(r => r.slice(-1)).join() === '0,0,0,1,1,1'"
+    )
     order = tab.stats()["compare"]["table"]["rows"]
     assert [_lr_seed(r)[1] for r in order] == [0, 0, 0, 1, 1, 1]
     assert tab.errors == []
