@@ -69,7 +69,9 @@ def test_page_inlines_styles_and_scripts_and_forbids_every_load():
     page = PageTemplate(WEB)
     html = page.fill('{"x": "</script><script>alert(1)</script>"}')
     assert '<link rel="stylesheet"' not in html
-    assert 'src="' not in html and 'href="favicon' not in html
+    assert 'src="' not in html
+    assert all(h.startswith("data:") for h in re.findall(r'<link [^>]*href="([^"]*)"', html))
+    assert '<link rel="icon" href="data:image/svg+xml,' in html  # the dashboard's own icon
     assert f'content="{CSP}"' in html
     assert "connect-src 'none'" in CSP and "default-src 'none'" in CSP
     assert html.count("</script>") == 2  # the data element and the bundle, nothing injected

@@ -23,7 +23,8 @@ CSP = (
     "img-src data:; connect-src 'none'; font-src 'none'; base-uri 'none'; form-action 'none'"
 )
 _STYLESHEET = re.compile(r'<link rel="stylesheet" href="(?P<href>[A-Za-z0-9_-]+\.css)">')
-_ICON = re.compile(r'<link rel="icon"[^>]*>')
+# an icon the page would fetch (the dashboard's own is a data: URI, which the snapshot keeps)
+_ICON = re.compile(r'<link rel="icon" href="(?!data:)[^"]*"[^>]*>')
 _SCRIPT = re.compile(r'<script type="module" src="app\.js"></script>')
 _BODY = re.compile(r'<body class="')
 _TITLE = re.compile(r"<title>[^<]*</title>")
