@@ -35,6 +35,36 @@ def test_port_in_use_is_one_line_and_exit_2(tmp_path):
     ]
 
 
+def test_connections_to_the_bound_socket_send_without_nagle_delay():
+    """asyncio turns Nagle off only on sockets that say IPPROTO_TCP; with it on, a response
+    written in two parts waits for the client's delayed ACK (40 ms) on a keep-alive connection."""
+    import asyncio
+
+    from mudpuppy_monitor.server.cli import bind_socket
+
+    async def accepted_nodelay() -> int:
+        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def made(transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            got.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        class Proto(asyncio.Protocol):
+            connection_made = staticmethod(made)
+
+        sock = bind_socket("127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(Proto, sock=sock)
+        port = sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(got, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
 def test_root_that_is_a_file_is_exit_2(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
