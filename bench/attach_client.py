@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 # the series the dashboard draws (the page asks for those a run has)
+from mudpuppy_monitor.server.columns import decode as decode_columns
 from mudpuppy_monitor.snapshot.data import CHART_SERIES as DASHBOARD_SERIES
 
 DASHBOARD_POINTS = 2000
@@ -177,9 +178,7 @@ class Mudpuppy:
         if status != 200:
             raise OSError(f"HTTP {status} for {path}")
         if ctype.startswith(BINARY):
-            from mudpuppy_monitor.server.columns import decode
-
-            return decode(body)
+            return decode_columns(body)
         return json.loads(body)
 
     def dashboard(self, wire: Wire, run: str, steps: int) -> bool:

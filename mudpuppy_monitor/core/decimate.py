@@ -28,26 +28,26 @@ def minmax_indices(y: np.ndarray, points: int) -> np.ndarray | None:
         return None
     buckets = max(1, points // 2)
     size = -(-n // buckets)  # ceil
-    buckets = -(-n // size)
-    pad = buckets * size - n
+    full = n // size  # whole buckets; a last, shorter one holds the rest
     nan = np.isnan(y)
-    lo = np.where(nan, np.inf, y)
-    hi = np.where(nan, -np.inf, y)
-    if pad:
-        # pad with the bucket's own last value: it never wins over a real point by index order
-        lo = np.concatenate([lo, np.full(pad, np.inf)])
-        hi = np.concatenate([hi, np.full(pad, -np.inf)])
-    lo2 = lo.reshape(buckets, size)
-    hi2 = hi.reshape(buckets, size)
-    base = np.arange(buckets) * size
-    imin = base + lo2.argmin(axis=1)
-    imax = base + hi2.argmax(axis=1)
+    has_nan = bool(nan.any())
+    # NaN never wins a min or a max (it is picked on its own below); without one, no copies
+    lo = np.where(nan, np.inf, y) if has_nan else y
+    hi = np.where(nan, -np.inf, y) if has_nan else y
+    cut = full * size
+    base = np.arange(full) * size
+    imin = base + lo[:cut].reshape(full, size).argmin(axis=1)
+    imax = base + hi[:cut].reshape(full, size).argmax(axis=1)
     cols = [imin, imax]
-    if nan.any():
-        nan_p = np.concatenate([nan, np.zeros(pad, dtype=bool)]) if pad else nan
-        nan2 = nan_p.reshape(buckets, size)
-        has = nan2.any(axis=1)
-        cols.append(np.where(has, base + nan2.argmax(axis=1), imin))
+    if has_nan:
+        nan2 = nan[:cut].reshape(full, size)
+        cols.append(np.where(nan2.any(axis=1), base + nan2.argmax(axis=1), imin))
+    if cut < n:  # the last bucket, the same three picks
+        last = [cut + int(lo[cut:].argmin()), cut + int(hi[cut:].argmax())]
+        if has_nan:
+            tail = nan[cut:]
+            last.append(cut + int(tail.argmax()) if tail.any() else last[0])
+        cols = [np.append(c, v) for c, v in zip(cols, last, strict=True)]
     # a bucket's picks lie inside the bucket: sorted per bucket, they are sorted overall, and
     # equal neighbours are the only duplicates (cheaper than np.unique of them all)
     grid = np.stack(cols, axis=1)
@@ -56,8 +56,7 @@ def minmax_indices(y: np.ndarray, points: int) -> np.ndarray | None:
     keep = np.empty(len(idx), dtype=bool)
     keep[0] = True
     np.not_equal(idx[1:], idx[:-1], out=keep[1:])
-    idx = idx[keep]
-    return idx[idx < n]
+    return idx[keep]
 
 
 def decimate(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray, bool]:
