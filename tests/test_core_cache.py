@@ -481,3 +481,57 @@ def test_samples_skipped_kinds_resumed_attempts_and_output_survive_the_cache(
     workers = monitor(root, None, parallel=True)
     assert seen(workers) == plain and seen(workers, "b") == plain_b  # handed back by workers
     assert decoded == []  # decoded in the workers, not read again here
+
+
+def test_entries_read_ahead_are_what_a_lookup_would_decode(
+    tmp_path: Path, cache: ParseCache, small_min: None, decoded: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    root = tmp_path / "runs"
+    write_run(root, "a", body(1, 2000))
+    write_run(root, "b", body(1, 1500, scale=2.0))
+    first = monitor(root, cache)
+    decoded.clear()
+    reads: list[tuple[str, str]] = []
+    real = snapshot.decode
+
+    def reading(path: str):  # noqa: ANN202
+        reads.append((path, threading.current_thread().name))
+        return real(path)
+
+    monkeypatch.setattr(snapshot, "decode", reading)
+    # as `serve` starts: the runs the cache holds are read ahead, then the first pass looks up
+    assert prefetch.start_early(str(root), cache) is None  # nothing left for workers
+    again = monitor(root, cache)
+    # each entry decoded once, by the threads that read ahead, none by the pass itself
+    assert sorted(reads) == sorted(
+        (str(_entry(cache, root / r / "events.jsonl")), "mudpuppy-cache-read") for r in "ab"
+    )
+    assert parsecache._early == {}  # each early read taken once
+    assert decoded == []  # every byte came from the entries read ahead
+    for r in "ab":
+        assert picture(again, r) == picture(first, r)
+
+
+def test_an_entry_replaced_after_its_early_read_is_decoded_again(
+    tmp_path: Path, cache: ParseCache, small_min: None
+) -> None:
+    root = tmp_path / "runs"
+    events = write_run(root, "a", body(1, 2000))
+    monitor(root, cache)
+    entry = str(_entry(cache, events))
+    cache.read_ahead([str(events)])
+    early = parsecache._early[entry]
+    assert early.done.wait(10) and early.got is not None
+    with open(events, "ab") as f:  # the run grows; another daemon stores a newer entry
+        f.write(body(2000, 2600))
+    parsecache.forget_early()
+    monitor(root, cache)
+    assert parsecache._take_early(entry) is None  # nothing read ahead: decode it now
+    parsecache._early[entry] = early  # the read of the entry as it was before
+    assert parsecache._take_early(entry) is None and entry not in parsecache._early
+    # so the first pass uses the newer entry: everything, and nothing decoded twice
+    parsecache._early[entry] = early
+    again = monitor(root, cache)
+    assert picture(again, "a") == picture(monitor(root, None), "a")
+    assert again.counts("a")["loss"] == 2599

@@ -28,6 +28,7 @@ from mudpuppy_monitor.core.discovery import Found, discover, run_of_path
 from mudpuppy_monitor.core.entry import Entry, Loading
 from mudpuppy_monitor.core.loading import BackgroundLoading, Backlog
 from mudpuppy_monitor.core.parsecache import MIN_BYTES as MIN_CACHED
+from mudpuppy_monitor.core.parsecache import forget_early
 from mudpuppy_monitor.core.run import RunState
 
 if TYPE_CHECKING:
@@ -290,6 +291,8 @@ class Monitor(BackgroundLoading, Answers):
             await asyncio.to_thread(self.refresh)
         except Exception:  # noqa: BLE001 - the watch task's passes will try again
             log.exception("first pass over %s failed", self.root)
+        if self.cache is not None:
+            forget_early()  # entries read ahead for runs the first pass did not find
         if not self.loading():
             await asyncio.to_thread(self._loaded)
         self._task = asyncio.create_task(self._watch_loop(), name="mudpuppy-monitor-watch")

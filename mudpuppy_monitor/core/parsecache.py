@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import stat as stat_mod
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ QUIET_S = 2.0
 MIN_BYTES = 1 << 20  # runs smaller than this are read again rather than cached
 MAX_AGE_S = 30 * 86400  # entries not written or used for this long are removed
 CHUNK = 1 << 20
+READ_AHEAD_THREADS = 2  # reading and crc32 release the GIL: the entries load beside the imports
 
 
 class CacheUnusable(Exception):
@@ -64,6 +66,56 @@ def head_digest(data: bytes) -> str:
 def inside(path: str, root: str) -> bool:
     path, root = os.path.realpath(path), os.path.realpath(root)
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class _Early:
+    """An entry decoded ahead of its lookup, with the entry file's stat when it was taken."""
+
+    def __init__(self, key: tuple[int, int, int]) -> None:
+        self.key = key
+        self.done = threading.Event()
+        self.got: Any = None
+
+
+# entry path -> its early read; shared by every ParseCache of the process (the daemon starts
+# reading before it builds the Monitor that looks the entries up), each taken at most once
+_early: dict[str, _Early] = {}
+_early_lock = threading.Lock()
+
+
+def _entry_key(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_ahead(jobs: list[tuple[str, _Early]]) -> None:
+    for path, early in jobs:
+        try:
+            early.got = snapshot.decode(path)
+        except Exception:  # noqa: BLE001 - the lookup decodes it again and says why
+            early.got = None
+        finally:
+            early.done.set()
+
+
+def _take_early(path: str) -> Any:
+    """The early decode of the entry at `path` when it is still the file that was read; None
+    (decode it now) when there is none, it failed, or the entry was replaced since."""
+    with _early_lock:
+        early = _early.pop(path, None)
+    if early is None or not early.done.wait(60):
+        return None
+    try:
+        if _entry_key(os.stat(path)) != early.key:
+            return None
+    except OSError:
+        return None
+    return early.got
+
+
+def forget_early() -> None:
+    """Drop the early reads no lookup took (runs gone before the first pass)."""
+    with _early_lock:
+        _early.clear()
 
 
 @dataclass
@@ -126,6 +178,30 @@ class ParseCache:
             return 0
         return header.offset
 
+    def read_ahead(self, events_paths: list[str]) -> None:
+        """Start decoding the entries of these events files in background threads, for the
+        lookups to come (the daemon's first pass). Each lookup still checks its entry against
+        the file as it is then; an entry replaced meanwhile is decoded again."""
+        jobs = []
+        with _early_lock:
+            for events_path in events_paths:
+                try:
+                    st = os.stat(events_path)
+                    path = self.entry_path(st.st_dev, st.st_ino)
+                    key = _entry_key(os.stat(path))
+                except OSError:
+                    continue
+                if path not in _early:
+                    _early[path] = early = _Early(key)
+                    jobs.append((path, early))
+        for i in range(min(READ_AHEAD_THREADS, len(jobs))):
+            threading.Thread(
+                target=_read_ahead,
+                args=(jobs[i::READ_AHEAD_THREADS],),
+                name="mudpuppy-cache-read",
+                daemon=True,
+            ).start()
+
     def lookup(self, events_path: str, root: str | None) -> Restored | None:
         """The cached state of this events file, if it still holds; None otherwise."""
         try:
@@ -142,7 +218,7 @@ class ParseCache:
             if not self._holds(fd, st, header):
                 return None
             try:
-                _, state, tail, meta_key = snapshot.decode(path)
+                _, state, tail, meta_key = _take_early(path) or snapshot.decode(path)
             except (OSError, snapshot.SnapshotError) as exc:
                 log.debug("cache entry %s not used: %s", path, exc)
                 return None

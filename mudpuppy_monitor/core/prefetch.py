@@ -295,7 +295,8 @@ class Loader:
 
 def start_early(root: str, cache: ParseCache | None = None) -> Loader | None:
     """Discover the runs under `root` and start loading the large ones now (the caller goes on
-    with its own start meanwhile); hand the Loader to the Monitor, which takes its results."""
+    with its own start meanwhile); hand the Loader to the Monitor, which takes its results.
+    The runs the parse cache holds have their entries read ahead (ParseCache.read_ahead)."""
     from mudpuppy_monitor.core.discovery import discover
 
     if not os.path.isdir(root):
@@ -306,6 +307,10 @@ def start_early(root: str, cache: ParseCache | None = None) -> Loader | None:
         big = plan(found, cache, single=True)  # the daemon answers while they load
     except OSError:
         return None
+    if cache is not None:
+        # the runs the cache holds are decoded from it while the daemon starts, for its first pass
+        held = [f for f in found if f.source == NATIVE and f not in big]
+        cache.read_ahead([os.path.join(f.path, EVENTS_FILE) for f in held])
     if not big:
         return None
     return Loader(big, real, cache.base if cache is not None else None).start()
