@@ -141,7 +141,7 @@ def decode(path: str) -> tuple[Header, RunState, dict[str, Any], Any]:
         at = meta["_body_at"]
         size = os.fstat(f.fileno()).st_size
         # an uninitialised buffer: zero-filling 7 MB costs what reading it does
-        data = np.empty(size - at, dtype=np.uint8)
+        data = np.empty(size - at, dtype=np.uint8).data
         if f.readinto(data) != len(data):
             raise SnapshotError("snapshot cut short")
     try:

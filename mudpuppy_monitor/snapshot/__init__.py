@@ -6,6 +6,17 @@ button (`GET /api/snapshot`) call.
 
 from __future__ import annotations
 
-from mudpuppy_monitor.snapshot.build import Snapshot, build_snapshot
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mudpuppy_monitor.snapshot.build import Snapshot, build_snapshot
 
 __all__ = ["Snapshot", "build_snapshot"]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: parsing the command line does not import numpy
+    if name in __all__:
+        from mudpuppy_monitor.snapshot import build
+
+        return getattr(build, name)
+    raise AttributeError(name)
