@@ -60,45 +60,35 @@ class Wire:
 
     def get(self, path: str, accept: str | None = None) -> tuple[int, str, bytes]:
         """(status, content type, body decompressed); OSError while nobody listens."""
+        return self._ask("GET", path, {"Accept": accept or "application/json"})
+
+    def post_json(self, path: str, doc: Any) -> Any:
+        """POST a JSON document, as the dashboard's batched loads do; the answer decoded."""
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        status, _, raw = self._ask("POST", path, headers, json.dumps(doc).encode())
+        if status != 200:
+            raise OSError(f"HTTP {status} for POST {path}")
+        return orjson.loads(raw)
+
+    def _ask(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
+    ) -> tuple[int, str, bytes]:
         conn = getattr(self.local, "conn", None)
         if conn is None:
             conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        headers = {"Accept-Encoding": "gzip", "Accept": accept or "application/json"}
         try:
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers={"Accept-Encoding": "gzip", **headers})
             resp = conn.getresponse()
             raw = resp.read()
         except (OSError, http.client.HTTPException):
             conn.close()
             self.local.conn = None
-            raise OSError(f"no answer for {path}") from None
+            raise OSError(f"no answer for {method} {path}") from None
         with self.lock:
             self.bytes += len(raw)
         if resp.getheader("Content-Encoding") == "gzip":
             raw = gzip.decompress(raw)
         return resp.status, resp.getheader("Content-Type") or "", raw
-
-    def post_json(self, path: str, doc: Any) -> Any:
-        """POST a JSON document, as the dashboard's batched loads do; the answer decoded."""
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        headers = {"Accept-Encoding": "gzip", "Content-Type": "application/json"}
-        try:
-            conn.request("POST", path, body=json.dumps(doc).encode(), headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self.local.conn = None
-            raise OSError(f"no answer for POST {path}") from None
-        with self.lock:
-            self.bytes += len(raw)
-        if resp.getheader("Content-Encoding") == "gzip":
-            raw = gzip.decompress(raw)
-        if resp.status != 200:
-            raise OSError(f"HTTP {resp.status} for POST {path}")
-        return orjson.loads(raw)
 
     def get_json(self, path: str) -> Any:
         status, _, body = self.get(path)
