@@ -98,6 +98,9 @@ def test_runs_without_samples_answer_empty(server: LiveServer) -> None:
         got = server.get_json(f"/api/runs/{run}/samples")
         assert (got["count"], got["total"], got["events"]) == (0, 0, [])
         assert server.get_json(f"/api/runs/{run}")["samples"] == 0
+    # the summaries count them too: the dashboard asks for none of a run whose count is 0
+    counts = {r["id"]: r["samples"] for r in server.get_json("/api/runs")["runs"]}
+    assert counts == {"sweep/a": 7, "plain": 0, "hf-out": 0}
 
 
 def fetch_samples(client: ProtocolClient, run: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ diff between two steps, the truncation mark, and an event streamed while the pag
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,3 +219,25 @@ def test_after_the_daemon_restarts_the_panel_equals_a_fresh_load(
     assert stats(page)["steps"] == [
         e["step"] for e in fresh["events"] if any(i["prompt"] == STORY for i in e["items"])
     ]
+
+
+def test_a_run_without_samples_is_not_asked_for_them_until_it_logs_some(
+    browser: Any, tmp_path: Path
+) -> None:
+    run = RunWriter(tmp_path, name="plain")
+    run.log(1, {"loss": 1.0})
+    with run, LiveServer(tmp_path) as server:
+        ctx = browser.new_context(viewport={"width": 1440, "height": 1400})
+        pg = ctx.new_page()
+        asked: list[str] = []
+        pg.on("request", lambda r: "/api/runs/" in r.url and asked.append(r.url))
+        pg.goto(server.url + "/")
+        wait(
+            pg, "s => s.focused === 'plain' && s.runs.length === 1 && s.samples.generation !== null"
+        )
+        assert "no samples logged for this run" in text(pg, "#samples-empty")
+        run.log_samples(5, [{"prompt": STORY, "completion": "first words"}], took_s=0.1)
+        wait(pg, "s => s.samples.events === 1")
+        assert stats(pg)["fetches"] == 0  # streamed in, never fetched
+        assert not [u for u in asked if "/samples" in u], asked
+        ctx.close()

@@ -63,8 +63,10 @@ export class SamplesPanel {
     });
   }
 
-  // Open a run (or reopen it: `force` after a reconnect, or a reset).
-  async focus(runId, force = false) {
+  // Open a run (or reopen it: `force` after a reconnect, or a reset). `summary`, when given, is
+  // the run's summary: one that counts no samples is not asked for them (its `samples` messages
+  // of that generation are applied as they come, as after a fetch that found none).
+  async focus(runId, force = false, summary = null) {
     if (runId === this.runId && !force && (this.fetching || this.generation !== null)) return;
     if (runId !== this.runId) {
       this.prompt = null;
@@ -79,8 +81,9 @@ export class SamplesPanel {
     this.failed = false;
     const seq = ++this.seq;
     this.schedule();
-    if (!runId) {
+    if (!runId || (summary && summary.id === runId && summary.samples === 0)) {
       this.fetching = false;
+      if (runId) this.generation = summary.generation ?? null;
       return;
     }
     this.fetching = true;
@@ -133,7 +136,7 @@ export class SamplesPanel {
   // A summary from the stream: a new generation of the open run is a reset.
   onSummary(s) {
     if (s.id === this.runId && this.generation !== null && s.generation !== this.generation) {
-      this.focus(this.runId, true);
+      this.focus(this.runId, true, s);
     }
   }
 

@@ -126,6 +126,7 @@ def make_summary(
         gpus=gpus,
         error=error,
         nonfinite=run.nonfinite,
+        samples=len(run.samples),
         generation=run.generation,
         loading=loading,
     )

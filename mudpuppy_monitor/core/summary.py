@@ -41,6 +41,7 @@ class RunSummary:
     gpus: list[str] = field(default_factory=list)
     error: str | None = None
     nonfinite: int = 0
+    samples: int = 0  # `samples` events logged (a front end asks for none of a run with 0)
     generation: int = 0
     # efficiency, filled by the layer that combines runs and GPU samples (mudpuppy_monitor.
     # efficiency, through Monitor.annotator); null when unknown, and `efficiency_note` says why
