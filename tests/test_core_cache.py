@@ -520,18 +520,19 @@ def test_an_entry_replaced_after_its_early_read_is_decoded_again(
     events = write_run(root, "a", body(1, 2000))
     monitor(root, cache)
     entry = str(_entry(cache, events))
-    cache.read_ahead([str(events)])
-    early = parsecache._early[entry]
-    assert early.done.wait(10) and early.got is not None
+    path = os.path.realpath(events)  # as the Monitor names it
+    cache.read_ahead([path])
+    early = parsecache._early[path]
+    assert early.done.wait(10) and early.got is not None and early.path == entry
     with open(events, "ab") as f:  # the run grows; another daemon stores a newer entry
         f.write(body(2000, 2600))
     parsecache.forget_early()
     monitor(root, cache)
-    assert parsecache._take_early(entry) is None  # nothing read ahead: decode it now
-    parsecache._early[entry] = early  # the read of the entry as it was before
-    assert parsecache._take_early(entry) is None and entry not in parsecache._early
+    assert parsecache._take_early(path, entry) is None  # nothing read ahead: decode it now
+    parsecache._early[path] = early  # the read of the entry as it was before
+    assert parsecache._take_early(path, entry) is None and path not in parsecache._early
     # so the first pass uses the newer entry: everything, and nothing decoded twice
-    parsecache._early[entry] = early
+    parsecache._early[path] = early
     again = monitor(root, cache)
     assert picture(again, "a") == picture(monitor(root, None), "a")
     assert again.counts("a")["loss"] == 2599

@@ -69,16 +69,17 @@ def inside(path: str, root: str) -> bool:
 
 
 class _Early:
-    """An entry decoded ahead of its lookup, with the entry file's stat when it was taken."""
+    """An entry decoded ahead of its lookup: the entry file read and its stat before the read."""
 
-    def __init__(self, key: tuple[int, int, int]) -> None:
-        self.key = key
+    def __init__(self) -> None:
         self.done = threading.Event()
+        self.path: str | None = None
+        self.key: tuple[int, int, int] | None = None
         self.got: Any = None
 
 
-# entry path -> its early read; shared by every ParseCache of the process (the daemon starts
-# reading before it builds the Monitor that looks the entries up), each taken at most once
+# events file -> the early read of its entry; shared by every ParseCache of the process (the
+# daemon starts reading before it builds the Monitor that looks the entries up), each taken once
 _early: dict[str, _Early] = {}
 _early_lock = threading.Lock()
 
@@ -87,22 +88,27 @@ def _entry_key(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _read_ahead(jobs: list[tuple[str, _Early]]) -> None:
-    for path, early in jobs:
+def _read_ahead(entry_path: Any, jobs: list[tuple[str, _Early]]) -> None:
+    for events_path, early in jobs:
         try:
+            st = os.stat(events_path)
+            path = entry_path(st.st_dev, st.st_ino)
+            early.key = _entry_key(os.stat(path))
+            early.path = path
             early.got = snapshot.decode(path)
-        except Exception:  # noqa: BLE001 - the lookup decodes it again and says why
+        except Exception:  # noqa: BLE001 - no entry, or the lookup decodes it again and says why
             early.got = None
         finally:
             early.done.set()
 
 
-def _take_early(path: str) -> Any:
-    """The early decode of the entry at `path` when it is still the file that was read; None
-    (decode it now) when there is none, it failed, or the entry was replaced since."""
+def _take_early(events_path: str, path: str) -> Any:
+    """The early decode of `events_path`'s entry when it was read from `path` and that is still
+    the file that was read; None (decode it now) when there is none, it failed, or the entry
+    was replaced since."""
     with _early_lock:
-        early = _early.pop(path, None)
-    if early is None or not early.done.wait(60):
+        early = _early.pop(events_path, None)
+    if early is None or not early.done.wait(60) or early.path != path:
         return None
     try:
         if _entry_key(os.stat(path)) != early.key:
@@ -179,25 +185,20 @@ class ParseCache:
         return header.offset
 
     def read_ahead(self, events_paths: list[str]) -> None:
-        """Start decoding the entries of these events files in background threads, for the
-        lookups to come (the daemon's first pass). Each lookup still checks its entry against
-        the file as it is then; an entry replaced meanwhile is decoded again."""
+        """Start decoding the entries of these events files in background threads (all file
+        access there too), for the lookups to come (the daemon's first pass). Each lookup
+        still checks its entry against the file as it is then; an entry replaced meanwhile is
+        decoded again."""
         jobs = []
         with _early_lock:
             for events_path in events_paths:
-                try:
-                    st = os.stat(events_path)
-                    path = self.entry_path(st.st_dev, st.st_ino)
-                    key = _entry_key(os.stat(path))
-                except OSError:
-                    continue
-                if path not in _early:
-                    _early[path] = early = _Early(key)
-                    jobs.append((path, early))
+                if events_path not in _early:
+                    _early[events_path] = early = _Early()
+                    jobs.append((events_path, early))
         for i in range(min(READ_AHEAD_THREADS, len(jobs))):
             threading.Thread(
                 target=_read_ahead,
-                args=(jobs[i::READ_AHEAD_THREADS],),
+                args=(self.entry_path, jobs[i::READ_AHEAD_THREADS]),
                 name="mudpuppy-cache-read",
                 daemon=True,
             ).start()
@@ -218,7 +219,7 @@ class ParseCache:
             if not self._holds(fd, st, header):
                 return None
             try:
-                _, state, tail, meta_key = _take_early(path) or snapshot.decode(path)
+                _, state, tail, meta_key = _take_early(events_path, path) or snapshot.decode(path)
             except (OSError, snapshot.SnapshotError) as exc:
                 log.debug("cache entry %s not used: %s", path, exc)
                 return None

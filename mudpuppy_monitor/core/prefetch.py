@@ -309,7 +309,8 @@ def start_early(root: str, cache: ParseCache | None = None) -> Loader | None:
         return None
     if cache is not None:
         # the runs the cache holds are decoded from it while the daemon starts, for its first pass
-        held = [f for f in found if f.source == NATIVE and f not in big]
+        loading = {f.id for f in big}
+        held = [f for f in found if f.source == NATIVE and f.id not in loading]
         cache.read_ahead([os.path.join(f.path, EVENTS_FILE) for f in held])
     if not big:
         return None
