@@ -219,7 +219,7 @@ class App {
       this.store.reloadAll(this.xKind());
       this.loadGpus();
       this.lora.focus(this.focused, this.hasLora(this.focused));
-      this.samples.focus(this.focused, true, this.summaryOf(this.focused));
+      this.samples.focus(this.focused, true, this.store.summary(this.focused));
       this.log.reload();
     }
     for (const id of [...this.selected]) if (!this.store.summary(id)) this.selected.delete(id);
@@ -300,15 +300,11 @@ class App {
     this.focused = id;
     this.selectionChanged(); // the focused run is subscribed (its LoRA columns stream) and loaded
     this.lora.focus(id, this.hasLora(id));
-    this.samples.focus(id, false, this.summaryOf(id));
+    this.samples.focus(id, false, this.store.summary(id));
     this.log.focus(id);
     this.mark("sidebar");
     this.mark("stat");
     this.mark("charts");
-  }
-
-  summaryOf(id) {
-    return id ? this.store.summary(id) || null : null;
   }
 
   hasLora(id) {

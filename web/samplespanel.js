@@ -81,9 +81,9 @@ export class SamplesPanel {
     this.failed = false;
     const seq = ++this.seq;
     this.schedule();
-    if (!runId || (summary && summary.id === runId && summary.samples === 0)) {
+    if (!runId || summary?.samples === 0) {
       this.fetching = false;
-      if (runId) this.generation = summary.generation ?? null;
+      if (runId) this.generation = summary.generation;
       return;
     }
     this.fetching = true;
