@@ -2,26 +2,25 @@
 asks, the same way for mudpuppy-monitor and for TensorBoard.
 
 - dashboard-ready: every run is listed with its last step, and every run's charts are answered at
-  the resolution the page asks for. For mudpuppy-monitor that is what `web/store.js` asks (through
-  `web/batch.js`) for the overlaid runs, all of them on a first load: one `POST /api/series` with
-  `{"runs": [...up to 100 ids], "names": <the charted series, sorted>, "x": "step", "points":
-  2000}`, answered as JSON, each series holding the run's last step. TensorBoard has no server-side decimation: its charts are the
-  scalars of each tag (`/data/plugin/scalars/scalars?run=&tag=`), ready when they reach the
-  run's last step.
+  the resolution the page asks for. For mudpuppy-monitor that is what `web/store.js` asks
+  (through `web/batch.js`) for the overlaid runs, all of them on a first load: one `POST
+  /api/series` with `{"runs": [...up to 100 ids], "names": <the charted series, sorted>, "x":
+  "step", "points": 2000}`, answered as JSON, each series holding the run's last step.
+  TensorBoard has no server-side decimation: its charts are the scalars of each tag
+  (`/data/plugin/scalars/scalars?run=&tag=`), ready when they reach the run's last step.
 - full fidelity: then every run's whole `loss` series (`points=100000`, raw, for mudpuppy;
   the `loss` scalars for TensorBoard), every point present.
 
 Requests go over up to 6 keep-alive connections at once with `Accept-Encoding: gzip`, as a
 browser sends them, and JSON answers of both systems are decoded with orjson (closer to a
-browser's JSON.parse than the standard library's decoder); bytes on the wire are the response bodies as sent (compressed where the
-server compresses). Resident memory is sampled every 20 ms over the server and its children.
+browser's JSON.parse than the standard library's decoder); bytes on the wire are the response
+bodies as sent (compressed where the server compresses). Resident memory is sampled every 20 ms over the server and its children.
 """
 
 from __future__ import annotations
 
 import gzip
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -36,8 +35,10 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-# the series the dashboard draws (the page asks for those a run has)
 from mudpuppy_monitor.server.columns import decode as decode_columns
+
+# the series the dashboard draws (the page asks for all of them; the daemon leaves out those a
+# run does not have)
 from mudpuppy_monitor.snapshot.data import CHART_SERIES as DASHBOARD_SERIES
 
 DASHBOARD_POINTS = 2000
@@ -65,7 +66,7 @@ class Wire:
     def post_json(self, path: str, doc: Any) -> Any:
         """POST a JSON document, as the dashboard's batched loads do; the answer decoded."""
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        status, _, raw = self._ask("POST", path, headers, json.dumps(doc).encode())
+        status, _, raw = self._ask("POST", path, headers, orjson.dumps(doc))
         if status != 200:
             raise OSError(f"HTTP {status} for POST {path}")
         return orjson.loads(raw)
@@ -201,10 +202,10 @@ class Mudpuppy:
         """The page's first load: the overlaid runs' charts in batches of BATCH_RUNS."""
         names = sorted(DASHBOARD_SERIES)
         for i in range(0, len(runs), BATCH_RUNS):
-            ask = {"runs": runs[i : i + BATCH_RUNS], "names": names, "x": "step"}
-            got = wire.post_json("/api/series", {**ask, "points": DASHBOARD_POINTS})
-            answered = {r["id"]: r["series"] for r in got["runs"]}
-            for run in ask["runs"]:
+            batch = runs[i : i + BATCH_RUNS]
+            ask = {"runs": batch, "names": names, "x": "step", "points": DASHBOARD_POINTS}
+            answered = {r["id"]: r["series"] for r in wire.post_json("/api/series", ask)["runs"]}
+            for run in batch:
                 series = answered.get(run)
                 # the rates (steps_per_s, tokens_per_s) have one point less than the run has rows
                 if not series or any(s["count"] < steps - 1 for s in series.values()):
