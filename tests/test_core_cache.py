@@ -120,6 +120,13 @@ def _entry(cache: ParseCache, events: Path) -> Path:
     return Path(cache.entry_path(st.st_dev, st.st_ino))
 
 
+def cached_run(root: Path, cache: ParseCache, data: bytes) -> tuple[Path, Path]:
+    """(events file, cache entry) of run `a` holding `data`, attached once so the cache has it."""
+    events = write_run(root, "a", data)
+    monitor(root, cache)
+    return events, _entry(cache, events)
+
+
 def test_a_second_attach_resumes_from_the_cache_without_decoding(
     tmp_path: Path, cache: ParseCache, small_min: None, decoded: list[int]
 ) -> None:
@@ -228,9 +235,7 @@ def test_a_damaged_or_foreign_entry_is_not_used(
     tmp_path: Path, cache: ParseCache, small_min: None
 ) -> None:
     root = tmp_path / "runs"
-    events = write_run(root, "a", body(1, 1000))
-    monitor(root, cache)
-    entry = _entry(cache, events)
+    events, entry = cached_run(root, cache, body(1, 1000))
     good = entry.read_bytes()
     want = picture(monitor(root, None), "a")
     marker = tmp_path / "pwned"
@@ -287,9 +292,7 @@ def test_default_directory_follows_xdg_cache_home() -> None:
 
 def test_old_entries_are_pruned(tmp_path: Path, cache: ParseCache, small_min: None) -> None:
     root = tmp_path / "runs"
-    events = write_run(root, "a", body(1, 500))
-    monitor(root, cache)
-    entry = _entry(cache, events)
+    events, entry = cached_run(root, cache, body(1, 500))
     old = parsecache.MAX_AGE_S + 10
     os.utime(entry, (os.stat(entry).st_atime - old, os.stat(entry).st_mtime - old))
     assert cache.prune() == 1 and not entry.exists()
@@ -404,9 +407,7 @@ def test_a_writer_killed_mid_entry_leaves_the_old_entry_whole(
     import sys
 
     root = tmp_path / "runs"
-    events = write_run(root, "a", body(1, 1500))
-    monitor(root, cache)  # the entry of the first 1,500 lines
-    entry = _entry(cache, events)
+    events, entry = cached_run(root, cache, body(1, 1500))  # the entry of the first 1,500 lines
     before = entry.read_bytes()
     with open(events, "ab") as f:
         f.write(body(1500, 3000))
@@ -517,9 +518,8 @@ def test_an_entry_replaced_after_its_early_read_is_decoded_again(
     tmp_path: Path, cache: ParseCache, small_min: None
 ) -> None:
     root = tmp_path / "runs"
-    events = write_run(root, "a", body(1, 2000))
-    monitor(root, cache)
-    entry = str(_entry(cache, events))
+    events, cached = cached_run(root, cache, body(1, 2000))
+    entry = str(cached)
     path = os.path.realpath(events)  # as the Monitor names it
     cache.read_ahead([path])
     early = parsecache._early[path]
